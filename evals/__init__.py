@@ -1,0 +1,4 @@
+"""FID and FVD evaluation: detectors, feature statistics, Frechet distance, named protocols.
+
+Stands alone: nothing here imports `maskgwm` or `repro`.
+"""

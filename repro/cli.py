@@ -1,0 +1,127 @@
+"""The `repro` command-line interface: list, submit, status, table."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+
+from maskgwm.config import SCALES, ConfigError
+
+from .fsio import UnwritableError
+from .jobs import JobFileError, UnknownTarget, load_all_targets, load_target, resolve_target
+from .paths import work_dir
+from .submit import CLUSTERS, SlurmUnavailable, dry_run, submit
+
+USER_ERRORS = (JobFileError, UnknownTarget, ConfigError, UnwritableError, SlurmUnavailable,
+               ValueError)
+
+
+def default_scale(target: str, scale: str | None) -> str:
+    return scale or ("smoke" if target == "smoke" else "paper")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    targets = [load_target(args.target)] if args.target else load_all_targets()
+    uses: dict[str, list[str]] = defaultdict(list)
+    for target in load_all_targets():
+        for run in resolve_target(target, args.scale):
+            uses[run.run_id] += list(run.cells) or [f"({target.name}:{run.name})"]
+    for target in targets:
+        runs = resolve_target(target, args.scale)
+        print(f"{target.name:<8} {target.title}")
+        print(f"         protocol {target.protocol}; scale {args.scale}; {target.path}")
+        print(f"         {'run':<24} {'id':<12} {'stage':<5} {'variant':<22} {'steps':>6}  cells")
+        for run in runs:
+            shared = " (shared)" if len(set(uses[run.run_id])) > 1 else ""
+            print(f"         {run.name:<24} {run.run_id:<12} {run.stage:<5} "
+                  f"{run.variant or '-':<22} {run.steps:>6}  "
+                  f"{', '.join(run.cells) or '-'}{shared}")
+        print()
+    print("Runs shared by several cells (trained and evaluated once):")
+    for run_id, cells in uses.items():
+        cells = list(dict.fromkeys(c for c in cells if not c.startswith("(")))
+        if len(cells) > 1:
+            print(f"  {run_id}: {', '.join(cells)}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    target = load_target(args.target)
+    scale = default_scale(args.target, args.scale)
+    if args.dry_run:
+        dry_run(target, scale, work_dir(), args.partition)
+        return 0
+    entries = submit(target, scale, args.cluster, work_dir(), wait=args.wait,
+                     partition=args.partition)
+    if args.cluster == "slurm" and not args.wait:
+        print("submitted; follow with `repro status " + target.name + "`")
+        return 0
+    from .runner import run_dir, run_state
+    failed = [e for e in entries if run_state(run_dir(work_dir(), e.run.run_id))[0] != "done"]
+    for entry in failed:
+        print(f"not done: {entry.run.name} (run {entry.run.run_id}); log {entry.stderr or '-'}")
+    print(f"{len(entries) - len(failed)}/{len(entries)} runs done for {target.name} ({scale})")
+    return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import collect_status, format_status
+    print(format_status(collect_status(work_dir(), args.target)))
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from .table import render_target_table, write_target_table
+    target = load_target(args.target)
+    scale = default_scale(args.target, args.scale)
+    path = write_target_table(target, scale)
+    print(render_target_table(target, scale), end="")
+    print(f"\nwritten to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repro", description="MaskGWM reproduction suite: one job per paper table/figure.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="targets, their runs, protocols and the paper cells they fill")
+    p.add_argument("target", nargs="?", help="show one target only")
+    p.add_argument("--scale", choices=SCALES, default="paper", help="scale to resolve run ids at")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("submit", help="submit a target's runs (through submitit)")
+    p.add_argument("target", help="a target in slurm/ (see `repro list`)")
+    p.add_argument("--cluster", choices=CLUSTERS, default="local",
+                   help="where to run: local processes (default), Slurm, or in-process debug")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="ci | smoke | lite | paper (default: smoke for `smoke`, else paper)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print Slurm options, command and GPU-hours per run; submit nothing")
+    p.add_argument("--wait", action="store_true", help="with --cluster slurm: wait for all jobs")
+    p.add_argument("--partition", default=None, help="Slurm partition (overrides the job file)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="state of submitted runs, with log paths")
+    p.add_argument("target", nargs="?", help="only this target's runs")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("table", help="the paper's table with our numbers beside it (Markdown)")
+    p.add_argument("target", help="a target in slurm/")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="which of our results to show (default: smoke for `smoke`, else paper)")
+    p.set_defaults(func=cmd_table)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"repro: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

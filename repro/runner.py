@@ -1,0 +1,115 @@
+"""What one submitted job executes for one run, and the run directory's state files.
+
+A run directory `<workdir>/runs/<run_id>/` holds `spec.json` (what to run), `running.json`,
+then `done.json` or `failed.json`. Training, sampling and evaluation plug in here as the
+Trainer and Orchestration issues land; until then a run records its resolved config and
+provenance and says plainly that it is a placeholder.
+
+    python -m repro.runner <workdir>/runs/<run_id>/spec.json
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .fsio import atomic_write_json, read_json
+from .paths import repo_root
+
+STATES = ("pending", "running", "done", "failed")
+
+
+def run_dir(workdir: Path, run_id: str) -> Path:
+    return Path(workdir) / "runs" / run_id
+
+
+def run_state(directory: Path) -> tuple[str, dict[str, Any]]:
+    """(state, details) of a run directory from its state files."""
+    for state in ("done", "failed", "running"):
+        path = directory / f"{state}.json"
+        if path.exists():
+            return state, read_json(path)
+    return "pending", {}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+    dirty = subprocess.run(["git", "-C", str(repo_root()), "status", "--porcelain"],
+                           capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty and commit != "unknown" else "")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _provenance() -> dict[str, Any]:
+    return {"git_commit": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "python": sys.version.split()[0]}
+
+
+def execute(spec_path: str | Path) -> dict[str, Any]:
+    """Run one run (the callable that submitit pickles); returns the done record."""
+    spec_path = Path(spec_path)
+    spec = read_json(spec_path)
+    directory = spec_path.parent
+    state, done = run_state(directory)
+    if state == "done":
+        print(f"run {spec['run_id']} is already done; nothing to do", flush=True)
+        return done
+    if spec["parent_id"]:
+        parent_state, _ = run_state(run_dir(directory.parent.parent, spec["parent_id"]))
+        if parent_state != "done":
+            raise RuntimeError(f"run {spec['run_id']}: parent run {spec['parent_id']} is "
+                               f"{parent_state}, not done; submit the target again once it "
+                               "has finished")
+    atomic_write_json(directory / "running.json", {"started": _now(), **_provenance()})
+    try:
+        record = _placeholder(spec, directory)
+    except BaseException as err:
+        atomic_write_json(directory / "failed.json",
+                          {"finished": _now(), "error": f"{type(err).__name__}: {err}",
+                           "traceback": traceback.format_exc(), **_provenance()})
+        (directory / "running.json").unlink(missing_ok=True)
+        raise
+    (directory / "failed.json").unlink(missing_ok=True)
+    atomic_write_json(directory / "done.json", record)
+    (directory / "running.json").unlink(missing_ok=True)
+    return record
+
+
+def _placeholder(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+    what = ("sampling with the external Vista program" if spec["stage"] == "vista"
+            else f"training stage {spec['stage']}")
+    message = (f"PLACEHOLDER: {what} is not implemented yet (Trainer / Orchestration issues); "
+               f"this job only recorded the resolved config of run {spec['run_id']} "
+               f"in {directory / 'config.json'}")
+    atomic_write_json(directory / "config.json",
+                      {"run_id": spec["run_id"], "parent_id": spec["parent_id"],
+                       "stage": spec["stage"], "variant": spec["variant"],
+                       "scale": spec["scale"], "config": spec["config"]})
+    print(message, flush=True)
+    return {"finished": _now(), "placeholder": True, "message": message, **_provenance()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(__doc__)
+        return 2
+    execute(args[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
