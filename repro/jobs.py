@@ -206,15 +206,15 @@ def load_target_file(path: Path) -> Target:
     protocol = data["target"]["protocol"]
     _check_protocol(f"{path} [target] protocol", protocol)
     resources = {}
-    for scale in ("paper", "smoke"):
-        if scale not in data["resources"]:
-            raise JobFileError(f"{path}: missing required table [resources.{scale}]")
     for scale, body in data["resources"].items():
         if scale not in SCALES:
             raise JobFileError(f"{path} [resources]: unknown scale '{scale}' "
                                f"(known: {', '.join(SCALES)})")
         _check_keys(f"{path} [resources.{scale}]", body, RESOURCE_KEYS, RESOURCE_OPTIONAL)
         resources[scale] = Resources(**body)
+    for scale in ("paper", "smoke"):
+        if scale not in resources:
+            raise JobFileError(f"{path}: missing required table [resources.{scale}]")
     resources.setdefault("lite", resources["paper"])
     resources.setdefault("ci", resources["smoke"])
     if not data["runs"]:

@@ -37,6 +37,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         lines.append(f"{row['state']:<10} {row['target'] + ':' + row['name']:<34} "
                      f"{row['run_id']:<12} {row['scale']:<6} {row['cluster']:<7} {row['job_id']}")
+        if row["state"] == "blocked":
+            lines.append("           its parent run failed: fix that, then submit again")
         if row["state"] in ("failed", "lost"):
             reason = row["error"] or "the job ended without writing a result"
             lines.append(f"           {reason}")

@@ -10,6 +10,7 @@ import datetime as dt
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -114,12 +115,16 @@ def check_slurm() -> None:
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """Live Slurm states of queued or running jobs (finished jobs are absent)."""
+    """Live Slurm states of queued or running jobs (finished jobs are absent). A job whose
+    dependency failed is BLOCKED: Slurm would keep it pending forever."""
     if not job_ids or not shutil.which("squeue"):
         return {}
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True,
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r"], capture_output=True, text=True,
                          timeout=30)
-    states = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, state, reason = (line.split("|") + ["", ""])[:3]
+        states[job_id] = "BLOCKED" if reason == "DependencyNeverSatisfied" else state
     return {job_id: states[job_id] for job_id in job_ids if job_id in states}
 
 
@@ -175,10 +180,27 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
                        for e in by_id.values()]}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     atomic_write_json(workdir / "submissions" / f"{stamp}-{target.name}-{scale}.json", record)
-    if wait or cluster != "slurm":
+    if cluster != "slurm":
         for entry in by_id.values():
             _wait(entry)
+    elif wait:
+        wait_for_slurm(list(by_id.values()), workdir)
     return list(by_id.values())
+
+
+def wait_for_slurm(entries: list[Submitted], workdir: Path, poll_s: float = 2.0) -> None:
+    """Until every job has a result, left the queue, or is blocked by a failed parent."""
+    waiting = {e.job_id: e for e in entries if e.job_id}
+    while waiting:
+        for job_id, entry in list(waiting.items()):
+            if run_state(run_dir(workdir, entry.run.run_id))[0] in ("done", "failed"):
+                del waiting[job_id]
+        live = slurm_states(list(waiting))
+        for job_id in list(waiting):
+            if live.get(job_id, "BLOCKED") == "BLOCKED":
+                del waiting[job_id]
+        if waiting:
+            time.sleep(poll_s)
 
 
 def _submit_one(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, Submitted],
@@ -189,7 +211,10 @@ def _submit_one(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, 
         return Submitted(run, "skipped")
     previous = _previous_job(directory)
     if previous and previous.get("cluster") == "slurm" and cluster == "slurm":
-        if slurm_states([previous["job_id"]]):
+        live = slurm_states([previous["job_id"]]).get(previous["job_id"])
+        if live == "BLOCKED":  # its parent failed earlier; replace it
+            subprocess.run(["scancel", previous["job_id"]], capture_output=True, timeout=30)
+        elif live:
             return Submitted(run, "reused", previous["job_id"], stdout=previous.get("stdout"),
                              stderr=previous.get("stderr"))
     parent = by_id.get(run.parent_id) if run.parent_id else None

@@ -1,0 +1,60 @@
+"""Session-wide fixtures: the real single-node Slurm that `.ci/slurm-up` starts.
+
+Tests that need it are skipped when Slurm is unreachable, unless REPRO_REQUIRE_SLURM=1 (set by
+`.ci/run`), which turns that into a failure.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SINFO_TIMEOUT_S = 20
+USABLE_NODE_STATES = {"idle", "mixed", "allocated", "completing"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmCluster:
+    partition: str
+    node: str
+    cpus: int
+
+
+def query_slurm() -> SlurmCluster:
+    """The default partition and its first usable node, from sinfo; RuntimeError saying why not."""
+    if shutil.which("sinfo") is None:
+        raise RuntimeError("`sinfo` is not on PATH (run .ci/slurm-up to install and start Slurm)")
+    cmd = ["sinfo", "-h", "-N", "-o", "%P|%N|%c|%T"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=SINFO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the Slurm controller did not answer `sinfo` in {SINFO_TIMEOUT_S} s")
+    if out.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed: {out.stderr.strip()}")
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.strip()]
+    rows.sort(key=lambda row: not row[0].endswith("*"))  # the default partition first
+    for partition, node, cpus, state in rows:
+        if state in USABLE_NODE_STATES:
+            return SlurmCluster(partition.rstrip("*"), node, int(cpus))
+    raise RuntimeError(f"no usable Slurm node; sinfo says: {out.stdout.strip() or 'no nodes'}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    try:
+        return query_slurm()
+    except RuntimeError as err:
+        reason = str(err)
+    if os.environ.get("REPRO_REQUIRE_SLURM") == "1":
+        pytest.fail(f"REPRO_REQUIRE_SLURM=1 but {reason}", pytrace=False)
+    pytest.skip(f"no Slurm: {reason}")
+
+
+@pytest.fixture(scope="session")
+def slurm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder for submitit's pickles and logs; on one machine the node sees every local path."""
+    return tmp_path_factory.mktemp("slurm")

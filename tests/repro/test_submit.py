@@ -1,0 +1,69 @@
+"""`repro submit` through submitit's local executor: runs finish in dependency order, a second
+submit skips finished runs, and a failing run shows as failed in `repro status` with its log."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from repro.jobs import load_target, resolve_target
+from repro.runner import run_dir, run_state
+
+
+def run_ids(target: str, scale: str = "ci") -> dict[str, str]:
+    return {r.name: r.run_id for r in resolve_target(load_target(target), scale)}
+
+
+def test_local_submit_runs_the_graph_once(cli, isolated):
+    work = isolated / "work"
+    first = cli("submit", "table4a", "--scale", "ci")
+    assert first.code == 0, first.out + first.err
+    assert first.out.count("submitted") == 6 and "6/6 runs done" in first.out
+    ids = run_ids("table4a")
+    for name, run_id in ids.items():
+        state, done = run_state(run_dir(work, run_id))
+        assert state == "done" and done["placeholder"] is True
+        config = json.loads((run_dir(work, run_id) / "config.json").read_text())
+        assert config["run_id"] == run_id and config["scale"] == "ci"
+    # children started after their parent finished
+    finished = {n: json.loads((run_dir(work, i) / "done.json").read_text())["finished"]
+                for n, i in ids.items()}
+    assert finished["stage1a"] <= finished["stage1b"] <= finished["time-r0.1"]
+
+    again = cli("submit", "table4a", "--scale", "ci")
+    assert again.code == 0 and again.out.count("skipped") == 6 and "submitted" not in again.out
+    # a target sharing runs reuses them: table5's r=0.1 and r=0.25 runs are table4a's
+    shared = cli("submit", "table5", "--scale", "ci")
+    assert shared.code == 0
+    skipped = [line.split()[1] for line in shared.out.splitlines() if line.strip().startswith("skipped")]
+    assert {"time-r0.1", "time-r0.25", "row-time-r0.1", "row-time-r0.25"} <= set(skipped)
+
+    status = cli("status", "table4a")
+    assert status.out.count("done ") == 6
+
+
+def test_failing_run_is_reported_with_its_log(cli, isolated):
+    work = isolated / "work"
+    bad = run_ids("table4a")["time-r0.1"]
+    (run_dir(work, bad) / "config.json").mkdir(parents=True)  # the run cannot write its record
+    result = cli("submit", "table4a", "--scale", "ci")
+    assert result.code == 1
+    assert f"not done: time-r0.1 (run {bad})" in result.out and "5/6 runs done" in result.out
+    status = cli("status")
+    lines = status.out.splitlines()
+    row = next(i for i, line in enumerate(lines) if "table4a:time-r0.1" in line)
+    assert lines[row].startswith("failed")
+    assert "IsADirectoryError" in lines[row + 1] or "Error" in lines[row + 1]
+    log = lines[row + 2].split("log: ")[1].split()[0]
+    assert Path(log).exists() and "Error" in Path(log).read_text()
+
+    (run_dir(work, bad) / "config.json").rmdir()         # fixed: a resubmit runs only it
+    retry = cli("submit", "table4a", "--scale", "ci")
+    assert retry.code == 0 and retry.out.count("submitted") == 1
+
+
+def test_unwritable_workdir_submits_nothing(cli, isolated, monkeypatch):
+    blocker = isolated / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("REPRO_WORKDIR", str(blocker))
+    result = cli("submit", "smoke", "--scale", "ci")
+    assert result.code == 2 and "REPRO_WORKDIR" in result.err and result.out == ""
