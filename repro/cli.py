@@ -57,9 +57,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print("submitted; follow with `repro status " + target.name + "`")
         return 0
     from .runner import run_dir, run_state
-    failed = [e for e in entries if run_state(run_dir(work_dir(), e.run.run_id))[0] != "done"]
+    states = {e.run.run_id: run_state(run_dir(work_dir(), e.run.run_id)) for e in entries}
+    failed = [e for e in entries if states[e.run.run_id][0] != "done"]
     for entry in failed:
         print(f"not done: {entry.run.name} (run {entry.run.run_id}); log {entry.stderr or '-'}")
+    placeholders = sum(1 for state, record in states.values() if record.get("placeholder"))
+    if placeholders:
+        print(f"NOTE: {placeholders} runs are placeholders: training, sampling and evaluation are "
+              "not implemented yet, so they only recorded their resolved configs")
     print(f"{len(entries) - len(failed)}/{len(entries)} runs done for {target.name} ({scale})")
     return 1 if failed else 0
 
@@ -118,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open("/dev/null", "w")
+        return 0
     except USER_ERRORS as err:
         print(f"repro: error: {err}", file=sys.stderr)
         return 2
