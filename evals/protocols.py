@@ -1,11 +1,66 @@
-"""Named evaluation protocols (DESIGN.md sections 4 and 9).
+"""Named evaluation protocols (DESIGN.md sections 4 and 9): every choice that moves FID or FVD
+is an explicit field, and every result embeds the full protocol and its hash.
 
-This holds each protocol's identity and headline sizes; the Evaluators issue makes every
-preprocessing choice an explicit field here.
+Fields the papers leave open carry our reading (DESIGN.md section 9) and are listed in
+`ASSUMED`, so docs and results can say which numbers rest on an assumption.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESIZE_CHOICES = ("tf_bilinear", "torch_bilinear")
+CROP_CHOICES = ("none", "center")
+FID_DETECTORS = ("inception-2015-12-05",)
+FVD_DETECTORS = ("i3d-400", "i3d-torchscript")
+
+
+@dataclass(frozen=True)
+class FIDSpec:
+    detector: str = "inception-2015-12-05"
+    resize: str = "tf_bilinear"          # torchmetrics / torch-fidelity's TF1-style resize
+    size: int = 299
+    crop: str = "none"                   # none (aspect ignored) | center (square, then resize)
+    exclude_cond_frames: bool = True     # condition frames are copies of real frames
+    frames_per_clip: int = 0             # 0: every (counted) frame; k: k random frames per clip
+
+
+@dataclass(frozen=True)
+class FVDSpec:
+    detector: str = "i3d-400"            # TATS / LVDM / Vista-style state_dict
+    resize: str = "torch_bilinear"       # per frame to size x size, aspect ignored (TATS/LVDM)
+    size: int = 224
+    crop: str = "none"                   # none | center (square, as VideoGPT)
+    first_frame: int = 0                 # frames [first_frame, first_frame + num_frames)
+    num_frames: int = 0                  # 0: all frames from first_frame
+    min_frames: int = 10                 # the I3D needs >= 9 frames; shorter clips are padded
+    pad: str = "repeat_last"             # how short clips are padded up to min_frames
+
+
+@dataclass(frozen=True)
+class KIDSpec:
+    subset_size: int = 1000
+    subsets: int = 100
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    n_boot: int = 200                    # 0: no intervals
+    level: float = 0.95
+    blocks: int = 20                     # clip blocks (frames of one clip share one); each
+                                         # FeatureStats holds blocks x d^2 float64 (671 MB at 2048)
+
+
+@dataclass(frozen=True)
+class LongHorizonSpec:
+    window: int = 25                     # frames generated per rollout round
+    cond_frames: int = 3                 # frames carried into the next round
+    horizon_s: float = 15.0
+    frames_per_point: int = 25           # frames drawn (in time order) at each point
 
 
 @dataclass(frozen=True)
@@ -13,25 +68,105 @@ class Protocol:
     name: str
     description: str
     dataset: str
-    n_videos: int           # clips scored by FVD
-    n_fid_frames: int       # frames scored by FID
+    split: str
+    n_clips: int                         # clips generated and scored (FVD videos)
     frames_per_clip: int
+    fps: float
     cond_frames: int
     actions: bool = False
-    horizon_s: float = 0.0  # long-horizon protocols: rollout length in seconds
+    width: int = 512                     # generated and reference frames are compared here;
+    height: int = 288                    # reference frames: centre crop to aspect + LANCZOS
+    n_fid_frames_paper: int = 0          # the paper's FID frame count (ours is reported as n)
+    fid: FIDSpec = field(default_factory=FIDSpec)
+    fvd: FVDSpec = field(default_factory=FVDSpec)
+    kid: KIDSpec = field(default_factory=KIDSpec)
+    bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
+    long_horizon: LongHorizonSpec | None = None
+    seed: int = 0                        # random frame draws (FID subsets, long-horizon points)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def measurement_points(self) -> list[tuple[int, float]]:
+        """(frames generated so far, seconds) after each rollout round; one point otherwise."""
+        if self.long_horizon is None:
+            return [(self.frames_per_clip, self.frames_per_clip / self.fps)]
+        spec, points, frames = self.long_horizon, [], self.long_horizon.window
+        while True:
+            points.append((frames, frames / self.fps))
+            if frames / self.fps >= spec.horizon_s:
+                return points
+            frames += spec.window - spec.cond_frames
+
+    def replace(self, **changes: Any) -> "Protocol":
+        """A variant of this protocol (sensitivity studies, smaller scales); nested specs
+        change with dotted names, e.g. replace(**{"fvd.num_frames": 16})."""
+        flat = {k: v for k, v in changes.items() if "." not in k}
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if "." in key:
+                outer, inner = key.split(".", 1)
+                nested.setdefault(outer, {})[inner] = value
+        for outer, inner in nested.items():
+            current = getattr(self, outer)
+            if current is None:
+                raise ValueError(f"protocol {self.name} has no '{outer}' section")
+            flat[outer] = dataclasses.replace(current, **inner)
+        return dataclasses.replace(self, **flat)
+
+    def validate(self) -> None:
+        problems = []
+        if self.fid.resize not in RESIZE_CHOICES or self.fvd.resize not in RESIZE_CHOICES:
+            problems.append(f"resize must be one of {RESIZE_CHOICES}")
+        if self.fid.detector not in FID_DETECTORS:
+            problems.append(f"fid.detector must be one of {FID_DETECTORS}")
+        if self.fvd.detector not in FVD_DETECTORS:
+            problems.append(f"fvd.detector must be one of {FVD_DETECTORS}")
+        if self.fid.crop not in CROP_CHOICES or self.fvd.crop not in CROP_CHOICES:
+            problems.append(f"crop must be one of {CROP_CHOICES}")
+        if self.fvd.pad not in ("repeat_last", "none"):
+            problems.append("fvd.pad must be repeat_last or none")
+        if not 0 <= self.cond_frames < self.frames_per_clip:
+            problems.append("need 0 <= cond_frames < frames_per_clip")
+        if self.n_clips < 2:
+            problems.append("n_clips must be at least 2")
+        if problems:
+            raise ValueError(f"protocol {self.name}: " + "; ".join(problems))
 
 
-PROTOCOLS = {p.name: p for p in (
-    Protocol("vista_nuscenes", "Vista's nuScenes val protocol: 5369 clips x 25 CAM_FRONT frames",
-             "nuscenes", 5369, 5369 * 24, 25, 1),
-    Protocol("drivewm_mview", "Drive-WM multi-view: 150 val scenes x 6 views, T = 8",
-             "nuscenes_mview", 900, 10000, 8, 1),
-    Protocol("waymo_zeroshot", "600 Waymo val front-camera videos, zero-shot",
-             "waymo", 600, 15000, 25, 1),
-    Protocol("opendv_ablation", "OpenDV-2K val, 3000 clips FVD, 18000 frames FID (GenAD setting)",
-             "opendv", 3000, 18000, 25, 1),
-    Protocol("opendv_long", "300 OpenDV-2K val videos, 3 condition frames, rollout to 15 s",
-             "opendv", 300, 300 * 25, 25, 3, horizon_s=15.0),
+ASSUMED = {
+    "vista_nuscenes": ["fvd.num_frames (all 25 frames)", "fvd.resize", "fid.resize"],
+    "drivewm_mview": ["fid: all 7,200 frames instead of 10K", "fvd.min_frames 10 (OpenDWM)",
+                      "cond_frames 1"],
+    "waymo_zeroshot": ["fid.exclude_cond_frames false (15K = 600 x 25)", "fvd.resize"],
+    "opendv_ablation": ["fid.frames_per_clip 6 (18,000 / 3,000)", "cond_frames 1"],
+    "opendv_long": ["one measurement point per rollout round",
+                    "points draw from the whole sequence, condition frames included"],
+}
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("vista_nuscenes", "Vista's nuScenes protocol: 5369 val clips x 25 CAM_FRONT frames, "
+             "1 condition frame, no action; FID on the 24 generated frames of each clip",
+             "nuscenes", "val", 5369, 25, 10.0, 1, n_fid_frames_paper=5369 * 24),
+    Protocol("drivewm_mview", "Drive-WM multi-view: 150 val scenes x 6 views = 900 videos of "
+             "8 keyframes; FID on all their frames", "nuscenes_mview", "val", 900, 8, 2.0, 1,
+             n_fid_frames_paper=10000, fid=FIDSpec(exclude_cond_frames=False)),
+    Protocol("waymo_zeroshot", "600 Waymo val front-camera videos, zero-shot, 1 condition "
+             "frame, no action; FID on 15K frames", "waymo", "validation", 600, 25, 10.0, 1,
+             n_fid_frames_paper=15000, fid=FIDSpec(exclude_cond_frames=False)),
+    Protocol("opendv_ablation", "OpenDV-2K val (GenAD setting): 3000 clips for FVD, 6 random "
+             "generated frames per clip (18,000) for FID", "opendv", "val", 3000, 25, 10.0, 1,
+             n_fid_frames_paper=18000, fid=FIDSpec(frames_per_clip=6)),
+    Protocol("opendv_long", "300 OpenDV-2K val videos, 3 condition frames, no action, "
+             "autoregressive rollout to 15 s; 25 frames drawn per measurement point",
+             "opendv", "val", 300, 25, 10.0, 3, n_fid_frames_paper=300 * 25,
+             fid=FIDSpec(exclude_cond_frames=False), long_horizon=LongHorizonSpec()),
 )}
 
 

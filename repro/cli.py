@@ -1,4 +1,4 @@
-"""The `repro` command-line interface: list, submit, status, table."""
+"""The `repro` command-line interface: list, submit, status, table, eval and weights."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,14 @@ from collections import defaultdict
 
 from maskgwm.config import SCALES, ConfigError
 
+from .evalcmd import add_parsers as add_eval_parsers
 from .fsio import UnwritableError
 from .jobs import JobFileError, UnknownTarget, load_all_targets, load_target, resolve_target
 from .paths import work_dir
 from .submit import CLUSTERS, SlurmUnavailable, dry_run, submit
 
 USER_ERRORS = (JobFileError, UnknownTarget, ConfigError, UnwritableError, SlurmUnavailable,
-               ValueError)
+               ValueError, FileNotFoundError)
 
 
 def default_scale(target: str, scale: str | None) -> str:
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=SCALES, default=None,
                    help="which of our results to show (default: smoke for `smoke`, else paper)")
     p.set_defaults(func=cmd_table)
+    add_eval_parsers(sub)
     return parser
 
 

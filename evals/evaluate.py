@@ -1,0 +1,235 @@
+"""Score a generated video set against a reference under a named protocol.
+
+    evaluate(protocol, generated, reference, out)             # one pass: writes out (JSON)
+    evaluate(..., shard=(i, n))                                # writes out.shard-i-of-n/
+    merge_shards(out)                                          # joins every shard, writes out
+
+The result JSON embeds the full protocol and its hash, the clip-order hash (and the clip list's
+hash when one is given), each detector and its weights' SHA-256 (or the random-weights label),
+the feature-level inputs hashes, and per measurement point FID, FVD and KID with intervals.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bootstrap import bootstrap_frechet
+from .cliplist import read_clip_list
+from .extractors import RANDOM_WEIGHTS_LABEL, build_extractors
+from .frechet import frechet_from_stats, kid
+from .pipeline import (BundleError, check_shards, clip_order_hash, extract, load_bundle,
+                       merge_parts, save_bundle, set_fingerprint)
+from .protocols import Protocol
+from .videoset import VideoSet, VideoSetError
+
+RESULT_SCHEMA = 1
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def shard_dir(out: Path, shard: tuple[int, int]) -> Path:
+    return out.with_name(f"{out.name}.shard-{shard[0]}-of-{shard[1]}")
+
+
+def _clip_order(generated: VideoSet, clip_list: Path | None) -> tuple[list[str], str | None]:
+    if clip_list is None:
+        return [c.clip_id for c in generated.clips], None
+    data = read_clip_list(clip_list)
+    ids = [c["clip_id"] for c in data["clips"]]
+    have = {c.clip_id for c in generated.clips}
+    missing = [cid for cid in ids if cid not in have]
+    if missing:
+        raise VideoSetError(f"{generated.root}: {len(missing)} clips of {clip_list} are missing "
+                            f"(first: {', '.join(missing[:5])}); generate them, then evaluate")
+    return ids, data["hash"]
+
+
+def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], extractors,
+                     detectors: list[dict], shard: tuple[int, int], cache_dir: Path | None,
+                     progress: bool) -> tuple[dict, dict[str, Any]]:
+    """Reference features from a bundle folder, the cache, or by extraction (then cached)."""
+    if (reference / "bundle.json").exists():
+        meta, parts = load_bundle(reference)
+        if meta["protocol_hash"] != protocol.hash or meta["clip_order_hash"] != \
+                clip_order_hash(clip_ids) or meta["detectors"] != detectors:
+            raise BundleError(f"{reference}: reference statistics were made with another "
+                              "protocol, clip order or detector; recompute them")
+        return {k: v for k, v in parts.items() if "-ref-" in k}, meta["reference"]
+    videoset = VideoSet.open(reference, cond_frames=0, fps=protocol.fps)
+    info = {"path": str(reference), "fingerprint": set_fingerprint(videoset)}
+    key = hashlib.sha256(json.dumps([info["fingerprint"], protocol.hash,
+                                     clip_order_hash(clip_ids), detectors, shard],
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    cached = cache_dir / f"ref-{key}" if cache_dir else None
+    if cached is not None and (cached / "bundle.json").exists():
+        return load_bundle(cached)[1], info
+    collectors = extract(protocol, {"ref": videoset}, clip_ids, extractors, shard, progress)
+    meta = {"kind": "reference", "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
+            "clip_order_hash": clip_order_hash(clip_ids), "detectors": detectors,
+            "shard": list(shard), "reference": info}
+    if cached is not None:
+        save_bundle(cached, meta, collectors)
+        return load_bundle(cached)[1], info
+    return {f"p{p}-{s}-{m}": {"stats": c.stats, "raw": np.concatenate(c.raw),
+                              "clips": np.concatenate(c.clips)}
+            for (p, s, m), c in collectors.items()}, info
+
+
+def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, out: str | Path,
+             weights_dir: str | Path | None = None, clip_list: str | Path | None = None,
+             shard: tuple[int, int] = (0, 1), cache_dir: str | Path | None = None,
+             device: str = "cpu", progress: bool = True,
+             extractors: tuple | None = None) -> dict[str, Any] | Path:
+    """Evaluate; returns the result dict, or the shard bundle's folder when sharded.
+
+    `extractors` (from `build_extractors` for this protocol) saves rebuilding detectors when
+    one process scores several sets."""
+    protocol.validate()
+    out = Path(out)
+    gen = VideoSet.open(generated, cond_frames=protocol.cond_frames, fps=protocol.fps)
+    clip_ids, list_hash = _clip_order(gen, Path(clip_list) if clip_list else None)
+    if len(clip_ids) < 2:
+        raise VideoSetError(f"{generated}: {len(clip_ids)} clip(s); FID/FVD need at least 2")
+    fid_x, fvd_x, infos = extractors or build_extractors(protocol, weights_dir, device)
+    detectors = [info.to_dict() for info in infos]
+    ref_parts, ref_info = _reference_parts(protocol, Path(reference), clip_ids, (fid_x, fvd_x),
+                                           detectors, shard, Path(cache_dir) if cache_dir else None,
+                                           progress)
+    collectors = extract(protocol, {"gen": gen}, clip_ids, (fid_x, fvd_x), shard, progress)
+    meta = {"kind": "evaluation", "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
+            "clip_order_hash": clip_order_hash(clip_ids), "clip_list_hash": list_hash,
+            "n_clips": len(clip_ids), "detectors": detectors, "shard": list(shard),
+            "generated": {"path": str(generated), "fingerprint": set_fingerprint(gen)},
+            "reference": ref_info}
+    gen_parts = {f"p{p}-{s}-{m}": {"stats": c.stats, "raw": np.concatenate(c.raw),
+                                   "clips": np.concatenate(c.clips)}
+                 for (p, s, m), c in collectors.items()}
+    if shard[1] > 1:
+        folder = shard_dir(out, shard)
+        save_bundle(folder, meta, {**_as_collectors(gen_parts), **_as_collectors(ref_parts)})
+        return folder
+    result = compute_result(protocol, meta, {**gen_parts, **ref_parts})
+    _write_json(out, result)
+    return result
+
+
+class _Saved:
+    """Adapter so loaded parts can be saved again as a bundle."""
+
+    def __init__(self, part: dict[str, Any]):
+        self.stats, self.raw, self.clips = part["stats"], [part["raw"]], [part["clips"]]
+
+    def save(self, folder: Path, stem: str) -> None:
+        self.stats.save(folder / f"{stem}.npz")
+        np.save(folder / f"{stem}-raw.npy", self.raw[0])
+        np.save(folder / f"{stem}-clips.npy", self.clips[0])
+
+
+def _as_collectors(parts: dict[str, dict[str, Any]]) -> dict[tuple[int, str, str], _Saved]:
+    keys = {}
+    for stem, part in parts.items():
+        point, side, metric = stem.split("-")
+        keys[(int(point[1:]), side, metric)] = _Saved(part)
+    return keys
+
+
+def merge_shards(out: str | Path, shard_dirs: list[Path] | None = None) -> dict[str, Any]:
+    """Join the shards of `out` (all `out.shard-*-of-*` folders by default) and score them."""
+    out = Path(out)
+    dirs = shard_dirs or sorted(out.parent.glob(f"{out.name}.shard-*-of-*"))
+    if not dirs:
+        raise BundleError(f"no shard folders {out.name}.shard-I-of-N next to {out}")
+    loaded = [load_bundle(d) for d in dirs]
+    metas = [meta for meta, _ in loaded]
+    check_shards(metas, [str(d) for d in dirs])
+    meta = {**metas[0], "shard": [0, 1], "merged_from": [str(d) for d in dirs]}
+    protocol_dict = meta["protocol"]
+    result = compute_result(None, meta, merge_parts([parts for _, parts in loaded]),
+                            protocol_dict)
+    _write_json(out, result)
+    return result
+
+
+def _interval(gen, ref, spec: dict[str, Any], seed: int) -> dict[str, Any]:
+    if spec["n_boot"] == 0:
+        return {"value": frechet_from_stats(gen, ref), "low": None, "high": None, "std": None,
+                "n_boot": 0, "level": spec["level"]}
+    interval = bootstrap_frechet(gen, ref, n_boot=spec["n_boot"], seed=seed, level=spec["level"])
+    return {"value": interval.value, "low": interval.low, "high": interval.high,
+            "std": interval.std, "n_boot": interval.n_boot, "level": spec["level"]}
+
+
+def _kid(gen_raw: np.ndarray, ref_raw: np.ndarray, spec: dict[str, Any], seed: int) -> dict:
+    size = min(spec["subset_size"], len(gen_raw), len(ref_raw))
+    mean, std = kid(gen_raw.astype(np.float64), ref_raw.astype(np.float64), size,
+                    spec["subsets"], seed)
+    return {"mean": mean, "std": std, "subset_size": size, "subsets": spec["subsets"],
+            "subset_size_reduced": size < spec["subset_size"]}
+
+
+def compute_result(protocol: Protocol | None, meta: dict[str, Any], parts: dict[str, Any],
+                   protocol_dict: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = protocol.to_dict() if protocol is not None else protocol_dict
+    points = []
+    n_points = len({stem.split("-")[0] for stem in parts})
+    for p in range(n_points):
+        row: dict[str, Any] = {"point": p}
+        for metric in ("fid", "fvd"):
+            gen, ref = parts[f"p{p}-gen-{metric}"], parts[f"p{p}-ref-{metric}"]
+            row[metric] = {**_interval(gen["stats"], ref["stats"], spec["bootstrap"],
+                                       spec["seed"] + p), "n": int(gen["stats"].count)}
+            row[f"kid_{metric}"] = _kid(gen["raw"], ref["raw"], spec["kid"], spec["seed"] + p)
+            row[f"inputs_hash_{metric}"] = {"gen": gen["stats"].inputs_hash,
+                                            "ref": ref["stats"].inputs_hash}
+        points.append(row)
+    if protocol is not None:
+        for row, (frames, seconds) in zip(points, protocol.measurement_points()):
+            row.update(frames=frames, seconds=seconds)
+    else:
+        _add_point_times(points, spec)
+    random = any(d["random_weights"] for d in meta["detectors"])
+    return {"schema_version": RESULT_SCHEMA, **{k: v for k, v in meta.items() if k != "kind"},
+            "label": RANDOM_WEIGHTS_LABEL if random else "",
+            "points": points, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "versions": {"python": platform.python_version(), "numpy": np.__version__}}
+
+
+def _add_point_times(points: list[dict[str, Any]], spec: dict[str, Any]) -> None:
+    from .protocols import PROTOCOLS  # rebuild measurement points from the stored protocol
+    base = PROTOCOLS.get(spec["name"])
+    if base is None or base.to_dict() != spec:
+        return
+    for row, (frames, seconds) in zip(points, base.measurement_points()):
+        row.update(frames=frames, seconds=seconds)
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [f"protocol {result['protocol']['name']} ({result['protocol_hash']}), "
+             f"{result['n_clips']} clips"]
+    if result["label"]:
+        lines.append(f"NOTE: {result['label']}")
+    for row in result["points"]:
+        when = f"{row['seconds']:.1f} s" if "seconds" in row else f"point {row['point']}"
+        text = []
+        for metric in ("fid", "fvd"):
+            m = row[metric]
+            interval = f" [{m['low']:.2f}, {m['high']:.2f}]" if m["n_boot"] else ""
+            text.append(f"{metric.upper()} {m['value']:.2f}{interval} (n={m['n']})")
+            k = row[f"kid_{metric}"]
+            text.append(f"KID-{metric} {k['mean']:.4f}±{k['std']:.4f}")
+        lines.append(f"  {when}: " + "  ".join(text))
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""Stream a generated and a reference video set through the detectors into feature bundles.
+
+A bundle is a folder: `bundle.json` (protocol, clip order, shard, detectors, inputs) and, per
+measurement point k, side (gen/ref) and metric (fid/fvd), `p{k}-{side}-{metric}.npz`
+(FeatureStats) and `...-raw.npy` / `...-clips.npy` (features and their clip indices, for KID).
+Shards (`shard=(i, n)` takes clips i, i + n, ...) write bundles that `merge_bundles` joins into
+exactly the single-pass result. Reference features are cached by a fingerprint of the reference
+set, the protocol and the detectors, so a reference is extracted once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from .frames import fid_frames, frames_needed, fvd_frames
+from .protocols import Protocol
+from .stats import FeatureStats
+from .videoset import ClipEntry, VideoSet, VideoSetError
+
+SCHEMA_VERSION = 1
+SIDES = ("gen", "ref")
+METRICS = ("fid", "fvd")
+
+
+class BundleError(ValueError):
+    pass
+
+
+def set_fingerprint(videoset: VideoSet) -> str:
+    """A cheap content fingerprint: the manifest plus every clip file's name and size."""
+    digest = hashlib.sha256()
+    manifest = videoset.root / "manifest.json"
+    if manifest.exists():
+        digest.update(manifest.read_bytes())
+    for path in sorted(videoset.root.rglob("*")):
+        if path.is_file() and path.name != "manifest.json":
+            digest.update(f"{path.relative_to(videoset.root)}:{path.stat().st_size};".encode())
+    return digest.hexdigest()
+
+
+def clip_order_hash(clip_ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(clip_ids).encode()).hexdigest()
+
+
+class _Collector:
+    """Stats and raw features of one side/metric at one point."""
+
+    def __init__(self, blocks: int):
+        self.blocks, self.stats, self.raw, self.clips = blocks, None, [], []
+
+    def add(self, features: np.ndarray, clip_index: int, source: str) -> None:
+        if self.stats is None:
+            self.stats = FeatureStats(features.shape[1], n_blocks=self.blocks)
+        self.stats.update(features, clip_index, source=source)
+        self.raw.append(features.astype(np.float32))
+        self.clips.append(np.full(len(features), clip_index, dtype=np.int64))
+
+    def save(self, folder: Path, stem: str) -> None:
+        self.stats.save(folder / f"{stem}.npz")
+        np.save(folder / f"{stem}-raw.npy", np.concatenate(self.raw))
+        np.save(folder / f"{stem}-clips.npy", np.concatenate(self.clips))
+
+
+def _prefetch(read: Callable[[ClipEntry], np.ndarray], entries: list[ClipEntry],
+              depth: int = 4) -> Iterator[np.ndarray]:
+    """Read clips on a background thread, `depth` ahead, in order."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: deque = deque()
+        for entry in entries:
+            pending.append(pool.submit(read, entry))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _check_clip(frames: np.ndarray, entry: ClipEntry, need: int, where: str) -> None:
+    if len(frames) < need:
+        raise VideoSetError(f"{where} clip {entry.clip_id}: {len(frames)} frames, the protocol "
+                            f"needs {need}")
+
+
+def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
+            extractors: tuple[Callable, Callable], shard: tuple[int, int] = (0, 1),
+            progress: bool = True, chunk: int = 8) -> dict[tuple[int, str, str], _Collector]:
+    """Features of the shard's clips for each side in `sets` ('gen' and/or 'ref')."""
+    fid_x, fvd_x = extractors
+    index, count = shard
+    mine = [(i, cid) for i, cid in enumerate(clip_ids) if i % count == index]
+    points = range(len(protocol.measurement_points()))
+    need = frames_needed(protocol)
+    out = {(p, side, m): _Collector(protocol.bootstrap.blocks)
+           for p in points for side in sets for m in METRICS}
+    for side, videoset in sets.items():
+        entries = [videoset.clip(cid) for _, cid in mine]
+        if side == "gen":
+            for entry in entries:
+                if videoset.layout == "manifest" and entry.cond_frames != protocol.cond_frames:
+                    raise VideoSetError(f"{videoset.root}: clip {entry.clip_id} was generated "
+                                        f"with {entry.cond_frames} condition frames; protocol "
+                                        f"{protocol.name} uses {protocol.cond_frames}")
+        clips = _prefetch(videoset.read, entries)
+        bar = tqdm(total=len(mine), disable=not progress, desc=f"{side} clips", unit="clip")
+        for start in range(0, len(mine), chunk):
+            batch = [(ci, cid, next(clips)) for ci, cid in mine[start:start + chunk]]
+            for clip_index, clip_id, frames in batch:
+                _check_clip(frames, videoset.clip(clip_id), need, str(videoset.root))
+            for p in points:
+                _add_chunk(out[(p, side, "fid")], fid_x, batch, str(videoset.root),
+                           lambda ci, fr: fr[fid_frames(protocol, ci, p)])
+                _add_chunk(out[(p, side, "fvd")], fvd_x, batch, str(videoset.root),
+                           lambda ci, fr: fr[fvd_frames(protocol, ci, p)][None])
+            bar.update(len(batch))
+        bar.close()
+    return out
+
+
+def _add_chunk(collector: _Collector, extractor: Callable, batch: list, root: str,
+               select: Callable[[int, np.ndarray], np.ndarray]) -> None:
+    """One detector call for a chunk of clips (per clip where frame sizes differ)."""
+    pieces = [select(clip_index, frames) for clip_index, _, frames in batch]
+    if len({piece.shape[1:] for piece in pieces}) == 1:
+        features = np.split(extractor(np.concatenate(pieces)),
+                            np.cumsum([len(piece) for piece in pieces])[:-1])
+    else:
+        features = [extractor(piece) for piece in pieces]
+    for (clip_index, clip_id, _), feats in zip(batch, features):
+        collector.add(feats, clip_index, f"{root}/{clip_id}")
+
+
+def save_bundle(folder: Path, meta: dict[str, Any],
+                collectors: dict[tuple[int, str, str], _Collector]) -> None:
+    """Write atomically: into a temporary folder, then rename."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for (p, side, metric), collector in collectors.items():
+            collector.save(staging, f"p{p}-{side}-{metric}")
+        (staging / "bundle.json").write_text(json.dumps(
+            {**meta, "schema_version": SCHEMA_VERSION,
+             "parts": sorted({f"p{p}-{s}-{m}" for p, s, m in collectors})}, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(meta, parts) where parts[stem] = {"stats", "raw", "clips"}."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "bundle.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BundleError(f"{folder}: not a feature bundle ({err})") from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"{folder}: bundle schema {meta.get('schema_version')!r}, "
+                          f"expected {SCHEMA_VERSION}")
+    parts = {}
+    for stem in meta["parts"]:
+        parts[stem] = {"stats": FeatureStats.load(folder / f"{stem}.npz"),
+                       "raw": np.load(folder / f"{stem}-raw.npy"),
+                       "clips": np.load(folder / f"{stem}-clips.npy")}
+    return meta, parts
+
+
+def merge_parts(parts_list: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Join shard parts: stats merged, raw features ordered by clip index."""
+    merged: dict[str, dict[str, Any]] = {}
+    for stem in parts_list[0]:
+        pieces = [parts[stem] for parts in parts_list]
+        stats = pieces[0]["stats"]
+        for piece in pieces[1:]:
+            stats = stats.merge(piece["stats"])
+        clips = np.concatenate([p["clips"] for p in pieces])
+        order = np.argsort(clips, kind="stable")
+        merged[stem] = {"stats": stats, "clips": clips[order],
+                        "raw": np.concatenate([p["raw"] for p in pieces])[order]}
+    return merged
+
+
+def check_shards(metas: list[dict[str, Any]], where: list[str]) -> None:
+    """Shards must share protocol, clip order, detectors and count, and cover every index."""
+    first = metas[0]
+    for meta, name in zip(metas[1:], where[1:]):
+        for key in ("protocol_hash", "clip_order_hash", "detectors"):
+            if meta[key] != first[key]:
+                raise BundleError(f"{name}: {key} differs from {where[0]}; these shards come "
+                                  "from different evaluations")
+    count = first["shard"][1]
+    seen = sorted(meta["shard"][0] for meta in metas)
+    if seen != list(range(count)) or any(m["shard"][1] != count for m in metas):
+        raise BundleError(f"shards {seen} of {count}: every shard 0..{count - 1} is needed "
+                          "exactly once")

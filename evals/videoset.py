@@ -1,0 +1,259 @@
+"""The video-set format every producer writes and the evaluators read, and its validation.
+
+A video set is a folder:
+
+    <set>/manifest.json        {"schema_version", "clips": [{clip_id, frames, fps,
+                                 source_clip, cond_frames, path}, ...]}
+    <set>/<clip_id>/000000.png  numbered frames (PNG or JPG), one folder per clip, or
+    <set>/<clip_id>.npy         one uint8 array [T, H, W, 3] per clip
+
+Vista's output folders (`NUSCENES_{clip:06d}_{frame:04d}.png`, no manifest) are read too;
+their clip ids are the manifest indices `vista-000123`. Writes are atomic per clip (a clip
+folder appears complete or not at all) and the manifest is rewritten atomically, so an
+interrupted writer resumes without losing or duplicating clips.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+VISTA_FRAME = re.compile(r"^NUSCENES_(\d{6})_(\d{4})\.png$")
+
+
+class VideoSetError(ValueError):
+    """A malformed video set; the message names the clip or file and what to do."""
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    clip_id: str
+    frames: int
+    fps: float
+    source_clip: str
+    cond_frames: int
+    path: str                     # relative to the set root: a folder or a .npy file
+
+
+def _atomic_json(path: Path, data: object) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def check_frames(frames: np.ndarray, where: str) -> np.ndarray:
+    """A clip must be uint8 [T, H, W, 3] with T >= 1."""
+    if not isinstance(frames, np.ndarray):
+        raise VideoSetError(f"{where}: expected a numpy array, got {type(frames).__name__}")
+    if frames.dtype != np.uint8:
+        hint = (" (floats in [0, 1]? multiply by 255 and round)" if frames.dtype.kind == "f"
+                else "")
+        raise VideoSetError(f"{where}: frames must be uint8, got {frames.dtype}{hint}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise VideoSetError(f"{where}: expected frames [T, H, W, 3], got shape {frames.shape}")
+    return frames
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise VideoSetError(f"{path}: unreadable image ({err}); regenerate or remove this clip")
+
+
+def _stack(images: list[np.ndarray], paths: list[Path], clip: str) -> np.ndarray:
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        first = images[0].shape
+        odd = next(p for p, image in zip(paths, images) if image.shape != first)
+        raise VideoSetError(f"clip {clip}: frames differ in size ({paths[0].name} is "
+                            f"{first[1]}x{first[0]}, {odd.name} is different)")
+    return check_frames(np.stack(images), f"clip {clip}")
+
+
+def read_frame_folder(folder: Path, expected: int | None = None) -> np.ndarray:
+    """Numbered frames 000000.png ... of one clip; gaps and size changes are errors."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise VideoSetError(f"{folder}: no frames (expected numbered .png/.jpg files)")
+    try:
+        numbers = [int(p.stem) for p in files]
+    except ValueError:
+        raise VideoSetError(f"{folder}: frame files must be named by number, "
+                            f"e.g. 000000.png") from None
+    missing = sorted(set(range(len(numbers))) - set(numbers))
+    if missing or numbers != list(range(len(numbers))):
+        gap = missing[0] if missing else numbers[-1]
+        raise VideoSetError(f"{folder}: frame {gap:06d} is missing (frames must be numbered "
+                            f"0..T-1 without gaps)")
+    if expected is not None and len(files) != expected:
+        raise VideoSetError(f"{folder}: {len(files)} frames, manifest says {expected}")
+    return _stack([_read_image(p) for p in files], files, folder.name)
+
+
+class VideoSet:
+    """A readable video set (manifest layout or Vista's flat layout)."""
+
+    def __init__(self, root: Path, clips: list[ClipEntry], layout: str):
+        self.root, self.clips, self.layout = Path(root), clips, layout
+        self._vista_files: dict[str, list[Path]] = {}
+
+    @classmethod
+    def open(cls, root: str | Path, cond_frames: int = 1, fps: float = 10.0) -> "VideoSet":
+        """Open a set; Vista folders take `cond_frames` and `fps` from the caller."""
+        root = Path(root)
+        if not root.is_dir():
+            raise VideoSetError(f"{root}: not a directory")
+        if (root / MANIFEST).exists():
+            return cls._open_manifest(root)
+        vista = sorted(p for p in root.iterdir() if VISTA_FRAME.match(p.name))
+        if vista:
+            return cls._open_vista(root, vista, cond_frames, fps)
+        raise VideoSetError(f"{root}: no {MANIFEST} and no Vista NUSCENES_*.png frames; "
+                            "see evals/videoset.py for the layout")
+
+    @classmethod
+    def _open_manifest(cls, root: Path) -> "VideoSet":
+        path = root / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise VideoSetError(f"{path}: not valid JSON ({err})") from None
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise VideoSetError(f"{path}: schema_version {data.get('schema_version')!r}, this "
+                                f"reader understands {SCHEMA_VERSION}")
+        try:
+            clips = [ClipEntry(**clip) for clip in data["clips"]]
+        except (KeyError, TypeError) as err:
+            raise VideoSetError(f"{path}: malformed clip entry ({err})") from None
+        ids = [c.clip_id for c in clips]
+        if len(set(ids)) != len(ids):
+            raise VideoSetError(f"{path}: duplicate clip ids")
+        return cls(root, clips, "manifest")
+
+    @classmethod
+    def _open_vista(cls, root: Path, files: list[Path], cond: int, fps: float) -> "VideoSet":
+        by_clip: dict[int, list[Path]] = {}
+        for path in files:
+            clip, _ = VISTA_FRAME.match(path.name).groups()
+            by_clip.setdefault(int(clip), []).append(path)
+        videoset = cls(root, [], "vista")
+        for index, paths in sorted(by_clip.items()):
+            numbers = [int(VISTA_FRAME.match(p.name).group(2)) for p in paths]
+            if numbers != list(range(len(numbers))):
+                gap = sorted(set(range(max(numbers) + 1)) - set(numbers))[0]
+                raise VideoSetError(f"{root}: NUSCENES_{index:06d}_{gap:04d}.png is missing")
+            clip_id = f"vista-{index:06d}"
+            videoset.clips.append(ClipEntry(clip_id, len(paths), fps, clip_id, cond, ""))
+            videoset._vista_files[clip_id] = paths
+        return videoset
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def clip(self, clip_id: str) -> ClipEntry:
+        for entry in self.clips:
+            if entry.clip_id == clip_id:
+                return entry
+        raise VideoSetError(f"{self.root}: no clip '{clip_id}'")
+
+    def read(self, entry: ClipEntry) -> np.ndarray:
+        """The clip's frames as uint8 [T, H, W, 3], validated against the manifest."""
+        if self.layout == "vista":
+            paths = self._vista_files[entry.clip_id]
+            return _stack([_read_image(p) for p in paths], paths, entry.clip_id)
+        path = self.root / entry.path
+        if not path.exists():
+            raise VideoSetError(f"{path}: clip {entry.clip_id} is missing from the set")
+        if path.suffix == ".npy":
+            try:
+                frames = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise VideoSetError(f"{path}: unreadable array ({err})") from None
+            frames = check_frames(frames, str(path))
+            if len(frames) != entry.frames:
+                raise VideoSetError(f"{path}: {len(frames)} frames, manifest says {entry.frames}")
+            return frames
+        return read_frame_folder(path, entry.frames)
+
+
+class VideoSetWriter:
+    """Write clips into a set (use as a context manager). Resumable: clips in the manifest are
+    kept (`clip_id in writer`); the manifest is rewritten every `flush_every` clips and on
+    exit, so an interrupted writer redoes at most that many clips, never duplicates one."""
+
+    def __init__(self, root: str | Path, image_format: str = "png", flush_every: int = 64):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.image_format = image_format
+        self.flush_every = flush_every
+        self._unflushed = 0
+        existing = (VideoSet._open_manifest(self.root).clips
+                    if (self.root / MANIFEST).exists() else [])
+        self.clips = {c.clip_id: c for c in existing}
+
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self.clips
+
+    def add(self, clip_id: str, frames: np.ndarray, fps: float, source_clip: str = "",
+            cond_frames: int = 0, as_npy: bool = False) -> ClipEntry:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", clip_id):
+            raise VideoSetError(f"clip id {clip_id!r}: use letters, digits, '.', '_', '-'")
+        frames = check_frames(frames, f"clip {clip_id}")
+        name = f"{clip_id}.npy" if as_npy else clip_id
+        staging = Path(tempfile.mkdtemp(prefix=f".{clip_id}.", dir=self.root))
+        try:
+            if as_npy:
+                np.save(staging / "clip.npy", frames)
+                os.replace(staging / "clip.npy", self.root / name)
+            else:
+                for index, frame in enumerate(frames):
+                    Image.fromarray(frame).save(staging / f"{index:06d}.{self.image_format}")
+                target = self.root / name
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        entry = ClipEntry(clip_id, len(frames), float(fps), source_clip or clip_id,
+                          cond_frames, name)
+        self.clips[clip_id] = entry
+        self._unflushed += 1
+        if self._unflushed >= self.flush_every:
+            self.flush()
+        return entry
+
+    def flush(self) -> None:
+        _atomic_json(self.root / MANIFEST, {"schema_version": SCHEMA_VERSION,
+                                            "clips": [asdict(c) for c in self.clips.values()]})
+        self._unflushed = 0
+
+    def __enter__(self) -> "VideoSetWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()
+
+
+def write_videoset(root: str | Path, clips: Iterable[tuple[str, np.ndarray]], fps: float,
+                   cond_frames: int = 0, as_npy: bool = False) -> VideoSet:
+    """Write (clip_id, frames) pairs as a set; convenient for tests and adapters."""
+    with VideoSetWriter(root) as writer:
+        for clip_id, frames in clips:
+            writer.add(clip_id, frames, fps, cond_frames=cond_frames, as_npy=as_npy)
+    return VideoSet.open(root)

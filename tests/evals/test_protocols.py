@@ -1,0 +1,62 @@
+"""Protocols: the paper's settings, frame selection, measurement points, hashing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evals.frames import fid_frames, frames_needed, fvd_frames, point_frames
+from evals.protocols import PROTOCOLS, get_protocol
+
+
+def test_the_five_protocols_and_their_sizes():
+    assert set(PROTOCOLS) == {"vista_nuscenes", "drivewm_mview", "waymo_zeroshot",
+                              "opendv_ablation", "opendv_long"}
+    vista = get_protocol("vista_nuscenes")
+    assert (vista.n_clips, vista.frames_per_clip, vista.cond_frames) == (5369, 25, 1)
+    assert vista.fid.detector == "inception-2015-12-05" and vista.fvd.detector == "i3d-400"
+    assert get_protocol("waymo_zeroshot").n_clips == 600
+    assert get_protocol("drivewm_mview").n_clips == 900
+    for protocol in PROTOCOLS.values():
+        protocol.validate()
+    with pytest.raises(ValueError, match="unknown protocol"):
+        get_protocol("fvd2048")
+
+
+def test_vista_fid_excludes_the_condition_frame():
+    vista = get_protocol("vista_nuscenes")
+    assert list(fid_frames(vista, 7, 0)) == list(range(1, 25))
+    assert list(fvd_frames(vista, 7, 0)) == list(range(25))
+
+
+def test_opendv_ablation_draws_six_generated_frames_per_clip():
+    protocol = get_protocol("opendv_ablation")
+    frames = fid_frames(protocol, 3, 0)
+    assert len(frames) == 6 and frames.min() >= 1 and list(frames) == sorted(frames)
+    assert list(frames) == list(fid_frames(protocol, 3, 0))            # seeded by clip index
+    assert any(list(fid_frames(protocol, i, 0)) != list(frames) for i in range(4, 10))
+
+
+def test_short_clips_are_padded_for_i3d():
+    mview = get_protocol("drivewm_mview")
+    assert list(fvd_frames(mview, 0, 0)) == [0, 1, 2, 3, 4, 5, 6, 7, 7, 7]
+
+
+def test_long_horizon_points():
+    long = get_protocol("opendv_long")
+    points = long.measurement_points()
+    assert [frames for frames, _ in points] == [25, 47, 69, 91, 113, 135, 157]
+    assert points[-1][1] >= 15.0 > points[-2][1]
+    assert frames_needed(long) == 157
+    assert list(point_frames(long, 0, 0)) == list(range(25))
+    later = point_frames(long, 5, 3)
+    assert len(later) == 25 and later.max() < 91 and np.all(np.diff(later) > 0)
+
+
+def test_hash_tracks_every_field():
+    base = get_protocol("vista_nuscenes")
+    assert base.hash == get_protocol("vista_nuscenes").hash
+    variant = base.replace(**{"fvd.num_frames": 16})
+    assert variant.fvd.num_frames == 16 and variant.hash != base.hash
+    assert base.replace(**{"fid.resize": "torch_bilinear"}).hash != base.hash
+    with pytest.raises(ValueError, match="resize"):
+        base.replace(**{"fid.resize": "nearest"}).validate()

@@ -1,0 +1,113 @@
+"""The video-set format: round trips, Vista's layout, and clear errors for broken sets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evals.cliplist import ClipListError, read_clip_list, write_clip_list
+from evals.videoset import VideoSet, VideoSetError, VideoSetWriter, write_videoset
+
+
+def clip(seed: int, frames: int = 5, size: tuple[int, int] = (16, 24)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (frames, *size, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("as_npy", [False, True])
+def test_round_trip(tmp_path, as_npy):
+    clips = [(f"c{i}", clip(i)) for i in range(3)]
+    videoset = write_videoset(tmp_path / "set", clips, fps=10, cond_frames=1, as_npy=as_npy)
+    assert [c.clip_id for c in videoset.clips] == ["c0", "c1", "c2"]
+    assert videoset.clip("c1").cond_frames == 1 and videoset.clip("c1").frames == 5
+    for clip_id, frames in clips:
+        np.testing.assert_array_equal(videoset.read(videoset.clip(clip_id)), frames)
+
+
+def test_vista_layout(tmp_path):
+    for index in range(2):
+        for t, frame in enumerate(clip(index, frames=3)):
+            Image.fromarray(frame).save(tmp_path / f"NUSCENES_{index:06d}_{t:04d}.png")
+    videoset = VideoSet.open(tmp_path, cond_frames=1)
+    assert [c.clip_id for c in videoset.clips] == ["vista-000000", "vista-000001"]
+    np.testing.assert_array_equal(videoset.read(videoset.clips[1]), clip(1, frames=3))
+    (tmp_path / "NUSCENES_000001_0001.png").unlink()
+    with pytest.raises(VideoSetError, match="NUSCENES_000001_0001.png is missing"):
+        VideoSet.open(tmp_path)
+
+
+def test_missing_frame_names_clip_and_frame(tmp_path):
+    videoset = write_videoset(tmp_path, [("c0", clip(0))], fps=10)
+    (tmp_path / "c0" / "000002.png").unlink()
+    with pytest.raises(VideoSetError, match=r"c0: frame 000002 is missing"):
+        videoset.read(videoset.clip("c0"))
+
+
+def test_frames_of_different_sizes(tmp_path):
+    videoset = write_videoset(tmp_path, [("c0", clip(0))], fps=10)
+    Image.fromarray(clip(1, 1, (8, 8))[0]).save(tmp_path / "c0" / "000003.png")
+    with pytest.raises(VideoSetError, match="frames differ in size.*000003.png"):
+        videoset.read(videoset.clip("c0"))
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    videoset = write_videoset(tmp_path, [("c0", clip(0))], fps=10)
+    (tmp_path / "c0" / "000001.png").write_bytes(b"not a png")
+    with pytest.raises(VideoSetError, match="000001.png: unreadable image"):
+        videoset.read(videoset.clip("c0"))
+
+
+def test_wrong_dtype_and_shape(tmp_path):
+    writer = VideoSetWriter(tmp_path)
+    with pytest.raises(VideoSetError, match="uint8.*multiply by 255"):
+        writer.add("c0", clip(0).astype(np.float32) / 255, fps=10)
+    with pytest.raises(VideoSetError, match=r"\[T, H, W, 3\]"):
+        writer.add("c0", clip(0)[..., :2], fps=10)
+    assert not (tmp_path / "c0").exists()
+
+
+def test_manifest_frame_count_mismatch(tmp_path):
+    write_videoset(tmp_path, [("c0", clip(0))], fps=10)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["clips"][0]["frames"] = 6
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    videoset = VideoSet.open(tmp_path)
+    with pytest.raises(VideoSetError, match="5 frames, manifest says 6"):
+        videoset.read(videoset.clip("c0"))
+
+
+def test_unknown_schema_and_empty_folder(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99, "clips": []}))
+    with pytest.raises(VideoSetError, match="schema_version 99"):
+        VideoSet.open(tmp_path)
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(VideoSetError, match="no manifest.json"):
+        VideoSet.open(tmp_path)
+
+
+def test_writer_resumes_without_duplicates(tmp_path):
+    with VideoSetWriter(tmp_path) as writer:
+        writer.add("c0", clip(0), fps=10)
+    with VideoSetWriter(tmp_path) as writer:
+        assert "c0" in writer and "c1" not in writer
+        writer.add("c1", clip(1), fps=10)
+        writer.add("c0", clip(2), fps=10)        # redoing a clip replaces it
+    videoset = VideoSet.open(tmp_path)
+    assert [c.clip_id for c in videoset.clips] == ["c0", "c1"]
+    np.testing.assert_array_equal(videoset.read(videoset.clip("c0")), clip(2))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_clip_list_hash(tmp_path):
+    clips = [{"clip_id": f"c{i}", "source_clip": f"scene-{i}", "frames": 25, "cond_frames": 1}
+             for i in range(3)]
+    digest = write_clip_list(tmp_path / "list.json", "vista_nuscenes", clips)
+    assert read_clip_list(tmp_path / "list.json")["hash"] == digest
+    data = json.loads((tmp_path / "list.json").read_text())
+    data["clips"][1]["frames"] = 24
+    (tmp_path / "list.json").write_text(json.dumps(data))
+    with pytest.raises(ClipListError, match="content hash mismatch"):
+        read_clip_list(tmp_path / "list.json")
+    with pytest.raises(ClipListError, match="duplicate"):
+        write_clip_list(tmp_path / "dup.json", "x", clips + clips[:1])
