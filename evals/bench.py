@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 import warnings
@@ -22,6 +23,7 @@ import numpy as np
 import scipy
 import scipy.linalg
 
+from .atomic import atomic_write_text
 from .frechet import frechet_distance
 
 
@@ -108,7 +110,7 @@ def bench_pipeline(n_clips: int = 4, frames: int = 16, width: int = 512, height:
     from .pipeline import extract
     from .protocols import get_protocol
     from .resize import preprocess_clips, resize_frames
-    from .videoset import VideoSet, write_videoset
+    from .videoset import write_videoset
 
     protocol = get_protocol("opendv_ablation").replace(
         n_clips=n_clips, frames_per_clip=frames, **{"fid.frames_per_clip": 0,
@@ -148,6 +150,12 @@ def bench_pipeline(n_clips: int = 4, frames: int = 16, width: int = 512, height:
     }
 
 
+def _git_commit() -> str:
+    out = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the JSON here (e.g. results/bench/evals.json)")
@@ -155,16 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = {**bench_frechet(), **bench_pipeline(device=args.device),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": os.cpu_count()}}
+                          "cpus": os.cpu_count()}, "git_commit": _git_commit()}
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 

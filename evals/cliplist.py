@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_write_json
 
 SCHEMA_VERSION = 1
 CLIP_KEYS = ("clip_id", "source_clip", "frames", "cond_frames")
@@ -39,13 +39,8 @@ def write_clip_list(path: str | Path, protocol: str, clips: list[dict[str, Any]]
     if len(set(ids)) != len(ids):
         raise ClipListError("duplicate clip ids in the clip list")
     digest = clips_hash(clips)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"schema_version": SCHEMA_VERSION, "protocol": protocol, "hash": digest,
-                   "clips": clips}, handle, indent=1)
-    os.replace(tmp, path)
+    atomic_write_json(path, {"schema_version": SCHEMA_VERSION, "protocol": protocol,
+                             "hash": digest, "clips": clips})
     return digest
 
 

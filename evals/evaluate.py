@@ -13,14 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .bootstrap import bootstrap_frechet
 from .cliplist import read_clip_list
 from .extractors import RANDOM_WEIGHTS_LABEL, build_extractors
@@ -31,14 +30,6 @@ from .protocols import Protocol
 from .videoset import VideoSet, VideoSetError
 
 RESULT_SCHEMA = 1
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1, default=float)
-    os.replace(tmp, path)
 
 
 def shard_dir(out: Path, shard: tuple[int, int]) -> Path:
@@ -123,7 +114,7 @@ def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, o
         save_bundle(folder, meta, {**_as_collectors(gen_parts), **_as_collectors(ref_parts)})
         return folder
     result = compute_result(protocol, meta, {**gen_parts, **ref_parts})
-    _write_json(out, result)
+    atomic_write_json(out, result, default=float)
     return result
 
 
@@ -160,7 +151,7 @@ def merge_shards(out: str | Path, shard_dirs: list[Path] | None = None) -> dict[
     protocol_dict = meta["protocol"]
     result = compute_result(None, meta, merge_parts([parts for _, parts in loaded]),
                             protocol_dict)
-    _write_json(out, result)
+    atomic_write_json(out, result, default=float)
     return result
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from scipy.linalg import blas
+
+from .atomic import atomic_open
 
 SCHEMA_VERSION = 1
 DEFAULT_N_BLOCKS = 50
@@ -211,16 +212,8 @@ class FeatureStats:
                   "block_count": self.block_count, "block_sum": self.block_sum,
                   "block_outer_lower": self.block_outer_lower, "clip_indices": self.clip_indices,
                   "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as handle:
+            np.savez(handle, **arrays)
         _fsync_directory(path.parent)
         return path
 

@@ -26,6 +26,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import atomic_write_json
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,15 +46,6 @@ class ClipEntry:
     source_clip: str
     cond_frames: int
     path: str                     # relative to the set root: a folder or a .npy file
-
-
-def _atomic_json(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def check_frames(frames: np.ndarray, where: str) -> np.ndarray:
@@ -239,7 +232,7 @@ class VideoSetWriter:
         return entry
 
     def flush(self) -> None:
-        _atomic_json(self.root / MANIFEST, {"schema_version": SCHEMA_VERSION,
+        atomic_write_json(self.root / MANIFEST, {"schema_version": SCHEMA_VERSION,
                                             "clips": [asdict(c) for c in self.clips.values()]})
         self._unflushed = 0
 

@@ -9,6 +9,12 @@ The environment lives in `.venv/` at the repository root (`REPRO_VENV` overrides
 reinstalled only when `pyproject.toml` or this file changes. Without CUDA the CPU torch wheel
 `torch==2.13.0` is installed first (DESIGN.md section 7: the resolver needs torch and the
 `numpy<2` pin settled before the rest).
+
+`test` also sets up a second environment, `.venv-ref/` (`REPRO_REF_VENV` overrides it), with
+the reference packages pytorch-fid and torch-fidelity on torch 2.14.1 + torchvision 0.29.1
+(DESIGN.md sections 7 and 9), and passes its python to the tests as `REPRO_REF_PYTHON`. Where it
+cannot be built, bootstrap warns, the tests that need it skip (fail under
+REPRO_REQUIRE_REFERENCES=1), and `REPRO_REF_PROBLEM` tells them why.
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CPU_TORCH = "torch==2.13.0"
 CUDA_TORCH = "torch>=2.4"
+# The reference venv: torch first (local disk), then the packages it checks us against.
+REF_TORCH = ("torch==2.14.1", "torchvision==0.29.1")
+REF_PACKAGES = ("numpy<2", "pytorch-fid==0.3.0", "torch-fidelity==0.4.0")
 
 
 def venv_dir() -> Path:
@@ -75,6 +84,47 @@ def ensure_env() -> Path:
     return python
 
 
+def ensure_reference_env() -> Path | None:
+    """Create or reuse the reference-package venv; return its python, or None after a warning.
+
+    Sets REPRO_REF_PYTHON (its python) or REPRO_REF_PROBLEM (why there is none) for the tests.
+    """
+    os.environ.pop("REPRO_REF_PYTHON", None)
+    env_dir = Path(os.environ.get("REPRO_REF_VENV", ROOT / ".venv-ref")).resolve()
+    python = venv_python(env_dir)
+    stamp = env_dir / ".repro-ref-installed"
+    fingerprint = "|".join((*REF_TORCH, *REF_PACKAGES, str(sys.version_info[:2])))
+    if not (python.exists() and stamp.exists() and stamp.read_text().strip() == fingerprint):
+        problem = None
+        if not python.exists():
+            print(f"bootstrap: creating the reference venv {env_dir} (about 5.5 GB, once)",
+                  flush=True)
+            try:
+                venv.EnvBuilder(with_pip=True).create(env_dir)
+            except (OSError, subprocess.CalledProcessError) as err:
+                problem = f"could not create {env_dir}: {err}"
+        for specs in (REF_TORCH, REF_PACKAGES) if problem is None else ():
+            cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                   *specs]
+            print("+", " ".join(cmd[1:]), flush=True)
+            if subprocess.run(cmd).returncode != 0:
+                problem = (f"`pip install {' '.join(specs)}` failed in {env_dir} (see pip's "
+                           f"message above; these wheels may not exist for this machine)")
+                break
+        if problem is None:
+            stamp.write_text(fingerprint + "\n")
+        else:
+            stamp.unlink(missing_ok=True)
+            os.environ["REPRO_REF_PROBLEM"] = problem
+            print(f"bootstrap: WARNING: no reference venv: {problem}. Tests against pytorch-fid "
+                  f"and torch-fidelity will skip (fail under REPRO_REQUIRE_REFERENCES=1).",
+                  flush=True)
+            return None
+    os.environ.pop("REPRO_REF_PROBLEM", None)
+    os.environ["REPRO_REF_PYTHON"] = str(python)
+    return python
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in {"smoke", "test", "setup"}:
@@ -86,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if what == "setup":
         return 0
     if what == "test":
+        ensure_reference_env()
         cmd = [str(python), "-m", "pytest", *rest]
     else:
         cmd = [str(venv_dir() / "bin" / "repro"), "submit", "smoke", *rest]

@@ -1,11 +1,11 @@
-"""Atomic file writes: a temporary file in the same directory, fsync, then rename."""
+"""Atomic writes for the `repro` command, with errors that say how to fix an unwritable path."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from evals.atomic import atomic_write_text as _atomic_write_text
 
 
 class UnwritableError(OSError):
@@ -13,22 +13,11 @@ class UnwritableError(OSError):
 
 
 def atomic_write_text(path: Path, text: str, hint: str = "") -> None:
-    path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _atomic_write_text(path, text)
     except OSError as err:
-        raise UnwritableError(f"cannot write {path}: {err.strerror}"
+        raise UnwritableError(f"cannot write {path}: {err.strerror or err}"
                               + (f"; {hint}" if hint else "")) from None
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, data: Any, hint: str = "") -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .estimate import training_gpu_hours
-from .fsio import UnwritableError, atomic_write_json, read_json
+from .fsio import atomic_write_json, read_json
 from .jobs import ResolvedRun, Target, resolve_target
 from .runner import execute, git_commit, run_dir, run_state
 
