@@ -1,0 +1,1 @@
+"""Datasets: nuScenes, OpenDV-2K and Waymo readers, the synthetic driving world, clip manifests."""

@@ -1,0 +1,127 @@
+"""The one clip manifest that trainers, samplers and evaluators read.
+
+A manifest is a list of clips; each clip has frames[t][v] (paths relative to the dataset root,
+t over time, v over camera views), timestamps (microseconds), the frame rate, actions (Vista's
+set, or None), and where it came from. Saved as JSON or Parquet with a schema version.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.atomic import atomic_open, atomic_write_json
+
+SCHEMA_VERSION = 1
+JSON_COLUMNS = ("views", "frames", "timestamps", "actions")
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass
+class Actions:
+    """Vista's action set for one clip; empty lists / None where the data has none."""
+    traj: list[float] = field(default_factory=list)    # (x, y) of the next 4 waypoints, 8 numbers
+    cmd: int | None = None                              # 0 right, 1 left, 2 stop, 3 straight
+    speed: list[float] = field(default_factory=list)    # m/s at the next 4 keyframes
+    angle: list[float] = field(default_factory=list)    # steering / 780 at the next 4 keyframes
+    goal: list[float] = field(default_factory=list)     # (u, v) normalised by image size
+    z: float | None = None                              # goal depth in the camera frame
+    proxy: bool = False                                 # speed/angle from ego poses, not CAN
+
+
+@dataclass
+class ClipRecord:
+    clip_id: str
+    dataset: str
+    split: str
+    scene: str
+    views: list[str]
+    frames: list[list[str]]                             # frames[t][v], relative to the root
+    timestamps: list[int]
+    fps: float
+    actions: Actions | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.actions, dict):
+            self.actions = Actions(**self.actions)
+        if len(self.frames) != len(self.timestamps):
+            raise ManifestError(f"clip {self.clip_id}: {len(self.frames)} frames but "
+                                f"{len(self.timestamps)} timestamps")
+        if any(len(row) != len(self.views) for row in self.frames):
+            raise ManifestError(f"clip {self.clip_id}: every time step needs one frame per "
+                                f"view ({len(self.views)})")
+
+    @property
+    def length(self) -> int:
+        return len(self.frames)
+
+
+@dataclass
+class ClipManifest:
+    dataset: str
+    root: str
+    clips: list[ClipRecord]
+    schema_version: int = SCHEMA_VERSION
+
+    def save(self, path: str | Path) -> Path:
+        """`.json` or `.parquet`, written atomically."""
+        path = Path(path)
+        rows = [asdict(clip) for clip in self.clips]
+        if path.suffix == ".parquet":
+            import pandas as pd
+            frame = pd.DataFrame(rows, columns=list(ClipRecord.__dataclass_fields__))
+            for column in JSON_COLUMNS:
+                frame[column] = [json.dumps(value) for value in frame[column]]
+            frame.attrs = {}
+            meta = {"schema_version": str(self.schema_version), "dataset": self.dataset,
+                    "root": self.root}
+            table = _to_arrow(frame, meta)
+            import pyarrow.parquet as pq
+            with atomic_open(path, "wb") as handle:
+                pq.write_table(table, handle)
+        else:
+            atomic_write_json(path, {"schema_version": self.schema_version,
+                                     "dataset": self.dataset, "root": self.root,
+                                     "clips": rows})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClipManifest":
+        path = Path(path)
+        if not path.exists():
+            raise ManifestError(f"{path}: manifest not found")
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            table = pq.read_table(path)
+            meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+            header = {"schema_version": int(meta.get("schema_version", -1)),
+                      "dataset": meta.get("dataset", ""), "root": meta.get("root", "")}
+            rows = table.to_pylist()
+            for row in rows:
+                for column in JSON_COLUMNS:
+                    row[column] = json.loads(row[column])
+        else:
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise ManifestError(f"{path}: not valid JSON ({err})") from None
+            header, rows = data, data.get("clips", [])
+        if header.get("schema_version") != SCHEMA_VERSION:
+            raise ManifestError(f"{path}: schema_version {header.get('schema_version')!r}, "
+                                f"this code reads {SCHEMA_VERSION}")
+        try:
+            clips = [ClipRecord(**row) for row in rows]
+        except TypeError as err:
+            raise ManifestError(f"{path}: malformed clip ({err})") from None
+        return cls(header["dataset"], header["root"], clips)
+
+
+def _to_arrow(frame: Any, meta: dict[str, str]):
+    import pyarrow as pa
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})

@@ -1,0 +1,36 @@
+"""The clip manifest: JSON and Parquet round trips, validation."""
+from __future__ import annotations
+
+import pytest
+
+from maskgwm.data.manifest import Actions, ClipManifest, ClipRecord, ManifestError
+
+
+def record(i: int, actions: Actions | None = None) -> ClipRecord:
+    return ClipRecord(clip_id=f"c{i}", dataset="nuscenes", split="val", scene="scene-0103",
+                      views=["CAM_FRONT"], frames=[[f"samples/CAM_FRONT/{i}_{t}.jpg"]
+                                                   for t in range(3)],
+                      timestamps=[t * 100_000 for t in range(3)], fps=10.0, actions=actions,
+                      source=f"token{i}")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".parquet"])
+def test_round_trip(tmp_path, suffix):
+    manifest = ClipManifest("nuscenes", "/data/nuscenes",
+                            [record(0, Actions(traj=[0.1] * 8, cmd=3, speed=[5.0] * 4)),
+                             record(1)])
+    loaded = ClipManifest.load(manifest.save(tmp_path / f"m{suffix}"))
+    assert loaded == manifest
+    assert loaded.clips[0].actions.cmd == 3 and loaded.clips[1].actions is None
+
+
+def test_validation(tmp_path):
+    with pytest.raises(ManifestError, match="3 frames but 2 timestamps"):
+        ClipRecord("c", "x", "val", "s", ["CAM_FRONT"], [["a"], ["b"], ["c"]], [0, 1], 10.0)
+    with pytest.raises(ManifestError, match="one frame per view"):
+        ClipRecord("c", "x", "val", "s", ["A", "B"], [["a"]], [0], 10.0)
+    (tmp_path / "bad.json").write_text('{"schema_version": 7, "clips": []}')
+    with pytest.raises(ManifestError, match="schema_version 7"):
+        ClipManifest.load(tmp_path / "bad.json")
+    with pytest.raises(ManifestError, match="not found"):
+        ClipManifest.load(tmp_path / "none.json")
