@@ -1,4 +1,4 @@
-"""The `repro` command-line interface: list, submit, status, table, eval and weights."""
+"""The `repro` command-line interface: list, submit, status, table, eval, weights, data."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from maskgwm.config import SCALES, ConfigError
 
+from .datacmd import add_parsers as add_data_parsers
 from .evalcmd import add_parsers as add_eval_parsers
 from .fsio import UnwritableError
 from .jobs import JobFileError, UnknownTarget, load_all_targets, load_target, resolve_target
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which of our results to show (default: smoke for `smoke`, else paper)")
     p.set_defaults(func=cmd_table)
     add_eval_parsers(sub)
+    add_data_parsers(sub)
     return parser
 
 

@@ -1,0 +1,126 @@
+"""`repro data synth`, `repro data manifest` and `repro evalset build`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DATASETS = ("nuscenes", "opendv", "waymo")
+# protocol -> (dataset, split, clip length, condition frames)
+EVALSET_SOURCES = {
+    "vista_nuscenes": ("nuscenes", "val", 25, 1),
+    "drivewm_mview": ("nuscenes_mview", "val", 8, 1),
+    "waymo_zeroshot": ("waymo", "validation", 25, 1),
+    "opendv_ablation": ("opendv", "Val", 25, 1),
+    "opendv_long": ("opendv", "Val", 157, 3),
+}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {text!r}: expected WxH, e.g. 160x90") from None
+    return width, height
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    width, height = parse_size(args.size)
+    out = Path(args.out)
+    if args.dataset == "nuscenes":
+        from maskgwm.data.synth.nuscenes_writer import write_synthetic_nuscenes
+        write_synthetic_nuscenes(out, n_scenes=args.scenes, seed=args.seed, width=width,
+                                 height=height, seconds=args.seconds)
+    elif args.dataset == "opendv":
+        from maskgwm.data.synth.opendv_writer import write_synthetic_opendv
+        write_synthetic_opendv(out, n_videos=args.scenes, seed=args.seed, width=width,
+                               height=height, seconds=args.seconds)
+    else:
+        from maskgwm.data.synth.waymo_writer import write_synthetic_waymo
+        write_synthetic_waymo(out, n_segments=args.scenes, seed=args.seed, width=width,
+                              height=height, seconds=args.seconds)
+    print(f"synthetic {args.dataset} written to {out} ({args.scenes} scenes, {width}x{height}, "
+          f"seed {args.seed})")
+    return 0
+
+
+def read_clips(dataset: str, root: Path, split: str, n_frames: int, version: str):
+    """ClipRecords of one dataset split, through its reader."""
+    if dataset in ("nuscenes", "nuscenes_mview"):
+        from nuscenes.nuscenes import NuScenes
+
+        from maskgwm.data.nuscenes import mview_clips, split_scenes, vista_clips
+        nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
+        scenes = split_scenes(nusc, split)
+        reader = vista_clips if dataset == "nuscenes" else mview_clips
+        return reader(nusc, scenes, n_frames=n_frames)
+    if dataset == "opendv":
+        from maskgwm.data.opendv import opendv_clips
+        return opendv_clips(root, split, n_frames)
+    from maskgwm.data.waymo import waymo_clips
+    return waymo_clips(root, version, n_frames, split=split)
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from maskgwm.data.manifest import ClipManifest
+    clips = read_clips(args.dataset, Path(args.dataroot), args.split, args.frames, args.version)
+    path = ClipManifest(args.dataset, str(Path(args.dataroot).resolve()), clips).save(args.out)
+    print(f"{len(clips)} clips of {args.dataset} {args.split} written to {path}")
+    return 0
+
+
+def cmd_evalset(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from evals.cliplist import write_clip_list
+    from evals.protocols import get_protocol
+    from maskgwm.data.manifest import ClipManifest
+    protocol = get_protocol(args.protocol)
+    dataset, split, n_frames, cond = EVALSET_SOURCES[protocol.name]
+    version = args.version or ("v1.0-trainval" if dataset.startswith("nuscenes") else "v2")
+    clips = read_clips(dataset, Path(args.dataroot), split, n_frames, version)
+    wanted = args.n_clips or protocol.n_clips
+    if len(clips) > wanted:  # a seeded sample, kept in reader order
+        keep = np.sort(np.random.default_rng(protocol.seed).choice(len(clips), wanted, False))
+        clips = [clips[i] for i in keep]
+    out = Path(args.out)
+    ClipManifest(dataset, str(Path(args.dataroot).resolve()), clips).save(
+        out.with_name(out.stem + ".manifest.json"))
+    digest = write_clip_list(out, protocol.name, [
+        {"clip_id": c.clip_id, "source_clip": c.source or c.clip_id, "frames": c.length,
+         "cond_frames": cond} for c in clips])
+    note = "" if len(clips) == wanted else f" (the protocol asks for {wanted})"
+    print(f"{len(clips)} clips{note} for {protocol.name} written to {out} (hash {digest}); "
+          f"frames in {out.with_name(out.stem + '.manifest.json')}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="synthetic datasets and clip manifests")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data.add_parser("synth", help="write a synthetic driving dataset in a real format")
+    q.add_argument("dataset", choices=DATASETS)
+    q.add_argument("out")
+    q.add_argument("--scenes", type=int, default=2, help="scenes / videos / segments")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--size", default="160x90", help="frame size WxH")
+    q.add_argument("--seconds", type=float, default=8.0, help="length of each scene")
+    q.set_defaults(func=cmd_synth)
+    q = data.add_parser("manifest", help="build a clip manifest from a dataset")
+    q.add_argument("dataset", choices=DATASETS + ("nuscenes_mview",))
+    q.add_argument("--dataroot", required=True)
+    q.add_argument("--split", required=True, help="e.g. val, mini_val, Train, validation")
+    q.add_argument("--frames", type=int, default=25, help="frames per clip")
+    q.add_argument("--version", default="v1.0-trainval",
+                   help="nuScenes version (v1.0-mini, ...) or Waymo format (v1, v2)")
+    q.add_argument("--out", required=True, help=".json or .parquet")
+    q.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("evalset", help="evaluation clip lists")
+    evalset = p.add_subparsers(dest="evalset_command", required=True, metavar="ACTION")
+    q = evalset.add_parser("build", help="the clip list a protocol scores, with its hash")
+    q.add_argument("protocol", choices=tuple(EVALSET_SOURCES))
+    q.add_argument("--dataroot", required=True)
+    q.add_argument("--version", help="nuScenes version or Waymo format (default: trainval/v2)")
+    q.add_argument("--n-clips", type=int, help="override the protocol's clip count (smoke)")
+    q.add_argument("--out", required=True, help="clip list JSON")
+    q.set_defaults(func=cmd_evalset)
