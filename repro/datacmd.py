@@ -46,13 +46,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def read_clips(dataset: str, root: Path, split: str, n_frames: int, version: str):
     """ClipRecords of one dataset split, through its reader."""
     if dataset in ("nuscenes", "nuscenes_mview"):
-        from nuscenes.nuscenes import NuScenes
+        from nuscenes.utils.splits import create_splits_scenes
 
-        from maskgwm.data.nuscenes import mview_clips, split_scenes, vista_clips
-        nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
-        scenes = split_scenes(nusc, split)
+        from maskgwm.data.nuscenes import mview_clips, open_nuscenes, vista_clips
+        splits = create_splits_scenes()
+        if split not in splits:
+            raise ValueError(f"unknown nuScenes split '{split}' (known: {', '.join(splits)})")
+        nusc = open_nuscenes(root, version)
         reader = vista_clips if dataset == "nuscenes" else mview_clips
-        return reader(nusc, scenes, n_frames=n_frames)
+        return reader(nusc, splits[split], n_frames=n_frames, split=split)
     if dataset == "opendv":
         from maskgwm.data.opendv import opendv_clips
         return opendv_clips(root, split, n_frames)
@@ -76,6 +78,7 @@ def cmd_evalset(args: argparse.Namespace) -> int:
     from maskgwm.data.manifest import ClipManifest
     protocol = get_protocol(args.protocol)
     dataset, split, n_frames, cond = EVALSET_SOURCES[protocol.name]
+    split = args.split or split
     version = args.version or ("v1.0-trainval" if dataset.startswith("nuscenes") else "v2")
     clips = read_clips(dataset, Path(args.dataroot), split, n_frames, version)
     wanted = args.n_clips or protocol.n_clips
@@ -121,6 +124,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("protocol", choices=tuple(EVALSET_SOURCES))
     q.add_argument("--dataroot", required=True)
     q.add_argument("--version", help="nuScenes version or Waymo format (default: trainval/v2)")
+    q.add_argument("--split", help="override the protocol's split (e.g. mini_val)")
     q.add_argument("--n-clips", type=int, help="override the protocol's clip count (smoke)")
     q.add_argument("--out", required=True, help="clip list JSON")
     q.set_defaults(func=cmd_evalset)

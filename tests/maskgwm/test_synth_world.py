@@ -16,7 +16,8 @@ def test_deterministic_by_seed():
     assert simulate_drive(5, 60, FPS) == simulate_drive(5, 60, FPS)
     assert simulate_drive(5, 60, FPS) != simulate_drive(6, 60, FPS)
     states = simulate_drive(5, 12, FPS)
-    np.testing.assert_array_equal(render_frames(5, states, 64, 36), render_frames(5, states, 64, 36))
+    frames = render_frames(5, states, 64, 36)
+    np.testing.assert_array_equal(frames, render_frames(5, states, 64, 36))
     assert not np.array_equal(render_frames(5, states, 64, 36), render_frames(6, states, 64, 36))
 
 

@@ -1,7 +1,6 @@
 """The `repro` command: list, table, submit --dry-run, status, and its one-line errors."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess

@@ -42,3 +42,19 @@ def test_bad_size_and_missing_data(cli, tmp_path):
     result = cli("evalset", "build", "waymo_zeroshot", "--dataroot", str(tmp_path / "none"),
                  "--out", str(tmp_path / "l.json"))
     assert result.code == 2 and "no Waymo v2 segment files" in result.err
+
+
+def test_nuscenes_synth_loads_and_builds_the_vista_evalset(cli, tmp_path):
+    root = tmp_path / "nuscenes"
+    assert cli("data", "synth", "nuscenes", str(root), "--scenes", "2", "--seconds", "6").code == 0
+    out = tmp_path / "vista.json"
+    result = cli("evalset", "build", "vista_nuscenes", "--dataroot", str(root), "--version",
+                 "v1.0-mini", "--split", "mini_val", "--out", str(out))
+    assert result.code == 0, result.err
+    clip_list = read_clip_list(out)
+    assert clip_list["clips"] and all(c["frames"] == 25 for c in clip_list["clips"])
+    manifest = ClipManifest.load(tmp_path / "vista.manifest.json")
+    assert all(c.scene == "scene-0103" and c.actions is not None for c in manifest.clips)
+    wrong = cli("evalset", "build", "vista_nuscenes", "--dataroot", str(root), "--version",
+                "v1.0-mini", "--out", str(tmp_path / "x.json"))
+    assert wrong.code == 2 and "not in" in wrong.err and "scene.json" in wrong.err

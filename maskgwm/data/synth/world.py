@@ -36,6 +36,7 @@ SKY_TOP, SKY_HORIZON = np.array([95, 140, 200.0]), np.array([190, 208, 228.0])
 HAZE = np.array([185, 195, 205.0])
 ROAD_GREY, GRASS_GREEN = np.array([88, 88, 94.0]), np.array([72, 112, 52.0])
 MARKING_WHITE = np.array([235, 235, 225.0])
+TRUNK_BROWN, POLE_GREY = np.array([90, 65, 40.0]), np.array([150, 150, 155.0])
 
 
 def camera_intrinsic(width: int, height: int) -> list[list[float]]:
@@ -226,7 +227,8 @@ def _render_ground(camera: _Camera, curvature: float, odometer: float, light: fl
                      ROAD_GREY * (0.96 + 0.04 * checker)[..., None],
                      GRASS_GREEN * (0.85 + 0.15 * checker)[..., None])
     distance_to_line = np.abs(np.abs(offset) - LANE_WIDTH_M / 2)
-    dashed = (distance_to_line < MARKING_HALF_WIDTH_M) & (np.mod(along, DASH_PERIOD_M) < DASH_LENGTH_M)
+    on_dash = np.mod(along, DASH_PERIOD_M) < DASH_LENGTH_M
+    dashed = (distance_to_line < MARKING_HALF_WIDTH_M) & on_dash
     edge = np.abs(np.abs(offset) - (LANE_WIDTH_M * 1.5)) < MARKING_HALF_WIDTH_M
     color = np.where((dashed | edge)[..., None], MARKING_WHITE, color)
     return (color * light) * (1 - camera.fog) + HAZE * camera.fog
@@ -241,13 +243,12 @@ def _sprites(camera: _Camera, traffic: _Traffic, state: EgoState, odometer: floa
     for ahead, lateral, is_tree, hashed in traffic.roadside(odometer):
         lateral += 0.5 * curvature * min(abs(ahead), 80.0) ** 2
         if is_tree:
-            trunk = camera.sprite(ahead, lateral, 0.4, 0.4, 2.5, 0.0, np.array([90, 65, 40.0]), False)
+            trunk = camera.sprite(ahead, lateral, 0.4, 0.4, 2.5, 0.0, TRUNK_BROWN, False)
             canopy_color = np.array([40, 100 + 60 * hashed, 40.0])
             canopy = camera.sprite(ahead, lateral, 2.6, 2.6, 3.5, 2.0, canopy_color, False)
             sprites += [trunk, canopy]
         else:
-            sprites.append(camera.sprite(ahead, lateral, 0.25, 0.25, 6.0, 0.0,
-                                         np.array([150, 150, 155.0]), False))
+            sprites.append(camera.sprite(ahead, lateral, 0.25, 0.25, 6.0, 0.0, POLE_GREY, False))
     return sorted((s for s in sprites if s is not None), key=lambda s: -s.forward)
 
 
