@@ -46,7 +46,9 @@ def test_bad_size_and_missing_data(cli, tmp_path):
 
 def test_nuscenes_synth_loads_and_builds_the_vista_evalset(cli, tmp_path):
     root = tmp_path / "nuscenes"
-    assert cli("data", "synth", "nuscenes", str(root), "--scenes", "2", "--seconds", "6").code == 0
+    # the first 7 real mini scenes include both of mini_val's (scene-0103, scene-0916)
+    assert cli("data", "synth", "nuscenes", str(root), "--scenes", "7", "--seconds", "3",
+               "--size", "64x36").code == 0
     out = tmp_path / "vista.json"
     result = cli("evalset", "build", "vista_nuscenes", "--dataroot", str(root), "--version",
                  "v1.0-mini", "--split", "mini_val", "--out", str(out))
@@ -54,7 +56,8 @@ def test_nuscenes_synth_loads_and_builds_the_vista_evalset(cli, tmp_path):
     clip_list = read_clip_list(out)
     assert clip_list["clips"] and all(c["frames"] == 25 for c in clip_list["clips"])
     manifest = ClipManifest.load(tmp_path / "vista.manifest.json")
-    assert all(c.scene == "scene-0103" and c.actions is not None for c in manifest.clips)
+    assert {c.scene for c in manifest.clips} == {"scene-0103", "scene-0916"}
+    assert all(c.actions is not None for c in manifest.clips)
     wrong = cli("evalset", "build", "vista_nuscenes", "--dataroot", str(root), "--version",
-                "v1.0-mini", "--out", str(tmp_path / "x.json"))
+                "v1.0-mini", "--out", str(tmp_path / "x.json"))    # split val: not in mini
     assert wrong.code == 2 and "not in" in wrong.err and "scene.json" in wrong.err
