@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from .latents import LatentCache
 from .manifest import ClipManifest, ClipRecord
 
 FrameReader = Callable[[Path, str], np.ndarray]
@@ -68,8 +69,8 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, sources: Sequence[Source], n_frames: int, width: int, height: int,
-                 length: int, seed: int = 0):
-        self.sources, self.n_frames = list(sources), n_frames
+                 length: int, seed: int = 0, latent_cache: LatentCache | None = None):
+        self.sources, self.n_frames, self.latent_cache = list(sources), n_frames, latent_cache
         self.width, self.height, self.length, self.seed = width, height, length, seed
         self.epoch = 0
         self.eligible = []
@@ -99,14 +100,22 @@ class ClipDataset(Dataset):
         return source, clip, start
 
     def __getitem__(self, index: int) -> dict:
+        """With a latent cache: `latents` [T, V, C, h, w] instead of `frames`."""
         source_index, clip, start = self.choose(index)
+        item = {"clip_id": clip.clip_id, "start": start, "source": source_index}
+        cache = self.latent_cache
+        cached = cache.load(clip.clip_id, start, self.n_frames) if cache else None
+        if cached is not None:
+            return {**item, "latents": cached}
         source = self.sources[source_index]
         steps = clip.frames[start:start + self.n_frames]
         frames = np.stack([np.stack([crop_resize(source.read_frame(source.root, ref),
                                                  self.width, self.height) for ref in views])
                            for views in steps])
-        return {"frames": torch.from_numpy(frames).permute(0, 1, 4, 2, 3).contiguous(),
-                "clip_id": clip.clip_id, "start": start, "source": source_index}
+        frames = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).contiguous()
+        if cache:
+            return {**item, "latents": cache.store(clip.clip_id, start, frames)}
+        return {**item, "frames": frames}
 
 
 def make_loader(dataset: ClipDataset, batch_size: int, workers: int = 0,

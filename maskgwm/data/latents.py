@@ -1,0 +1,73 @@
+"""A disk cache of VAE latents for training clips, so each window is encoded once.
+
+Latents live at `<dir>/<encoder_id>/<clip_id>/<start>-<frames>.npy` (float16 or float32), each
+written atomically; `encoder_id` must change whenever the VAE or its preprocessing does (use
+`vae_encoder_id`). `sd3_vae_encoder` wraps a diffusers `AutoencoderKL` with SD3's scaling and
+shift; it caches the posterior mean (assumed: deterministic latents, as many video pipelines
+cache them), not a sample.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from evals.atomic import atomic_open
+
+SD3_SCALING, SD3_SHIFT = 1.5305, 0.0609
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # uint8 [N, 3, H, W] -> latents [N, C, h, w]
+
+
+def vae_encoder_id(vae, scaling: float, shift: float, extra: str = "") -> str:
+    """A short id from the VAE's config, its weights and the latent transform."""
+    digest = hashlib.sha256(json.dumps({k: str(v) for k, v in dict(vae.config).items()},
+                                       sort_keys=True).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    digest.update(f"{scaling}|{shift}|{extra}".encode())
+    return digest.hexdigest()[:16]
+
+
+def sd3_vae_encoder(vae, scaling: float = SD3_SCALING, shift: float = SD3_SHIFT) -> Encoder:
+    """uint8 frames -> (mean latent - shift) * scaling, SD3's convention."""
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        x = frames.to(dtype=vae.dtype, device=vae.device) / 127.5 - 1
+        with torch.no_grad():
+            mean = vae.encode(x).latent_dist.mean
+        return (mean - shift) * scaling
+    return encode
+
+
+class LatentCache:
+    def __init__(self, directory: str | Path, encoder_id: str, encode: Encoder,
+                 dtype: np.dtype = np.float16):
+        self.root = Path(directory) / encoder_id
+        self.encode, self.dtype = encode, dtype
+
+    def path(self, clip_id: str, start: int, n_frames: int) -> Path:
+        return self.root / clip_id / f"{start}-{n_frames}.npy"
+
+    def load(self, clip_id: str, start: int, n_frames: int) -> torch.Tensor | None:
+        path = self.path(clip_id, start, n_frames)
+        if not path.exists():
+            return None
+        try:
+            return torch.from_numpy(np.load(path)).float()
+        except (ValueError, OSError):   # a damaged entry is re-encoded, never trusted
+            path.unlink(missing_ok=True)
+            return None
+
+    def store(self, clip_id: str, start: int, frames: torch.Tensor) -> torch.Tensor:
+        """Encode uint8 frames [T, V, 3, H, W] and cache latents [T, V, C, h, w]."""
+        t, v = frames.shape[:2]
+        latents = self.encode(frames.reshape(t * v, *frames.shape[2:]))
+        array = latents.reshape(t, v, *latents.shape[1:]).float().cpu().numpy()
+        array = array.astype(self.dtype)   # returned as stored: a later hit gives the same
+        with atomic_open(self.path(clip_id, start, t), "wb") as handle:
+            np.save(handle, array)
+        return torch.from_numpy(array).float()
