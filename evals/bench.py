@@ -157,10 +157,21 @@ def bench_pipeline(n_clips: int = 4, frames: int = 16, width: int = 512, height:
     }
 
 
-def _git_commit() -> str:
+def provenance() -> dict:
+    """Where a benchmark ran: the checkout's commit and the machine."""
     out = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
                          capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    return {"git_commit": out.stdout.strip() or "unknown",
+            "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                        "cpus": os.cpu_count()}}
+
+
+def emit(result: dict, out: str | None) -> None:
+    """Print a benchmark record as JSON and, with `out`, write it atomically."""
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if out:
+        atomic_write_text(out, text + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,13 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the JSON here (e.g. results/bench/evals.json)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    result = {**bench_frechet(), **bench_pipeline(device=args.device),
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": os.cpu_count()}, "git_commit": _git_commit()}
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    emit({**bench_frechet(), **bench_pipeline(device=args.device), **provenance()}, args.out)
     return 0
 
 

@@ -14,6 +14,7 @@ interrupted writer resumes without losing or duplicating clips.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -185,6 +186,17 @@ class VideoSet:
         return read_frame_folder(path, entry.frames)
 
 
+def storage_name(clip_id: str) -> str:
+    """A file-system-safe folder name for a clip id (dataset ids contain '/', e.g.
+    `scene-0103/<token>`): unsafe characters become '_', plus a hash suffix when changed."""
+    if not clip_id or clip_id.strip() != clip_id or "\n" in clip_id:
+        raise VideoSetError(f"clip id {clip_id!r}: must be non-empty, one line, no edge spaces")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", clip_id).lstrip(".")
+    if safe == clip_id:
+        return safe
+    return f"{safe}-{hashlib.sha1(clip_id.encode()).hexdigest()[:8]}"
+
+
 class VideoSetWriter:
     """Write clips into a set (use as a context manager). Resumable: clips in the manifest are
     kept (`clip_id in writer`); the manifest is rewritten every `flush_every` clips and on
@@ -205,11 +217,9 @@ class VideoSetWriter:
 
     def add(self, clip_id: str, frames: np.ndarray, fps: float, source_clip: str = "",
             cond_frames: int = 0, as_npy: bool = False) -> ClipEntry:
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", clip_id):
-            raise VideoSetError(f"clip id {clip_id!r}: use letters, digits, '.', '_', '-'")
         frames = check_frames(frames, f"clip {clip_id}")
-        name = f"{clip_id}.npy" if as_npy else clip_id
-        staging = Path(tempfile.mkdtemp(prefix=f".{clip_id}.", dir=self.root))
+        name = storage_name(clip_id) + (".npy" if as_npy else "")
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:
             if as_npy:
                 np.save(staging / "clip.npy", frames)

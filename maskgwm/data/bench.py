@@ -6,10 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from evals.atomic import atomic_write_text
+from evals.bench import emit, provenance
 
 from .loader import ClipDataset, Source, make_loader
 from .manifest import ClipManifest, ClipRecord
@@ -65,14 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "unknown"
-    result = {**bench_loader(), "git_commit": commit, "cpus": os.cpu_count(),
-              "platform": platform.platform()}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    emit({**bench_loader(), **provenance()}, args.out)
     return 0
 
 

@@ -111,3 +111,12 @@ def test_clip_list_hash(tmp_path):
         read_clip_list(tmp_path / "list.json")
     with pytest.raises(ClipListError, match="duplicate"):
         write_clip_list(tmp_path / "dup.json", "x", clips + clips[:1])
+
+
+def test_dataset_clip_ids_get_safe_folder_names(tmp_path):
+    ids = ["scene-0103/abc123", "scene-0103_abc123", "opendv/v1/000000010"]
+    videoset = write_videoset(tmp_path, [(cid, clip(i)) for i, cid in enumerate(ids)], fps=10)
+    paths = [videoset.clip(cid).path for cid in ids]
+    assert len(set(paths)) == 3 and all("/" not in p for p in paths)
+    assert paths[1] == "scene-0103_abc123"
+    np.testing.assert_array_equal(videoset.read(videoset.clip(ids[0])), clip(0))
