@@ -1,0 +1,1 @@
+"""The MaskGWM model and its training-time parts (token masks, attention variants, flow)."""
