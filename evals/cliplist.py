@@ -1,7 +1,11 @@
 """Evaluation clip lists: which clips a protocol scores, as a file with a content hash.
 
     {"schema_version": 1, "protocol": "vista_nuscenes", "hash": "<sha256 of the clips>",
-     "clips": [{"clip_id": ..., "source_clip": ..., "frames": 25, "cond_frames": 1}, ...]}
+     "clips": [{"clip_id": ..., "source_clip": ..., "frames": 25, "cond_frames": 1,
+                "fps": 10.0 (optional)}, ...]}
+
+The hash covers clip_id, source_clip, frames and cond_frames (the fields of a video-set
+manifest entry that decide what is scored), in order.
 
 Every result records the hash, so two labs can check that they scored the same clips.
 """

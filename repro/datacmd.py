@@ -90,7 +90,7 @@ def cmd_evalset(args: argparse.Namespace) -> int:
         out.with_name(out.stem + ".manifest.json"))
     digest = write_clip_list(out, protocol.name, [
         {"clip_id": c.clip_id, "source_clip": c.source or c.clip_id, "frames": c.length,
-         "cond_frames": cond} for c in clips])
+         "cond_frames": cond, "fps": c.fps} for c in clips])
     note = "" if len(clips) == wanted else f" (the protocol asks for {wanted})"
     print(f"{len(clips)} clips{note} for {protocol.name} written to {out} (hash {digest}); "
           f"frames in {out.with_name(out.stem + '.manifest.json')}")
