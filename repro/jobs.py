@@ -8,6 +8,7 @@ id is a hash of its fully resolved config and its parent's id, so runs that seve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -134,15 +135,20 @@ def _check_protocol(where: str, name: str) -> None:
         raise JobFileError(f"{where}: unknown protocol '{name}' (known: {', '.join(PROTOCOLS)})")
 
 
+@cache
+def _paper_cells(table: str) -> tuple[str, ...]:
+    return tuple(paper.cells(table))
+
+
 def _check_cells(where: str, cells: list) -> None:
     for cell in cells:
         table, _, cell_id = str(cell).partition("/")
         if table not in paper.PAPER_TABLES:
             raise JobFileError(f"{where}: cell '{cell}' names no paper table "
                                f"(use TABLE/CELL, tables: {', '.join(paper.PAPER_TABLES)})")
-        if cell_id not in paper.cells(table):
+        if cell_id not in _paper_cells(table):
             raise JobFileError(f"{where}: '{cell_id}' is not a cell of {table} "
-                               f"(cells: {', '.join(paper.cells(table))})")
+                               f"(cells: {', '.join(_paper_cells(table))})")
 
 
 def _parse_run(path: Path, name: str, body: Any, default_protocol: str) -> RunSpec:
