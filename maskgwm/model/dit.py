@@ -1,0 +1,352 @@
+"""MaskGWMDiT: SD3's MMDiT inflated to multi-view video (paper Sec. 3.1, 3.4 and 7.1).
+
+Spatial blocks are diffusers' `JointTransformerBlock`s over (T K)(H W) C with the text stream;
+after each, one TemporalBlock (if `temporal_blocks`) and one ViewBlock (if `view_blocks`), both
+zero-initialised, so a fresh model run frame by frame equals the SD3 image model it came from.
+Parameter names match `SD3Transformer2DModel` (pos_embed, time_text_embed, context_embedder,
+transformer_blocks, norm_out, proj_out); the new blocks live in `temporal_blocks` and
+`view_blocks` (and, with mask reconstruction, `mask_token`, `recon_spatial`,
+`recon_temporal`), so `from_sd3` loads an SD3 state_dict and only those keys may be missing.
+
+Mask reconstruction (Eq. 2, training only): `masked_forward` runs the encoder (all but the last
+`mask.decoder_layers` layers) on the packed visible tokens, fills the dropped positions with the
+mask token, repairs them with F_s or F_t, and runs the decoder layers on all tokens.
+
+Sign (assumed, to match flow.py): forward returns the paper's velocity G = z_0 - eps, which is
+minus SD3's output (SD3 predicts eps - z_0). Text conditioning is fixed tensors from the caller
+(DESIGN.md section 9). Condition frames take timestep 0 in the spatial and temporal blocks.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from diffusers.models.attention import JointTransformerBlock
+from diffusers.models.embeddings import CombinedTimestepTextProjEmbeddings, PatchEmbed
+from diffusers.models.normalization import AdaLayerNormContinuous
+from torch import nn
+
+from maskgwm.config.schema import MaskConfig, ModelConfig
+from maskgwm.model.blocks import (TIMESTEP_SCALE, MaskToken, SpatialBlock, TemporalBlock,
+                                  ViewBlock)
+from maskgwm.model.masks import gather_rows, packing_mask, scatter_rows
+from maskgwm.model.presets import DiTPreset, get_preset, mismatched_fields
+
+ACTION_DIM = 16
+"""Action scalars per frame or clip, packed by the caller (assumed width; the paper gives no
+layout): steering, speed, trajectory points, goal point and command, zero-padded to 16."""
+
+NEW_BLOCK_PREFIXES = ("temporal_blocks.", "view_blocks.", "mask_token.", "recon_spatial.",
+                      "recon_temporal.")
+MR_BRANCHES = ("spatial", "temporal")
+
+
+@dataclass
+class DiTState:
+    """Activations between layers: image tokens [B, T, K, gh, gw, C], text tokens per image
+    [B T K, L, C] (None after the last layer), per-image conditioning [B T K, C] and m_c tau."""
+    tokens: torch.Tensor
+    context: torch.Tensor | None
+    temb: torch.Tensor
+    tau: torch.Tensor
+
+
+class CheckpointMismatch(ValueError):
+    """An SD3 checkpoint does not fit the preset (wrong sizes, missing or unexpected keys)."""
+
+
+class MaskGWMDiT(nn.Module):
+    """The video DiT: G(z_tau, tau, text, actions) over latents [B, T, K, C, h, w]."""
+
+    def __init__(self, model_config: ModelConfig | None = None, preset: DiTPreset | None = None,
+                 action_dim: int = ACTION_DIM, mask_config: MaskConfig | None = None):
+        super().__init__()
+        self.model_config = model_config or ModelConfig()
+        self.mask_config = mask_config or MaskConfig()
+        self.preset = preset or get_preset(self.model_config.preset)
+        p, dim = self.preset, self.preset.hidden_size
+        if p.caption_projection_dim != dim:
+            raise ValueError(f"preset '{p.name}': caption_projection_dim "
+                             f"{p.caption_projection_dim} must equal the hidden size {dim}")
+        self.pos_embed = PatchEmbed(height=p.sample_size, width=p.sample_size,
+                                    patch_size=p.patch_size, in_channels=p.in_channels,
+                                    embed_dim=dim, pos_embed_max_size=p.pos_embed_max_size)
+        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
+            embedding_dim=dim, pooled_projection_dim=p.pooled_projection_dim)
+        self.context_embedder = nn.Linear(p.joint_attention_dim, p.caption_projection_dim)
+        self.transformer_blocks = nn.ModuleList([
+            JointTransformerBlock(dim=dim, num_attention_heads=p.num_attention_heads,
+                                  attention_head_dim=p.attention_head_dim,
+                                  context_pre_only=i == p.num_layers - 1)
+            for i in range(p.num_layers)])
+        self.action_dim = action_dim if self.model_config.actions else None
+        if self.model_config.temporal_blocks:
+            self.temporal_blocks = nn.ModuleList([
+                TemporalBlock(dim, p.new_block_heads, self.action_dim, p.mlp_ratio)
+                for _ in range(p.num_layers)])
+        if self.model_config.view_blocks:
+            self.view_blocks = nn.ModuleList([
+                ViewBlock(dim, p.new_block_heads, self.model_config.view_attention, p.mlp_ratio)
+                for _ in range(p.num_layers)])
+        if self.mask_config.enabled:
+            self._build_reconstruction(dim)
+        self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
+        self.proj_out = nn.Linear(dim, p.patch_size * p.patch_size * p.out_channels, bias=True)
+
+    def _build_reconstruction(self, dim: int) -> None:
+        """Mask token and the reconstruction branches F_s (spatial) and F_t (temporal)."""
+        mask, p = self.mask_config, self.preset
+        if mask.recon_shared:
+            raise NotImplementedError("mask.recon_shared (Table 4b 'share') is not wired yet")
+        if not 1 <= mask.decoder_layers < p.num_layers:
+            raise ValueError(f"mask.decoder_layers must be in [1, {p.num_layers - 1}], "
+                             f"got {mask.decoder_layers}")
+        if mask.token != "z_tau":    # z_tau fills masked positions with their input embedding
+            self.mask_token = MaskToken(p.in_channels, dim, p.patch_size, mask.token)
+        if mask.spatial:
+            self.recon_spatial = nn.ModuleList([SpatialBlock(dim, p.new_block_heads, p.mlp_ratio)
+                                                for _ in range(mask.recon_layers)])
+        if mask.temporal:
+            self.recon_temporal = nn.ModuleList([TemporalBlock(dim, p.new_block_heads)
+                                                 for _ in range(mask.recon_layers)])
+
+    # ------------------------------------------------------------------ input checks
+    def _check_inputs(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                      encoder_hidden_states: torch.Tensor, pooled: torch.Tensor) -> None:
+        p = self.preset
+        expected = (f"[B, T, K, {p.in_channels}, h, w] with h, w divisible by {p.patch_size} "
+                    f"and h / {p.patch_size}, w / {p.patch_size} <= {p.pos_embed_max_size} "
+                    f"(preset '{p.name}')")
+        if latents.dim() != 6 or latents.shape[3] != p.in_channels:
+            raise ValueError(f"latents must be {expected}, got {list(latents.shape)}")
+        height, width = latents.shape[-2:]
+        if height % p.patch_size or width % p.patch_size or \
+                max(height, width) // p.patch_size > p.pos_embed_max_size:
+            raise ValueError(f"latents must be {expected}, got {list(latents.shape)}")
+        batch, frames = latents.shape[:2]
+        if tuple(timesteps.shape) != (batch, frames):
+            raise ValueError(f"timesteps must be per frame [{batch}, {frames}], "
+                             f"got {list(timesteps.shape)}")
+        if encoder_hidden_states.dim() != 3 or encoder_hidden_states.shape[0] != batch or \
+                encoder_hidden_states.shape[-1] != p.joint_attention_dim:
+            raise ValueError(f"encoder_hidden_states must be [{batch}, L, {p.joint_attention_dim}]"
+                             f", got {list(encoder_hidden_states.shape)}")
+        if tuple(pooled.shape) != (batch, p.pooled_projection_dim):
+            raise ValueError(f"pooled_projections must be [{batch}, {p.pooled_projection_dim}], "
+                             f"got {list(pooled.shape)}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
+                cond_frames: torch.Tensor | None = None, actions: torch.Tensor | None = None,
+                action_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """latents [B, T, K, C, h, w]; timesteps tau [B, T] in [0, 1]; encoder_hidden_states
+        [B, L, joint_dim]; pooled_projections [B, pooled_dim]; cond_frames [B, T] bool (True =
+        condition frame, timestep 0); actions [B, (T,) A]; action_keep [B] bool.
+        Returns G = z_0 - eps, [B, T, K, C, h, w]."""
+        state = self.embed(latents, timesteps, encoder_hidden_states, pooled_projections,
+                           cond_frames)
+        state = self.run_layers(state, 0, self.preset.num_layers, actions, action_keep)
+        return self.head(state)
+
+    def embed(self, latents: torch.Tensor, timesteps: torch.Tensor,
+              encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
+              cond_frames: torch.Tensor | None = None) -> DiTState:
+        """Patch, timestep and text embeddings: the state before the first layer."""
+        self._check_inputs(latents, timesteps, encoder_hidden_states, pooled_projections)
+        p = self.preset
+        batch, frames, views, channels, height, width = latents.shape
+        images = batch * frames * views
+        tau = TemporalBlock.frame_timesteps(timesteps, cond_frames)
+        hidden = self.pos_embed(latents.reshape(images, channels, height, width))
+        image_tau = tau[:, :, None].expand(batch, frames, views).reshape(images)
+        image_pooled = pooled_projections.repeat_interleave(frames * views, dim=0)
+        temb = self.time_text_embed(image_tau * TIMESTEP_SCALE, image_pooled)
+        context = self.context_embedder(encoder_hidden_states)
+        grid = (height // p.patch_size, width // p.patch_size)
+        return DiTState(tokens=hidden.view(batch, frames, views, *grid, hidden.shape[-1]),
+                        context=context.repeat_interleave(frames * views, dim=0),
+                        temb=temb, tau=tau)
+
+    def run_layers(self, state: DiTState, start: int, stop: int,
+                   actions: torch.Tensor | None = None,
+                   action_keep: torch.Tensor | None = None) -> DiTState:
+        """Layers start..stop-1 (spatial, then temporal, then view block) on state.tokens
+        [B, T, K, gh, gw, C]. The grid may be a packed one (e.g. gw = kept tokens per row), so
+        an encoder can run on visible tokens only and a decoder on all of them."""
+        batch, frames, views, grid_h, grid_w, dim = state.tokens.shape
+        hidden, context = state.tokens.reshape(-1, grid_h * grid_w, dim), state.context
+        for index in range(start, stop):
+            context, hidden = self.transformer_blocks[index](
+                hidden_states=hidden, encoder_hidden_states=context, temb=state.temb)
+            if self.model_config.temporal_blocks:
+                tokens = hidden.reshape(batch, frames, views * grid_h * grid_w, dim)
+                hidden = self.temporal_blocks[index](tokens, state.tau, None, actions,
+                                                     action_keep)
+            if self.model_config.view_blocks:
+                tokens = hidden.reshape(batch, frames, views, grid_h, grid_w, dim)
+                hidden = self.view_blocks[index](tokens)
+            hidden = hidden.reshape(-1, grid_h * grid_w, dim)
+        return DiTState(tokens=hidden.reshape(state.tokens.shape), context=context,
+                        temb=state.temb, tau=state.tau)
+
+    def head(self, state: DiTState) -> torch.Tensor:
+        """Final norm, projection and unpatchify: G = z_0 - eps, [B, T, K, C, h, w]."""
+        p = self.preset
+        batch, frames, views, grid_h, grid_w, dim = state.tokens.shape
+        hidden = self.proj_out(self.norm_out(state.tokens.reshape(-1, grid_h * grid_w, dim),
+                                             state.temb))
+        hidden = hidden.view(-1, grid_h, grid_w, p.patch_size, p.patch_size, p.out_channels)
+        output = torch.einsum("nhwpqc->nchpwq", hidden).reshape(
+            batch, frames, views, p.out_channels, grid_h * p.patch_size, grid_w * p.patch_size)
+        return -output
+
+    # ------------------------------------------------------------------ mask reconstruction
+    def masked_forward(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                       encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
+                       eps: torch.Tensor, keep: torch.Tensor, branch: str,
+                       cond_frames: torch.Tensor | None = None,
+                       actions: torch.Tensor | None = None,
+                       action_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Training-time G (Eq. 2): D(F(E(z^v) * M + m_tau * (1 - M))).
+
+        keep [B, T, K, gh, gw] bool (True = visible); `branch` "spatial" (M_spatial, repaired by
+        F_s) or "temporal" (row-wise M_time-hat with shifted attention, repaired by F_t), one
+        branch per call. The encoder (all but the last `decoder_layers` layers) runs on the
+        packed visible tokens only; spatial masks are packed as one row of gh * gw tokens.
+        Visible tokens outside the packing (the extra tokens of unmasked condition frames, see
+        `encoder_pack`) bypass the encoder and keep their input embedding (assumed)."""
+        if not self.mask_config.enabled:
+            raise ValueError("masked_forward needs an enabled MaskConfig (ratio > 0, a branch)")
+        if branch not in MR_BRANCHES or not hasattr(self, f"recon_{branch}"):
+            raise ValueError(f"branch must be one of the enabled branches {MR_BRANCHES}, "
+                             f"got '{branch}'")
+        if branch == "temporal" and not (self.mask_config.row and self.mask_config.shift):
+            raise NotImplementedError("only the row-wise + shifted temporal branch is wired; "
+                                      "masked temporal attention (shift = false) is not yet")
+        if tuple(eps.shape) != tuple(latents.shape):
+            raise ValueError(f"eps must have the latents' shape {list(latents.shape)}, "
+                             f"got {list(eps.shape)}")
+        state = self.embed(latents, timesteps, encoder_hidden_states, pooled_projections,
+                           cond_frames)
+        batch, frames, views, grid_h, grid_w, dim = state.tokens.shape
+        if tuple(keep.shape) != (batch, frames, views, grid_h, grid_w):
+            raise ValueError(f"keep must be [{batch}, {frames}, {views}, {grid_h}, {grid_w}], "
+                             f"got {list(keep.shape)}")
+        rows, width = (1, grid_h * grid_w) if branch == "spatial" else (grid_h, grid_w)
+
+        def fold(x: torch.Tensor) -> torch.Tensor:     # [B, T, K, ...] -> [B K, T, ...]
+            return x.transpose(1, 2).reshape(batch * views, frames, *x.shape[3:])
+
+        def unfold(x: torch.Tensor) -> torch.Tensor:   # [B K, T, ...] -> [B, T, K, ...]
+            return x.reshape(batch, views, frames, *x.shape[2:]).transpose(1, 2)
+
+        def as_rows(x: torch.Tensor) -> torch.Tensor:  # [B K, T, gh, gw, ...] -> packable rows
+            return x.reshape(x.shape[0], frames, rows, width, *x.shape[4:])
+
+        row_keep = as_rows(fold(keep.to(state.tokens.device)))
+        pack = encoder_pack(row_keep, branch)
+        full = as_rows(fold(state.tokens))
+        state.tokens = unfold(gather_rows(full, pack))
+        encoder_layers = self.preset.num_layers - self.mask_config.decoder_layers
+        encoded = self.run_layers(state, 0, encoder_layers, actions, action_keep)
+        if self.mask_config.token == "z_tau":
+            filler = full
+        else:
+            masked = as_rows(fold(self._mask_tokens(eps, state.tau, grid_h, grid_w)))
+            filler = torch.where(row_keep[..., None], full, masked)
+        tokens = scatter_rows(fold(encoded.tokens), pack, base=filler)
+        tokens = unfold(tokens).reshape(batch, frames, views, grid_h, grid_w, dim)
+        tokens = self._reconstruct(tokens, state.tau, branch)
+        decoded = self.run_layers(
+            DiTState(tokens=tokens, context=encoded.context, temb=state.temb, tau=state.tau),
+            encoder_layers, self.preset.num_layers, actions, action_keep)
+        return self.head(decoded)
+
+    def _mask_tokens(self, eps: torch.Tensor, tau: torch.Tensor, grid_h: int,
+                     grid_w: int) -> torch.Tensor:
+        """m_tau (+ the positional embedding) at every position: [B, T, K, gh, gw, C]."""
+        batch, frames, views, channels, height, width = eps.shape
+        image_tau = tau[:, :, None].expand(batch, frames, views).reshape(-1)
+        tokens = self.mask_token(eps.reshape(-1, channels, height, width), image_tau)
+        position = self.pos_embed.cropped_pos_embed(height, width).view(1, grid_h, grid_w, -1)
+        return (tokens + position.to(tokens.dtype)).view(batch, frames, views, grid_h, grid_w, -1)
+
+    def _reconstruct(self, tokens: torch.Tensor, tau: torch.Tensor, branch: str) -> torch.Tensor:
+        """F_s over each image's tokens, or F_t over time per token position."""
+        batch, frames, views, grid_h, grid_w, dim = tokens.shape
+        for block in getattr(self, f"recon_{branch}"):
+            if branch == "spatial":
+                tokens = block(tokens.reshape(-1, grid_h * grid_w, dim))
+            else:
+                tokens = block(tokens.reshape(batch, frames, -1, dim), tau)
+            tokens = tokens.reshape(batch, frames, views, grid_h, grid_w, dim)
+        return tokens
+
+    # ------------------------------------------------------------------ SD3 loading
+    def load_sd3_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load an SD3Transformer2DModel state_dict; only new-block keys may be missing."""
+        own = self.state_dict()
+        wrong_shape = [f"{key}: expected {tuple(own[key].shape)}, got {tuple(value.shape)}"
+                       for key, value in state_dict.items()
+                       if key in own and tuple(own[key].shape) != tuple(value.shape)]
+        unexpected = sorted(set(state_dict) - set(own))
+        missing = sorted(key for key in set(own) - set(state_dict)
+                         if not key.startswith(NEW_BLOCK_PREFIXES))
+        if wrong_shape or unexpected or missing:
+            parts = [f"checkpoint does not fit preset '{self.preset.name}'"]
+            for label, keys in (("wrong shapes", wrong_shape), ("unexpected keys", unexpected),
+                                ("missing keys", missing)):
+                if keys:
+                    parts.append(f"{label} ({len(keys)}): {', '.join(keys[:8])}"
+                                 + (" ..." if len(keys) > 8 else ""))
+            raise CheckpointMismatch("; ".join(parts))
+        self.load_state_dict(state_dict, strict=False)
+
+    @classmethod
+    def from_sd3(cls, source: Any, model_config: ModelConfig | None = None,
+                 action_dim: int = ACTION_DIM,
+                 mask_config: MaskConfig | None = None) -> "MaskGWMDiT":
+        """Inflate an SD3 transformer: a `SD3Transformer2DModel`, or a directory saved by its
+        `save_pretrained` (the model root, or its `transformer/` sub-folder)."""
+        model_config = model_config or ModelConfig()
+        preset = get_preset(model_config.preset)
+        sd3 = _load_sd3(source)
+        mismatch = mismatched_fields(preset, dict(sd3.config))
+        if mismatch:
+            details = ", ".join(f"{name}: expected {want}, got {got}"
+                                for name, (want, got) in mismatch.items())
+            raise CheckpointMismatch(f"SD3 checkpoint does not fit preset '{preset.name}': "
+                                     f"{details}")
+        model = cls(model_config, preset, action_dim, mask_config)
+        model.load_sd3_state_dict(sd3.state_dict())
+        return model
+
+
+def encoder_pack(keep: torch.Tensor, branch: str) -> torch.Tensor:
+    """The tokens the encoder sees, from keep [N, T, rows, width]: the same count in every row.
+
+    Spatial branch: the mask shared by the masked frames (the AND over frames), so condition
+    frames contribute the same positions and temporal attention stays aligned. Temporal branch:
+    `masks.packing_mask` (condition frames contribute evenly spaced columns)."""
+    if branch == "spatial":
+        return keep.all(dim=1, keepdim=True).expand_as(keep)
+    return packing_mask(keep)
+
+
+def _load_sd3(source: Any) -> nn.Module:
+    from diffusers import SD3Transformer2DModel
+
+    if isinstance(source, SD3Transformer2DModel):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isdir(os.path.join(path, "transformer")):
+            path = os.path.join(path, "transformer")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"no SD3 transformer (config.json) under {path}")
+        return SD3Transformer2DModel.from_pretrained(path)
+    raise TypeError(f"from_sd3 takes an SD3Transformer2DModel or a directory, "
+                    f"got {type(source).__name__}")
