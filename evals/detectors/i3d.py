@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inputs import check_value_range
+
 INPUT_SIZE = 224
 NUM_CLASSES = 400
 MIN_FRAMES = 9  # three stride-2 time reductions must leave >= 2 steps for the [2, 7, 7] pool
@@ -138,7 +140,4 @@ def check_input(x: Tensor) -> None:
         raise ValueError(f"InceptionI3d needs at least {MIN_FRAMES} frames per clip, got "
                          f"{x.shape[2]}: the [2, 7, 7] head pool needs 2 time steps after three "
                          "stride-2 reductions; the protocol must pad or use longer clips")
-    low, high = x.min().item(), x.max().item()
-    if low < -1.0 - 1e-4 or high > 1.0 + 1e-4:
-        raise ValueError(f"InceptionI3d takes values in [-1, 1], got [{low:g}, {high:g}] "
-                         "(uint8-range input must be normalised first)")
+    check_value_range(x, "InceptionI3d")

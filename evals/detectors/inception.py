@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inputs import check_value_range
+
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 NUM_CLASSES = 1008  # the TF graph's 1001 ImageNet classes, padded to 1008
@@ -199,7 +201,4 @@ def check_input(x: Tensor) -> None:
     if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (INPUT_SIZE, INPUT_SIZE):
         raise ValueError(f"FIDInceptionV3 takes [N, 3, {INPUT_SIZE}, {INPUT_SIZE}], "
                          f"got {list(x.shape)}")
-    low, high = x.min().item(), x.max().item()
-    if low < -1.0 - 1e-4 or high > 1.0 + 1e-4:
-        raise ValueError(f"FIDInceptionV3 takes values in [-1, 1], got [{low:g}, {high:g}] "
-                         "(uint8-range input must be normalised first)")
+    check_value_range(x, "FIDInceptionV3")
