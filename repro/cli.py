@@ -1,4 +1,4 @@
-"""The `repro` command-line interface: list, submit, status, table, eval, weights, data."""
+"""The `repro` command-line interface: list, submit, status, table, eval, weights, data, sample."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from .evalcmd import add_parsers as add_eval_parsers
 from .fsio import UnwritableError
 from .jobs import JobFileError, UnknownTarget, load_all_targets, load_target, resolve_target
 from .paths import work_dir
+from .samplecmd import add_parsers as add_sample_parsers
 from .submit import CLUSTERS, SlurmUnavailable, dry_run, submit
 
 USER_ERRORS = (JobFileError, UnknownTarget, ConfigError, UnwritableError, SlurmUnavailable,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_table)
     add_eval_parsers(sub)
     add_data_parsers(sub)
+    add_sample_parsers(sub)
     return parser
 
 

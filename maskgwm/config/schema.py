@@ -29,6 +29,8 @@ class MaskConfig:
     tau_min: float = 0.0               # per-sample gate: MR only for tau in [tau_min, tau_max]
     tau_max: float = 1.0
     contrastive: bool = False          # SD-DiT style contrastive loss (with token z_tau)
+    contrastive_weight: float = 0.1    # its weight beside the flow loss (assumed)
+    contrastive_temperature: float = 0.2  # InfoNCE temperature (assumed)
     recon_shared: bool = False         # one shared F for F_s and F_t (Table 4b "share")
     recon_layers: int = 1              # layers per reconstruction branch
     decoder_layers: int = 2            # last DiT layers run on the full token set (assumed)
@@ -159,6 +161,11 @@ def validate(config: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: 'mask.ratio' = {mask.ratio} must be in [0, 1)")
     if not 0.0 <= mask.tau_min <= mask.tau_max <= 1.0:
         raise ConfigError(f"{where}: need 0 <= mask.tau_min <= mask.tau_max <= 1")
+    if mask.shift and not mask.row:
+        raise ConfigError(f"{where}: 'mask.shift' (shifted temporal attention) needs "
+                          f"'mask.row' (row-wise masks keep the same count in every row)")
+    if mask.contrastive and mask.token != "z_tau":
+        raise ConfigError(f"{where}: 'mask.contrastive' goes with mask.token = 'z_tau' (Table 3a)")
     if mask.recon_layers not in (1, 2):
         raise ConfigError(f"{where}: 'mask.recon_layers' must be 1 or 2")
     if config.stage.steps < 1 or config.stage.batch_size < 1:

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from evals.atomic import atomic_open
+from maskgwm.model.vae import SD3_SCALING, SD3_SHIFT, frames_to_unit, to_latents
 
-SD3_SCALING, SD3_SHIFT = 1.5305, 0.0609
+__all__ = ["SD3_SCALING", "SD3_SHIFT", "Encoder", "LatentCache", "sd3_vae_encoder",
+           "vae_encoder_id"]
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # uint8 [N, 3, H, W] -> latents [N, C, h, w]
 
 
@@ -34,12 +36,13 @@ def vae_encoder_id(vae, scaling: float, shift: float, extra: str = "") -> str:
 
 
 def sd3_vae_encoder(vae, scaling: float = SD3_SCALING, shift: float = SD3_SHIFT) -> Encoder:
-    """uint8 frames -> (mean latent - shift) * scaling, SD3's convention."""
+    """uint8 frames -> (mean latent - shift) * scaling, SD3's convention (the transform of
+    `maskgwm.model.vae.SD3VAE`, which adds batching and checks)."""
     def encode(frames: torch.Tensor) -> torch.Tensor:
-        x = frames.to(dtype=vae.dtype, device=vae.device) / 127.5 - 1
+        x = frames_to_unit(frames, vae.dtype, vae.device)
         with torch.no_grad():
             mean = vae.encode(x).latent_dist.mean
-        return (mean - shift) * scaling
+        return to_latents(mean, scaling, shift)
     return encode
 
 

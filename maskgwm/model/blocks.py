@@ -55,13 +55,16 @@ class SelfAttention(nn.Module):
         return x.view(n, length, self.heads, dim // self.heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, extra_k: torch.Tensor | None = None,
-                extra_v: torch.Tensor | None = None) -> torch.Tensor:
+                extra_v: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`attn_mask`: boolean [N, 1, L, L] (True = may attend), or None."""
         q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
         if extra_k is not None:
             k = k + extra_k
         if extra_v is not None:
             v = v + extra_v
-        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v))
+        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v),
+                                             attn_mask=attn_mask)
         return self.to_out(out.transpose(1, 2).reshape(x.shape))
 
 
@@ -103,13 +106,20 @@ class TimestepModulation(nn.Module):
 
 
 class TemporalBlock(nn.Module):
-    """Attention over time for every spatial token, conditioned by Eq. 5 and optionally actions."""
+    """Attention over time for every spatial token, conditioned by Eq. 5 and optionally actions.
+
+    The attention input gets a frame-position embedding (a linear map of the sinusoidal
+    embedding of the frame index within the window; assumed, as SVD/Vista do), so the block
+    knows frame order; it does not change the zero-initialised identity."""
 
     def __init__(self, dim: int, heads: int, action_dim: int | None = None,
                  mlp_ratio: float = 4.0):
         super().__init__()
         self.norm_in = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.modulation = TimestepModulation(dim)
+        self.frame_proj = Timesteps(num_channels=256, flip_sin_to_cos=True,
+                                    downscale_freq_shift=0)
+        self.frame_embed = nn.Linear(256, dim)
         self.attn = SelfAttention(dim, heads)
         self.action_dim = action_dim
         if action_dim:
@@ -153,21 +163,30 @@ class TemporalBlock(nn.Module):
                 batch * tokens, frames, x.shape[-1])
         return per_token(add_k), per_token(add_v)
 
+    def frame_positions(self, frames: int, device: torch.device,
+                        dtype: torch.dtype) -> torch.Tensor:
+        """[T, C] embedding of the frame index 0..T-1."""
+        index = torch.arange(frames, device=device, dtype=torch.float32)
+        return self.frame_embed(self.frame_proj(index).to(dtype))
+
     def forward(self, x: torch.Tensor, tau: torch.Tensor, cond_frames: torch.Tensor | None = None,
-                actions: torch.Tensor | None = None,
-                action_keep: torch.Tensor | None = None) -> torch.Tensor:
+                actions: torch.Tensor | None = None, action_keep: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, S, C]; tau [B, T] in [0, 1]; cond_frames [B, T] bool; actions [B, (T,) A];
-        action_keep [B] bool drops a sample's actions (classifier-free guidance)."""
+        action_keep [B] bool drops a sample's actions (classifier-free guidance); attn_mask
+        boolean [B S, 1, T, T] for masked temporal attention (None: every frame sees all)."""
         batch, frames, tokens, dim = x.shape
         if tuple(tau.shape) != (batch, frames):
             raise ValueError(f"tau must be [{batch}, {frames}], got {list(tau.shape)}")
         modulated = self.modulate(x, tau, cond_frames)
+        modulated = modulated + self.frame_positions(frames, x.device, x.dtype)[:, None]
         z = x.permute(0, 2, 1, 3).reshape(batch * tokens, frames, dim)
         h = modulated.permute(0, 2, 1, 3).reshape(batch * tokens, frames, dim)
-        z = z + self.attn(h)
+        z = z + self.attn(h, attn_mask=attn_mask)
         if self.action_dim and actions is not None:
             add_k, add_v = self._action_kv(actions, action_keep, batch, frames, tokens)
-            z = z + self.cross_attn(self.norm_cross(z), extra_k=add_k, extra_v=add_v)
+            z = z + self.cross_attn(self.norm_cross(z), extra_k=add_k, extra_v=add_v,
+                                    attn_mask=attn_mask)
         z = z + self.ff(self.norm_ff(z))
         return z.view(batch, tokens, frames, dim).permute(0, 2, 1, 3)
 

@@ -29,9 +29,8 @@ from diffusers.models.normalization import AdaLayerNormContinuous
 from torch import nn
 
 from maskgwm.config.schema import MaskConfig, ModelConfig
-from maskgwm.model.blocks import (TIMESTEP_SCALE, MaskToken, SpatialBlock, TemporalBlock,
-                                  ViewBlock)
-from maskgwm.model.masks import gather_rows, packing_mask, scatter_rows
+from maskgwm.model import reconstruction
+from maskgwm.model.blocks import TIMESTEP_SCALE, TemporalBlock, ViewBlock
 from maskgwm.model.presets import DiTPreset, get_preset, mismatched_fields
 
 ACTION_DIM = 16
@@ -40,17 +39,20 @@ layout): steering, speed, trajectory points, goal point and command, zero-padded
 
 NEW_BLOCK_PREFIXES = ("temporal_blocks.", "view_blocks.", "mask_token.", "recon_spatial.",
                       "recon_temporal.")
-MR_BRANCHES = ("spatial", "temporal")
 
 
 @dataclass
 class DiTState:
     """Activations between layers: image tokens [B, T, K, gh, gw, C], text tokens per image
-    [B T K, L, C] (None after the last layer), per-image conditioning [B T K, C] and m_c tau."""
+    [B T K, L, C] (None after the last layer), per-image conditioning [B T K, C] and m_c tau.
+    With masked temporal attention on packed tokens: which grid positions the packed tokens
+    hold, [B, T, K, rows, width], and the boolean temporal attention mask."""
     tokens: torch.Tensor
     context: torch.Tensor | None
     temb: torch.Tensor
     tau: torch.Tensor
+    time_pack: torch.Tensor | None = None
+    time_mask: torch.Tensor | None = None
 
 
 class CheckpointMismatch(ValueError):
@@ -91,26 +93,9 @@ class MaskGWMDiT(nn.Module):
                 ViewBlock(dim, p.new_block_heads, self.model_config.view_attention, p.mlp_ratio)
                 for _ in range(p.num_layers)])
         if self.mask_config.enabled:
-            self._build_reconstruction(dim)
+            reconstruction.build_reconstruction(self, dim)
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(dim, p.patch_size * p.patch_size * p.out_channels, bias=True)
-
-    def _build_reconstruction(self, dim: int) -> None:
-        """Mask token and the reconstruction branches F_s (spatial) and F_t (temporal)."""
-        mask, p = self.mask_config, self.preset
-        if mask.recon_shared:
-            raise NotImplementedError("mask.recon_shared (Table 4b 'share') is not wired yet")
-        if not 1 <= mask.decoder_layers < p.num_layers:
-            raise ValueError(f"mask.decoder_layers must be in [1, {p.num_layers - 1}], "
-                             f"got {mask.decoder_layers}")
-        if mask.token != "z_tau":    # z_tau fills masked positions with their input embedding
-            self.mask_token = MaskToken(p.in_channels, dim, p.patch_size, mask.token)
-        if mask.spatial:
-            self.recon_spatial = nn.ModuleList([SpatialBlock(dim, p.new_block_heads, p.mlp_ratio)
-                                                for _ in range(mask.recon_layers)])
-        if mask.temporal:
-            self.recon_temporal = nn.ModuleList([TemporalBlock(dim, p.new_block_heads)
-                                                 for _ in range(mask.recon_layers)])
 
     # ------------------------------------------------------------------ input checks
     def _check_inputs(self, latents: torch.Tensor, timesteps: torch.Tensor,
@@ -126,6 +111,9 @@ class MaskGWMDiT(nn.Module):
                 max(height, width) // p.patch_size > p.pos_embed_max_size:
             raise ValueError(f"latents must be {expected}, got {list(latents.shape)}")
         batch, frames = latents.shape[:2]
+        if frames > p.max_frames:
+            raise ValueError(f"{frames} frames: preset '{p.name}' takes windows of at most "
+                             f"{p.max_frames} frames (roll out longer videos window by window)")
         if tuple(timesteps.shape) != (batch, frames):
             raise ValueError(f"timesteps must be per frame [{batch}, {frames}], "
                              f"got {list(timesteps.shape)}")
@@ -181,7 +169,10 @@ class MaskGWMDiT(nn.Module):
         for index in range(start, stop):
             context, hidden = self.transformer_blocks[index](
                 hidden_states=hidden, encoder_hidden_states=context, temb=state.temb)
-            if self.model_config.temporal_blocks:
+            if self.model_config.temporal_blocks and state.time_pack is not None:
+                hidden = reconstruction.masked_temporal(
+                    self.temporal_blocks[index], hidden, state, actions, action_keep)
+            elif self.model_config.temporal_blocks:
                 tokens = hidden.reshape(batch, frames, views * grid_h * grid_w, dim)
                 hidden = self.temporal_blocks[index](tokens, state.tau, None, actions,
                                                      action_keep)
@@ -189,8 +180,8 @@ class MaskGWMDiT(nn.Module):
                 tokens = hidden.reshape(batch, frames, views, grid_h, grid_w, dim)
                 hidden = self.view_blocks[index](tokens)
             hidden = hidden.reshape(-1, grid_h * grid_w, dim)
-        return DiTState(tokens=hidden.reshape(state.tokens.shape), context=context,
-                        temb=state.temb, tau=state.tau)
+        return DiTState(hidden.reshape(state.tokens.shape), context, state.temb, state.tau,
+                        state.time_pack, state.time_mask)
 
     def head(self, state: DiTState) -> torch.Tensor:
         """Final norm, projection and unpatchify: G = z_0 - eps, [B, T, K, C, h, w]."""
@@ -209,81 +200,13 @@ class MaskGWMDiT(nn.Module):
                        eps: torch.Tensor, keep: torch.Tensor, branch: str,
                        cond_frames: torch.Tensor | None = None,
                        actions: torch.Tensor | None = None,
-                       action_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Training-time G (Eq. 2): D(F(E(z^v) * M + m_tau * (1 - M))).
-
-        keep [B, T, K, gh, gw] bool (True = visible); `branch` "spatial" (M_spatial, repaired by
-        F_s) or "temporal" (row-wise M_time-hat with shifted attention, repaired by F_t), one
-        branch per call. The encoder (all but the last `decoder_layers` layers) runs on the
-        packed visible tokens only; spatial masks are packed as one row of gh * gw tokens.
-        Visible tokens outside the packing (the extra tokens of unmasked condition frames, see
-        `encoder_pack`) bypass the encoder and keep their input embedding (assumed)."""
-        if not self.mask_config.enabled:
-            raise ValueError("masked_forward needs an enabled MaskConfig (ratio > 0, a branch)")
-        if branch not in MR_BRANCHES or not hasattr(self, f"recon_{branch}"):
-            raise ValueError(f"branch must be one of the enabled branches {MR_BRANCHES}, "
-                             f"got '{branch}'")
-        if branch == "temporal" and not (self.mask_config.row and self.mask_config.shift):
-            raise NotImplementedError("only the row-wise + shifted temporal branch is wired; "
-                                      "masked temporal attention (shift = false) is not yet")
-        if tuple(eps.shape) != tuple(latents.shape):
-            raise ValueError(f"eps must have the latents' shape {list(latents.shape)}, "
-                             f"got {list(eps.shape)}")
-        state = self.embed(latents, timesteps, encoder_hidden_states, pooled_projections,
-                           cond_frames)
-        batch, frames, views, grid_h, grid_w, dim = state.tokens.shape
-        if tuple(keep.shape) != (batch, frames, views, grid_h, grid_w):
-            raise ValueError(f"keep must be [{batch}, {frames}, {views}, {grid_h}, {grid_w}], "
-                             f"got {list(keep.shape)}")
-        rows, width = (1, grid_h * grid_w) if branch == "spatial" else (grid_h, grid_w)
-
-        def fold(x: torch.Tensor) -> torch.Tensor:     # [B, T, K, ...] -> [B K, T, ...]
-            return x.transpose(1, 2).reshape(batch * views, frames, *x.shape[3:])
-
-        def unfold(x: torch.Tensor) -> torch.Tensor:   # [B K, T, ...] -> [B, T, K, ...]
-            return x.reshape(batch, views, frames, *x.shape[2:]).transpose(1, 2)
-
-        def as_rows(x: torch.Tensor) -> torch.Tensor:  # [B K, T, gh, gw, ...] -> packable rows
-            return x.reshape(x.shape[0], frames, rows, width, *x.shape[4:])
-
-        row_keep = as_rows(fold(keep.to(state.tokens.device)))
-        pack = encoder_pack(row_keep, branch)
-        full = as_rows(fold(state.tokens))
-        state.tokens = unfold(gather_rows(full, pack))
-        encoder_layers = self.preset.num_layers - self.mask_config.decoder_layers
-        encoded = self.run_layers(state, 0, encoder_layers, actions, action_keep)
-        if self.mask_config.token == "z_tau":
-            filler = full
-        else:
-            masked = as_rows(fold(self._mask_tokens(eps, state.tau, grid_h, grid_w)))
-            filler = torch.where(row_keep[..., None], full, masked)
-        tokens = scatter_rows(fold(encoded.tokens), pack, base=filler)
-        tokens = unfold(tokens).reshape(batch, frames, views, grid_h, grid_w, dim)
-        tokens = self._reconstruct(tokens, state.tau, branch)
-        decoded = self.run_layers(
-            DiTState(tokens=tokens, context=encoded.context, temb=state.temb, tau=state.tau),
-            encoder_layers, self.preset.num_layers, actions, action_keep)
-        return self.head(decoded)
-
-    def _mask_tokens(self, eps: torch.Tensor, tau: torch.Tensor, grid_h: int,
-                     grid_w: int) -> torch.Tensor:
-        """m_tau (+ the positional embedding) at every position: [B, T, K, gh, gw, C]."""
-        batch, frames, views, channels, height, width = eps.shape
-        image_tau = tau[:, :, None].expand(batch, frames, views).reshape(-1)
-        tokens = self.mask_token(eps.reshape(-1, channels, height, width), image_tau)
-        position = self.pos_embed.cropped_pos_embed(height, width).view(1, grid_h, grid_w, -1)
-        return (tokens + position.to(tokens.dtype)).view(batch, frames, views, grid_h, grid_w, -1)
-
-    def _reconstruct(self, tokens: torch.Tensor, tau: torch.Tensor, branch: str) -> torch.Tensor:
-        """F_s over each image's tokens, or F_t over time per token position."""
-        batch, frames, views, grid_h, grid_w, dim = tokens.shape
-        for block in getattr(self, f"recon_{branch}"):
-            if branch == "spatial":
-                tokens = block(tokens.reshape(-1, grid_h * grid_w, dim))
-            else:
-                tokens = block(tokens.reshape(batch, frames, -1, dim), tau)
-            tokens = tokens.reshape(batch, frames, views, grid_h, grid_w, dim)
-        return tokens
+                       action_keep: torch.Tensor | None = None,
+                       return_features: bool = False):
+        """Training-time G (Eq. 2); see `reconstruction.masked_forward`. keep [B, T, K, gh, gw]
+        bool (True = visible); `branch` "spatial" or "temporal", one branch per call."""
+        return reconstruction.masked_forward(
+            self, latents, timesteps, encoder_hidden_states, pooled_projections, eps, keep,
+            branch, cond_frames, actions, action_keep, return_features)
 
     # ------------------------------------------------------------------ SD3 loading
     def load_sd3_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -323,17 +246,6 @@ class MaskGWMDiT(nn.Module):
         model = cls(model_config, preset, action_dim, mask_config)
         model.load_sd3_state_dict(sd3.state_dict())
         return model
-
-
-def encoder_pack(keep: torch.Tensor, branch: str) -> torch.Tensor:
-    """The tokens the encoder sees, from keep [N, T, rows, width]: the same count in every row.
-
-    Spatial branch: the mask shared by the masked frames (the AND over frames), so condition
-    frames contribute the same positions and temporal attention stays aligned. Temporal branch:
-    `masks.packing_mask` (condition frames contribute evenly spaced columns)."""
-    if branch == "spatial":
-        return keep.all(dim=1, keepdim=True).expand_as(keep)
-    return packing_mask(keep)
 
 
 def _load_sd3(source: Any) -> nn.Module:

@@ -55,18 +55,27 @@ def velocity_target(z0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 
 def flow_loss(prediction: torch.Tensor, z0: torch.Tensor, eps: torch.Tensor,
-              weight_mask: torch.Tensor | None = None) -> torch.Tensor:
+              weight_mask: torch.Tensor | None = None, per_sample: bool = False) -> torch.Tensor:
     """MSE of `prediction` to (z_0 - eps), averaged over the elements where `weight_mask` holds.
 
     `weight_mask` is boolean, per frame [B, T] (False on condition frames, which are not in the
-    loss) or any shape that broadcasts after appending trailing axes. With no selected element
-    the loss is a zero that still depends on `prediction` (so backward works).
+    loss) or any shape that broadcasts after appending trailing axes. With `per_sample`, each
+    sample's mean comes first and the batch mean of those follows, so the loss of a batch is
+    the mean of its samples' losses whatever their condition-frame counts (data-parallel ranks
+    then average to the global batch's loss). With no selected element the loss is a zero that
+    still depends on `prediction` (so backward works).
     """
     squared_error = (prediction - velocity_target(z0, eps)).pow(2)
     if weight_mask is None:
-        return squared_error.mean()
-    weights = per_frame(weight_mask, squared_error).to(squared_error.dtype).expand_as(squared_error)
-    return (squared_error * weights).sum() / weights.sum().clamp_min(1.0)
+        weights = torch.ones_like(squared_error)
+    else:
+        weights = per_frame(weight_mask, squared_error).to(squared_error.dtype)
+        weights = weights.expand_as(squared_error)
+    if not per_sample:
+        return (squared_error * weights).sum() / weights.sum().clamp_min(1.0)
+    dims = tuple(range(1, squared_error.dim()))
+    per = (squared_error * weights).sum(dim=dims) / weights.sum(dim=dims).clamp_min(1.0)
+    return per.mean()
 
 
 # ---- condition frames (Eq. 5) ----

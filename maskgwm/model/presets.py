@@ -30,6 +30,7 @@ class DiTPreset:
     latent_width: int = 16             # take theirs from data.height / 8, data.width / 8
     temporal_heads: int | None = None  # heads of the new temporal / view blocks (None: as spatial)
     mlp_ratio: float = 4.0             # feed-forward width of the new blocks (assumed, as SD3's)
+    max_frames: int = 32               # longest window the temporal blocks take (paper: 25)
 
     @property
     def hidden_size(self) -> int:
@@ -59,7 +60,7 @@ PRESETS: dict[str, DiTPreset] = {
         joint_attention_dim=32, caption_projection_dim=64, pooled_projection_dim=32,
         pos_embed_max_size=16, sample_size=16, latent_height=8, latent_width=16),
     "small": DiTPreset(
-        name="small", num_layers=6, num_attention_heads=4, attention_head_dim=64,
+        name="small", num_layers=12, num_attention_heads=4, attention_head_dim=64,
         joint_attention_dim=128, caption_projection_dim=256, pooled_projection_dim=128,
         pos_embed_max_size=64, sample_size=32, latent_height=8, latent_width=16),
     "sd3-medium": DiTPreset(

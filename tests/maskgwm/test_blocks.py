@@ -162,3 +162,14 @@ def test_mask_token_mixes_noise_and_learned_token_by_tau():
     torch.testing.assert_close(out[1], 0.5 * noise[1] + 0.5 * token.p)
     with pytest.raises(ValueError, match="mask token kind"):
         MaskToken(16, DIM, 2, kind="z_tau")
+
+
+def test_temporal_block_knows_frame_order(tokens):
+    """Without a frame-position embedding attention over time would be permutation-equivariant."""
+    block = randomise_(TemporalBlock(DIM, HEADS))
+    tau = torch.full((2, 4), 0.5)
+    order = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        permuted_then_block = block(tokens[:, order], tau)
+        block_then_permuted = block(tokens, tau)[:, order]
+    assert not torch.allclose(permuted_then_block, block_then_permuted, atol=1e-4)

@@ -18,26 +18,6 @@ def seeded():
     torch.manual_seed(0)
 
 
-def inputs(preset, batch=1, frames=2, views=2, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    latents = torch.randn(batch, frames, views, preset.in_channels, preset.latent_height,
-                          preset.latent_width, generator=generator)
-    tau = torch.rand(batch, frames, generator=generator)
-    text = torch.randn(batch, 5, preset.joint_attention_dim, generator=generator)
-    pooled = torch.randn(batch, preset.pooled_projection_dim, generator=generator)
-    return latents, tau, text, pooled
-
-
-@pytest.fixture(scope="module")
-def tiny_sd3() -> SD3Transformer2DModel:
-    torch.manual_seed(0)
-    model = SD3Transformer2DModel(**TINY.sd3_config()).eval()
-    with torch.no_grad():   # SD3 zero-inits nothing, but give proj_out etc. non-trivial values
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model
-
-
 def test_presets():
     assert TINY.patch_size == 2 and TINY.in_channels == 16
     grid_h, grid_w = TINY.latent_height // 2, TINY.latent_width // 2
@@ -51,7 +31,7 @@ def test_presets():
 
 
 @pytest.mark.parametrize("preset_name", ["tiny", "small"])
-def test_output_shape(preset_name):
+def test_output_shape(preset_name, inputs):
     config = ModelConfig(preset=preset_name, view_blocks=True, actions=True)
     model = MaskGWMDiT(config).eval()
     latents, tau, text, pooled = inputs(model.preset)
@@ -61,7 +41,7 @@ def test_output_shape(preset_name):
 
 
 @pytest.mark.parametrize("view_attention", ["K", "KW", "KHW"])
-def test_inflated_model_equals_image_model(tiny_sd3, view_attention):
+def test_inflated_model_equals_image_model(tiny_sd3, view_attention, inputs):
     config = ModelConfig(preset="tiny", temporal_blocks=True, view_blocks=True,
                          view_attention=view_attention, actions=True)
     model = MaskGWMDiT.from_sd3(tiny_sd3, config).eval()
@@ -81,7 +61,7 @@ def test_inflated_model_equals_image_model(tiny_sd3, view_attention):
                 torch.testing.assert_close(video[b, t], -image, rtol=1e-4, atol=1e-5)
 
 
-def test_trained_new_blocks_mix_frames_and_views(tiny_sd3):
+def test_trained_new_blocks_mix_frames_and_views(tiny_sd3, inputs):
     config = ModelConfig(preset="tiny", view_blocks=True)
     model = MaskGWMDiT.from_sd3(tiny_sd3, config).eval()
     latents, tau, text, pooled = inputs(TINY, frames=2, views=2)
@@ -144,7 +124,7 @@ def test_wrong_latent_shape_names_what_was_expected(shape):
         model(latents, tau, torch.randn(1, 5, 32), torch.randn(1, 32))
 
 
-def test_wrong_timestep_and_text_shapes():
+def test_wrong_timestep_and_text_shapes(inputs):
     model = MaskGWMDiT(ModelConfig(preset="tiny"))
     latents, tau, text, pooled = inputs(TINY)
     with pytest.raises(ValueError, match=r"per frame \[1, 2\]"):
@@ -155,104 +135,9 @@ def test_wrong_timestep_and_text_shapes():
         model(latents, tau, text, torch.randn(1, 2048))
 
 
-# ---------------------------------------------------------------- mask reconstruction (Eq. 2)
-from maskgwm.config.schema import MaskConfig  # noqa: E402
-from maskgwm.model.dit import encoder_pack  # noqa: E402
-from maskgwm.model.masks import row_mask, spatial_mask  # noqa: E402
-
-MR = MaskConfig(ratio=0.25, spatial=True, temporal=True, row=True, shift=True)  # 2 decoder layers
-
-
-def view_keep(kind, batch, frames, views, cond, seed=0):
-    """[B, T, K, gh, gw] keep from masks.py, an independent mask per view."""
-    make = {"spatial": spatial_mask, "temporal": row_mask}[kind]
-    grid_h, grid_w = TINY.latent_height // 2, TINY.latent_width // 2
-    keep = make(batch * views, frames, grid_h, grid_w, 0.25, torch.Generator().manual_seed(seed),
-                cond_frames=torch.full((batch * views,), cond))
-    return keep.view(batch, views, frames, grid_h, grid_w).transpose(1, 2)
-
-
-def pixels(keep):
-    return keep.repeat_interleave(2, -2).repeat_interleave(2, -1)[:, :, :, None]
-
-
-@pytest.fixture(scope="module")
-def mr_model(tiny_sd3):
-    model = MaskGWMDiT.from_sd3(tiny_sd3, ModelConfig(preset="tiny", view_blocks=True),
-                                mask_config=MR).eval()
-    torch.manual_seed(1)
-    with torch.no_grad():   # trained-looking new blocks, so every path carries signal
-        for name, parameter in model.named_parameters():
-            if name.startswith(("temporal_blocks", "view_blocks", "recon_", "mask_token")):
-                parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model
-
-
-@pytest.mark.parametrize("branch", ["spatial", "temporal"])
-def test_masked_forward_without_masking_equals_forward(tiny_sd3, branch):
-    model = MaskGWMDiT.from_sd3(tiny_sd3, ModelConfig(preset="tiny", view_blocks=True),
-                                mask_config=MR).eval()
-    latents, tau, text, pooled = inputs(TINY)
-    keep = torch.ones(1, 2, 2, 4, 8, dtype=torch.bool)
-    with torch.no_grad():
-        masked = model.masked_forward(latents, tau, text, pooled, torch.randn_like(latents),
-                                      keep, branch)
-        torch.testing.assert_close(masked, model(latents, tau, text, pooled))
-
-
-@pytest.mark.parametrize("branch", ["spatial", "temporal"])
-def test_dropped_tokens_never_reach_the_model(mr_model, branch):
-    latents, tau, text, pooled = inputs(TINY, frames=3)
-    cond = torch.tensor([[True, False, False]])
-    keep = view_keep(branch, 1, 3, 2, cond=1)
-    assert bool(keep[:, 0].all()) and not bool(keep[:, 1:].all())
-    eps = torch.randn_like(latents)
-    changed = latents + 5.0 * (~pixels(keep)).float()
-    with torch.no_grad():
-        out = mr_model.masked_forward(latents, tau, text, pooled, eps, keep, branch, cond)
-        out_changed = mr_model.masked_forward(changed, tau, text, pooled, eps, keep, branch,
-                                              cond)
-        out_eps = mr_model.masked_forward(latents, tau, text, pooled, torch.randn_like(eps),
-                                          keep, branch, cond)
-        visible = pixels(keep).clone()
-        visible[:, 0] = False                               # leave the condition frame as is
-        visible_changed = latents + 5.0 * visible.float()
-        out_visible = mr_model.masked_forward(visible_changed, tau, text, pooled, eps, keep,
-                                              branch, cond)
-    assert out.shape == latents.shape
-    torch.testing.assert_close(out_changed, out)          # dropped content is invisible
-    assert not torch.allclose(out_visible, out)          # visible content is seen
-    assert not torch.allclose(out_eps, out)              # mask tokens carry f_m(eps)
-
-
-def test_mask_token_gets_gradients(mr_model):
-    latents, tau, text, pooled = inputs(TINY)
-    keep = view_keep("temporal", 1, 2, 2, cond=0)
-    mr_model.zero_grad()
-    mr_model.masked_forward(latents, tau, text, pooled, torch.randn_like(latents), keep,
-                            "temporal").square().mean().backward()
-    assert mr_model.mask_token.p.grad.abs().sum() > 0
-    assert mr_model.mask_token.f_m.weight.grad.abs().sum() > 0
-    assert mr_model.recon_temporal[0].attn.to_out.weight.grad.abs().sum() > 0
-    assert mr_model.recon_spatial[0].attn.to_out.weight.grad is None
-
-
-def test_masked_forward_errors(mr_model):
-    latents, tau, text, pooled = inputs(TINY)
-    keep = torch.ones(1, 2, 2, 4, 8, dtype=torch.bool)
-    eps = torch.randn_like(latents)
-    with pytest.raises(ValueError, match="branch must be one of"):
-        mr_model.masked_forward(latents, tau, text, pooled, eps, keep, "view")
-    with pytest.raises(ValueError, match=r"keep must be \[1, 2, 2, 4, 8\]"):
-        mr_model.masked_forward(latents, tau, text, pooled, eps, keep[..., :4], "spatial")
-    with pytest.raises(ValueError, match="masked_forward needs an enabled MaskConfig"):
-        MaskGWMDiT(ModelConfig(preset="tiny")).masked_forward(latents, tau, text, pooled, eps,
-                                                              keep, "spatial")
-
-
-def test_encoder_pack_aligns_condition_frames():
-    keep = view_keep("spatial", 1, 3, 2, cond=1).transpose(1, 2).reshape(2, 3, 1, 32)
-    pack = encoder_pack(keep, "spatial")
-    assert torch.equal(pack[:, 0], keep[:, 1]) and torch.equal(pack[:, 2], keep[:, 1])
-    rows = view_keep("temporal", 1, 3, 2, cond=1).transpose(1, 2).reshape(2, 3, 4, 8)
-    assert (encoder_pack(rows, "temporal").sum(-1) == 6).all()
+def test_too_many_frames_for_the_preset(inputs):
+    model = MaskGWMDiT(ModelConfig(preset="tiny"))
+    latents, tau, text, pooled = inputs(TINY, frames=TINY.max_frames + 1, views=1)
+    with pytest.raises(ValueError, match=f"{TINY.max_frames + 1} frames: preset 'tiny' takes "
+                                         f"windows of at most {TINY.max_frames}"):
+        model(latents, tau, text, pooled)

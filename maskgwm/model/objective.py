@@ -1,0 +1,174 @@
+"""The training objective: rectified flow (Eq. 1) with mask reconstruction (Eq. 2) per sample.
+
+Every random choice of a sample comes from a generator seeded by (run seed, global sample
+index), drawn in a fixed order, so a sample's loss does not depend on the batch it is in or on
+the number of processes:
+  1. condition frames n ~ U{0 .. min(max_cond_frames, T - 1)}   (0-3 in the paper; uniform assumed)
+  2. tau ~ logit-normal (SD3)
+  3. noise eps [T, K, C, h, w]
+  4. condition dropout, action dropout (guidance; each with its probability) and the branch draw
+  5. the mask, when the sample takes an MR branch.
+The branch (DESIGN.md section 9): none when MR is off or tau is outside [tau_min, tau_max]
+(the tau-range gate; such samples take the plain path in the same step); otherwise M_spatial
+with probability `spatial_prob` when both branches are on, else the one that is on. Condition
+frames are never masked and are not in the loss; a dropped condition keeps its frames as
+condition frames with zeroed latents (what the unconditional sampling pass sees).
+
+The loss is the per-sample mean squared error to (z_0 - eps) over non-condition frames,
+averaged over the batch (flow.flow_loss with per_sample). With `mask.contrastive` (Table 3a's
+z_tau row, SD-DiT reading, assumed): an InfoNCE loss between the mean-pooled encoder output of
+each masked sample and the same encoder on the sample's unmasked tokens (no gradient), over the
+masked samples of the local batch, weighted by `mask.contrastive_weight`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskgwm.config.schema import MaskConfig, StageConfig
+from maskgwm.model.flow import (condition_mask, flow_loss, frame_timesteps, impose_condition,
+                                noisy_latents, sample_tau)
+from maskgwm.model.masks import row_mask, spatial_mask, temporal_mask
+from maskgwm.model.reconstruction import encoder_features
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """What the objective needs from a run config (see `from_config`)."""
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    max_cond_frames: int = 3
+    cond_dropout: float = 0.1
+    action_dropout: float = 0.1
+
+    @classmethod
+    def from_config(cls, stage: StageConfig, mask: MaskConfig) -> "ObjectiveSettings":
+        return cls(mask, stage.max_cond_frames, stage.cond_dropout, stage.action_dropout)
+
+
+@dataclass
+class SampleDraw:
+    """One sample's random choices; keep is [T, K, gh, gw] (True = visible) or None."""
+    cond: int
+    tau: torch.Tensor
+    eps: torch.Tensor
+    drop_cond: bool
+    drop_action: bool
+    branch: str | None
+    keep: torch.Tensor | None
+
+
+@dataclass
+class LossTerms:
+    loss: torch.Tensor
+    flow: torch.Tensor
+    contrastive: torch.Tensor | None
+    branches: dict[str, int]          # samples per path: plain, spatial, temporal
+
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """A CPU generator for sample `index` of a run with `seed` (well mixed, collision-free)."""
+    words = np.random.SeedSequence([seed, index]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+
+
+def choose_branch(mask: MaskConfig, tau: float, u: float) -> str | None:
+    if not (mask.enabled and (mask.spatial or mask.temporal)):
+        return None
+    if not mask.tau_min <= tau <= mask.tau_max:
+        return None
+    if mask.spatial and mask.temporal:
+        return "spatial" if u < mask.spatial_prob else "temporal"
+    return "spatial" if mask.spatial else "temporal"
+
+
+def draw_keep(mask: MaskConfig, branch: str, frames: int, views: int, grid: tuple[int, int],
+              cond: int, generator: torch.Generator) -> torch.Tensor:
+    """[T, K, gh, gw] keep: an independent mask per view; condition frames unmasked."""
+    if branch == "spatial":
+        make = spatial_mask
+    else:
+        make = row_mask if mask.row else temporal_mask
+    keep = make(views, frames, *grid, mask.ratio, generator,
+                cond_frames=torch.full((views,), cond))
+    return keep.transpose(0, 1)
+
+
+def draw_sample(generator: torch.Generator, frame_shape: tuple[int, ...],
+                grid: tuple[int, int], settings: ObjectiveSettings) -> SampleDraw:
+    """The random choices for one sample with latents of `frame_shape` [T, K, C, h, w]."""
+    frames, views = frame_shape[:2]
+    max_cond = min(settings.max_cond_frames, frames - 1)
+    cond = int(torch.randint(0, max_cond + 1, (1,), generator=generator))
+    tau = sample_tau(1, generator)[0]
+    eps = torch.randn(frame_shape, generator=generator)
+    u_cond, u_action, u_branch = torch.rand(3, generator=generator).tolist()
+    branch = choose_branch(settings.mask, float(tau), u_branch)
+    keep = (draw_keep(settings.mask, branch, frames, views, grid, cond, generator)
+            if branch else None)
+    return SampleDraw(cond, tau, eps, cond > 0 and u_cond < settings.cond_dropout,
+                      u_action < settings.action_dropout, branch, keep)
+
+
+def info_nce(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Each student feature should match its own sample's teacher feature among the batch's."""
+    logits = F.normalize(student, dim=-1) @ F.normalize(teacher, dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(student), device=student.device))
+
+
+def training_loss(model, z0: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                  pooled_projections: torch.Tensor, sample_index, seed: int,
+                  settings: ObjectiveSettings, actions: torch.Tensor | None = None) -> LossTerms:
+    """The loss of a batch of clean latents z0 [B, T, K, C, h, w]; `sample_index` [B] holds
+    each sample's global index (it seeds the sample's draws)."""
+    batch, frames, views = z0.shape[:3]
+    patch = model.preset.patch_size
+    grid = (z0.shape[-2] // patch, z0.shape[-1] // patch)
+    draws = [draw_sample(sample_generator(seed, int(i)), tuple(z0.shape[1:]), grid, settings)
+             for i in sample_index]
+    device, dtype = z0.device, z0.dtype
+    eps = torch.stack([d.eps for d in draws]).to(device, dtype)
+    tau = torch.stack([d.tau for d in draws]).to(device, dtype)
+    cond = condition_mask(batch, frames, torch.tensor([d.cond for d in draws]), device=device)
+    drop_cond = torch.tensor([d.drop_cond for d in draws], device=device)
+    action_keep = ~torch.tensor([d.drop_action for d in draws], device=device)
+    clean = torch.where(drop_cond.view(-1, *[1] * (z0.dim() - 1)), torch.zeros_like(z0), z0)
+    z_tau = impose_condition(noisy_latents(z0, eps, tau), clean, cond)
+    timesteps = frame_timesteps(tau, cond)
+
+    outputs, order, branches = [], [], {}
+    student, teacher = [], []
+    for branch in (None, "spatial", "temporal"):
+        index = [i for i, d in enumerate(draws) if d.branch == branch]
+        branches[branch or "plain"] = len(index)
+        if not index:
+            continue
+        rows = torch.tensor(index, device=device)
+        args = (z_tau[rows], timesteps[rows], encoder_hidden_states[rows],
+                pooled_projections[rows])
+        extra = dict(cond_frames=cond[rows], actions=None if actions is None else actions[rows],
+                     action_keep=action_keep[rows])
+        if branch is None:
+            outputs.append(model(*args, **extra))
+        else:
+            keep = torch.stack([draws[i].keep for i in index]).to(device)
+            output = model.masked_forward(*args, eps[rows], keep, branch, **extra,
+                                          return_features=settings.mask.contrastive)
+            if settings.mask.contrastive:
+                output, features = output
+                student.append(features)
+                with torch.no_grad():
+                    teacher.append(encoder_features(model, *args, **extra))
+            outputs.append(output)
+        order += index
+    prediction = torch.cat(outputs)[torch.tensor(order, device=device).argsort()]
+    flow = flow_loss(prediction, z0, eps, ~cond, per_sample=True)
+    contrastive = None
+    loss = flow
+    if student:
+        contrastive = info_nce(torch.cat(student), torch.cat(teacher),
+                               settings.mask.contrastive_temperature)
+        loss = flow + settings.mask.contrastive_weight * contrastive
+    return LossTerms(loss, flow, contrastive, branches)

@@ -1,0 +1,87 @@
+"""`repro sample` (generate a video set from a checkpoint and a real set's condition frames) and
+`repro sample-merge` (join the per-shard sets of a Slurm array)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .datacmd import parse_size
+
+
+def default_shard(environ=os.environ) -> tuple[int, int]:
+    """(shard, shards) of a Slurm array task (ids from SLURM_ARRAY_TASK_MIN), else (0, 1)."""
+    if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
+        return 0, 1
+    offset = int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+    return int(environ["SLURM_ARRAY_TASK_ID"]) - offset, int(environ["SLURM_ARRAY_TASK_COUNT"])
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from maskgwm.model.vae import SD3VAE
+    from maskgwm.sample import sample_videoset
+
+    env_shard, env_shards = default_shard()
+    shard = env_shard if args.shard is None else args.shard
+    shards = env_shards if args.num_shards is None else args.num_shards
+    if not Path(args.checkpoint).is_file():   # before loading the (large) VAE
+        raise FileNotFoundError(f"model checkpoint {args.checkpoint} not found (--checkpoint)")
+    if args.random_vae:
+        print("WARNING: --random-vae: a random tiny VAE, the frames are noise (smoke runs only)")
+        vae = SD3VAE.random()
+    else:
+        vae = SD3VAE.from_pretrained(args.vae, device=args.device)
+    width, height = parse_size(args.size) if args.size else (None, None)
+    out = sample_videoset(args.checkpoint, vae, args.real, args.out, shard=shard,
+                          num_shards=shards, steps=args.steps, guidance=args.guidance,
+                          seed=args.seed, frames=args.frames, width=width, height=height,
+                          window=args.window, device=args.device)
+    if shards > 1:
+        print(f"when all {shards} shards are done: repro sample-merge "
+              f"{Path(args.out) / 'shard-*'} --out MERGED --real {args.real}")
+    else:
+        print(f"generated set: {out}")
+    return 0
+
+
+def cmd_sample_merge(args: argparse.Namespace) -> int:
+    from maskgwm.sample import merge_videosets
+
+    merged = merge_videosets(args.parts, args.out, reference=args.real)
+    print(f"{len(merged)} clips merged from {len(args.parts)} parts into {args.out}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate clips from a checkpoint, conditioned on the "
+                                      "condition frames of a real video set")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (or trainer checkpoint)")
+    p.add_argument("--real", required=True, help="real video set whose condition frames seed "
+                                                 "generation (its clip ids, fps, lengths)")
+    p.add_argument("--out", required=True, help="output video set (shards: OUT/shard-I-of-N)")
+    vae = p.add_mutually_exclusive_group(required=True)
+    vae.add_argument("--vae", help="SD3 VAE: the model root or its vae/ folder")
+    vae.add_argument("--random-vae", action="store_true",
+                     help="a tiny random VAE (smoke runs; frames are noise)")
+    p.add_argument("--shard", type=int, default=None,
+                   help="this shard's index (default: SLURM_ARRAY_TASK_ID, else 0)")
+    p.add_argument("--num-shards", type=int, default=None,
+                   help="number of shards (default: SLURM_ARRAY_TASK_COUNT, else 1)")
+    p.add_argument("--steps", type=int, default=30, help="Euler steps (paper: 30)")
+    p.add_argument("--guidance", type=float, default=4.0, help="CFG scale (paper: 4.0)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; each clip's derives from it")
+    p.add_argument("--size", default=None,
+                   help="WxH when the checkpoint records no resolution (default: real size)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per clip (default: the real clip's; longer ones roll out)")
+    p.add_argument("--window", type=int, default=None,
+                   help="frames per window (default: the checkpoint's, else 25)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("sample-merge", help="join the shard sets of `repro sample` into one set")
+    p.add_argument("parts", nargs="+", help="shard sets (OUT/shard-*-of-*)")
+    p.add_argument("--out", required=True, help="merged video set (not one of the parts)")
+    p.add_argument("--real", default=None,
+                   help="the real set: keep its clip order and fail if a clip is missing")
+    p.set_defaults(func=cmd_sample_merge)
