@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import Timesteps
 from torch import nn
 
+from maskgwm.model.attention import attention
+
 VIEW_ATTENTION_MODES = ("K", "KW", "KHW")
 FOURIER_FREQUENCIES = 8   # per action scalar: sin and cos at 2^k pi, k < 8 (assumed)
 TIMESTEP_SCALE = 1000.0   # tau in [0, 1] -> SD3's timestep range
@@ -36,7 +38,8 @@ def zero_(module: nn.Linear) -> nn.Linear:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head attention over the sequence axis of [N, L, C] with torch SDPA; zero-init output.
+    """Multi-head attention over the sequence axis of [N, L, C] (attention.py picks SDPA or
+    flash-attn); zero-initialised output.
 
     `extra_k` / `extra_v` ([N, L, C], optional) are added to the projected keys and values."""
 
@@ -63,8 +66,7 @@ class SelfAttention(nn.Module):
             k = k + extra_k
         if extra_v is not None:
             v = v + extra_v
-        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v),
-                                             attn_mask=attn_mask)
+        out = attention(self._split(q), self._split(k), self._split(v), attn_mask=attn_mask)
         return self.to_out(out.transpose(1, 2).reshape(x.shape))
 
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+
+from maskgwm.model.attention import attention
 
 
 def kept_count(total: int, ratio: float) -> int:
@@ -159,25 +160,49 @@ def from_temporal_sequences(x: torch.Tensor, batch: int, height: int, width: int
     return x.view(batch, height, width, heads, frames, dim).permute(0, 4, 1, 2, 3, 5)
 
 
-def packed_temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Shifted temporal attention on an already packed layout [B H Wk, heads, T, d]: no mask."""
-    return F.scaled_dot_product_attention(q, k, v)
+def packed_temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              backend: str | None = None) -> torch.Tensor:
+    """Shifted temporal attention on an already packed layout [B H Wk, heads, T, d]: no mask,
+    so `attention` may use FlashAttention (backend None: the module default, see attention.py)."""
+    return attention(q, k, v, backend=backend)
+
+
+def packed_sequence_index(pack: torch.Tensor) -> torch.Tensor:
+    """[B H Wk T] flat positions into the [B T H W] token grid of the packed tokens, in the
+    order of the packed temporal sequences (sequence (b, h, j) runs over t)."""
+    batch, frames, height, width = pack.shape
+    columns = _row_indices(pack)  # [B, T, H, Wk]
+    rows = torch.arange(batch * frames * height, device=columns.device)
+    flat = rows.view(batch, frames, height, 1) * width + columns
+    return flat.permute(0, 2, 3, 1).reshape(-1)
 
 
 def shifted_temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                               keep: torch.Tensor) -> torch.Tensor:
+                               keep: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     """Row-wise + shift temporal attention (paper Fig. 4, right) on [B, T, H, W, heads, d].
 
     The j-th packed token of row h attends across frames to the j-th packed tokens of row h of
     the other frames, without an attention mask. Tokens outside the packed layout (dropped
-    tokens, extra condition-frame tokens) return their own value."""
+    tokens, extra condition-frame tokens) return their own value.
+
+    The packed sequences are gathered with one row index_select per tensor straight into
+    [B H Wk, T, heads, d] (viewed as [B H Wk, heads, T, d] for attention, the layout
+    flash_attn takes natively) and the output is written back with one index_copy."""
     pack = packing_mask(keep)
-    batch, _, height = keep.shape[:3]
-    packed_width = int(pack[0, 0, 0].sum()) if pack.numel() else 0
-    sequences = [to_temporal_sequences(gather_rows(t, pack)) for t in (q, k, v)]
-    out = packed_temporal_attention(*sequences)
-    out = from_temporal_sequences(out, batch, height, packed_width)
-    return scatter_rows(out, pack, base=v)
+    batch, frames, height, width = keep.shape
+    heads, dim = q.shape[-2:]
+    index = packed_sequence_index(pack).to(q.device)
+    sequences = index.numel() // frames if frames else 0
+
+    def packed(x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(batch * frames * height * width, heads, dim).index_select(0, index)
+        return rows.view(sequences, frames, heads, dim).transpose(1, 2)
+
+    out = packed_temporal_attention(packed(q), packed(k), packed(v), backend=backend)
+    result = v.clone(memory_format=torch.contiguous_format)
+    flat = result.view(batch * frames * height * width, heads, dim)
+    flat.index_copy_(0, index, out.transpose(1, 2).reshape(index.numel(), heads, dim))
+    return result
 
 
 def masked_attention_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -201,5 +226,5 @@ def masked_temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if attn_mask is None:
         attn_mask = masked_attention_mask(keep)
     sequences = [to_temporal_sequences(t) for t in (q, k, v)]
-    out = F.scaled_dot_product_attention(*sequences, attn_mask=attn_mask)
+    out = attention(*sequences, attn_mask=attn_mask)  # with a mask: sdpa under "auto"
     return from_temporal_sequences(out, batch, height, width)

@@ -157,10 +157,40 @@ def test_shared_row_mask_makes_shifted_masked_and_dropped_attention_agree():
 
 
 def test_attention_benchmark_writes_its_json(tmp_path):
+    import json
+
     from maskgwm.model.bench_attention import main
     out = tmp_path / "attention.json"
     result = main(["--out", str(out), "--batch", "1", "--frames", "3", "--height", "2",
                    "--width", "8", "--heads", "2", "--head-dim", "4", "--warmup", "1",
-                   "--repeats", "2"])
-    assert out.exists() and result["row_shift_vs_masked_attention_speedup"] > 0
-    assert result["runs"][0]["shapes"]["row_shift_qkv"] == [2 * 6, 2, 3, 4]
+                   "--repeats", "2", "--rounds", "2", "--threads", "1"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["row_shift_vs_masked_attention_speedup"] > 0
+    assert result["target"] == 1.5 and result["met"] == (
+        result["row_shift_vs_masked_attention_speedup"] >= 1.5)
+    run = result["runs"][0]
+    assert run["shapes"]["row_shift_qkv"] == [2 * 6, 2, 3, 4]
+    assert run["shapes"]["masked_attn_mask"] == [2 * 8, 1, 3, 3] and run["threads"] == 1
+    assert len(run["speedup"]["rounds"]) == 2
+    assert "end_to_end_masked_vs_row_shift" in run["secondary"]
+    for key in ("machine", "git_commit", "dtype", "threads"):
+        assert key in result
+
+
+def test_attention_benchmark_takes_heads_from_the_small_preset():
+    from maskgwm.model.bench_attention import preset_attention_shape
+    from maskgwm.model.presets import get_preset
+    preset = get_preset("small")
+    heads, head_dim = preset_attention_shape("small")
+    assert heads == preset.new_block_heads and heads * head_dim == preset.hidden_size
+    assert (heads, head_dim) == (4, 64)
+
+
+def test_shifted_attention_output_layout_and_backend_argument():
+    keep = row_mask(B, T, H, W, 0.25, seeded(6), cond_frames=torch.tensor([1, 0]))
+    q, k, v = qkv(keep)
+    out = shifted_temporal_attention(q, k, v, keep, backend="sdpa")
+    assert out.shape == v.shape and out.is_contiguous()
+    torch.testing.assert_close(out, shifted_temporal_attention(q, k, v, keep))
+    with pytest.raises((RuntimeError, ValueError)):
+        shifted_temporal_attention(q, k, v, keep, backend="flash")  # CPU float64

@@ -1,0 +1,180 @@
+"""Model benchmarks: one training step with MR vs without, and sampling time per clip.
+
+    python -m maskgwm.model.bench_model --out results/bench/model.json
+
+Training step: the same model (built with MR blocks) and the same batch, timed with the MR
+objective (r = 0.25, M_spatial + row-wise M_time with shift; one sample of each branch) and
+with MR off (every sample on the plain path); forward, loss, backward and an AdamW step, timed
+in alternation (warm-up, then min and median over repeats). Memory: on CUDA the peak allocated
+bytes; on CPU (where torch keeps no allocator statistics) the bytes of the tensors autograd
+saves for backward, which is what grows a training step's peak (distinct storages counted
+once). The token-count bound ((L - d)(1 - r) + d + n_F) / L (DESIGN.md section 9) is recorded
+beside both ratios, with L, d and n_F. Sampling: seconds for one clip (30 Euler steps with
+guidance, so two model passes per step) at the given latent size.
+The attention comparison of shifted vs masked temporal attention is measured in the same run by
+`bench_attention` and copied under `row_shift_vs_masked_attention_speedup`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from evals.atomic import atomic_write_json
+from maskgwm.config.schema import MaskConfig, ModelConfig
+from maskgwm.model import bench_attention
+from maskgwm.model.dit import MaskGWMDiT
+from maskgwm.model.flow import euler_sample
+from maskgwm.model.objective import (ObjectiveSettings, draw_sample, sample_generator,
+                                     training_loss)
+
+MR = MaskConfig(ratio=0.25, spatial=True, temporal=True, row=True, shift=True)
+
+
+def token_bound(layers: int, decoder_layers: int, recon_layers: int, ratio: float) -> float:
+    return ((layers - decoder_layers) * (1 - ratio) + decoder_layers + recon_layers) / layers
+
+
+def one_of_each_branch(settings: ObjectiveSettings, frame_shape, grid, seed: int) -> list[int]:
+    """Two sample indices whose draws take the spatial and the temporal branch."""
+    found: dict[str, int] = {}
+    for index in range(1000):
+        branch = draw_sample(sample_generator(seed, index), frame_shape, grid, settings).branch
+        found.setdefault(branch, index)
+        if "spatial" in found and "temporal" in found:
+            return [found["spatial"], found["temporal"]]
+    raise RuntimeError("no sample index with both branches in 1000 draws")
+
+
+def saved_activation_bytes(step) -> int:
+    """Bytes of the distinct storages autograd saves for backward during `step()`."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return sum(storages.values())
+
+
+def peak_memory(step, device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(), "cuda max_memory_allocated"
+    return saved_activation_bytes(step), "bytes saved for backward (CPU)"
+
+
+def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repeats: int,
+                        device: torch.device, dtype: torch.dtype) -> dict:
+    torch.manual_seed(0)
+    model = MaskGWMDiT(ModelConfig(preset=preset), mask_config=MR).to(device)
+    p = model.preset
+    generator = torch.Generator().manual_seed(0)
+    z0 = torch.randn(2, frames, 1, p.in_channels, *latent, generator=generator).to(device)
+    text = torch.randn(2, 8, p.joint_attention_dim, generator=generator).to(device)
+    pooled = torch.randn(2, p.pooled_projection_dim, generator=generator).to(device)
+    grid = (latent[0] // p.patch_size, latent[1] // p.patch_size)
+    with_mr = ObjectiveSettings(MR, max_cond_frames=1)
+    without = dataclasses.replace(with_mr, mask=MaskConfig())
+    indices = one_of_each_branch(with_mr, tuple(z0.shape[1:]), grid, seed=0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step(settings: ObjectiveSettings):
+        def run():
+            optimiser.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                terms = training_loss(model, z0, text, pooled, indices, 0, settings)
+            terms.loss.backward()
+            optimiser.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+    times = bench_attention.time_alternating({"mr": step(with_mr), "full": step(without)},
+                                             warmup=1, repeats=repeats)
+    memory_mr, how = peak_memory(step(with_mr), device)
+    memory_full, _ = peak_memory(step(without), device)
+    bound = token_bound(p.num_layers, MR.decoder_layers, MR.recon_layers, MR.ratio)
+    time_ratio = times["mr"]["min"] / times["full"]["min"]
+    memory_ratio = memory_mr / memory_full
+    return {
+        "mr_vs_full_step_time_ratio": round(time_ratio, 4),
+        "mr_vs_full_step_time_ratio_median": round(
+            times["mr"]["median"] / times["full"]["median"], 4),
+        "mr_vs_full_peak_memory_ratio": round(memory_ratio, 4),
+        "mr_token_bound": round(bound, 4),
+        "within_1.05x_of_bound": {"time": time_ratio <= 1.05 * bound,
+                                  "memory": memory_ratio <= 1.05 * bound},
+        "bound_terms": {"L": p.num_layers, "d": MR.decoder_layers, "n_F": MR.recon_layers,
+                        "r": MR.ratio},
+        "step_seconds": times, "peak_memory_bytes": {"mr": memory_mr, "full": memory_full},
+        "memory_measure": how,
+        "shapes": {"preset": preset, "batch": 2, "frames": frames, "views": 1,
+                   "latent": list(latent), "tokens_per_frame": grid[0] * grid[1],
+                   "branches": "one spatial, one row-wise temporal sample", "dtype": str(dtype)},
+    }
+
+
+def bench_sampling(preset: str, frames: int, latent: tuple[int, int], steps: int,
+                   device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = MaskGWMDiT(ModelConfig(preset=preset)).to(device).eval()
+    p = model.preset
+    text = torch.zeros(1, 8, p.joint_attention_dim, device=device)
+    pooled = torch.zeros(1, p.pooled_projection_dim, device=device)
+
+    def velocity(z, tau):
+        return model(z, tau, text, pooled, cond_frames=tau == 0)
+    cond = torch.zeros(1, 1, 1, p.in_channels, *latent, device=device)
+    times = bench_attention.time_alternating({"clip": lambda: euler_sample(
+        velocity, (1, frames, 1, p.in_channels, *latent), steps=steps, guidance=4.0,
+        cond_latents=cond, cond_frames=1, generator=torch.Generator().manual_seed(0),
+        device=device)}, warmup=0, repeats=1)
+    return {"seconds_per_clip": round(times["clip"]["min"], 3),
+            "shapes": {"preset": preset, "frames": frames, "latent": list(latent),
+                       "steps": steps, "guidance": 4.0, "vae_decode": "not included"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--frames", type=int, default=4, help="frames per training clip")
+    parser.add_argument("--latent", default="36x64", help="training latent HxW (paper: 36x64)")
+    parser.add_argument("--sample-latent", default="8x16", help="sampling latent HxW")
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--out", help="JSON file (e.g. results/bench/model.json)")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    latent = tuple(int(x) for x in args.latent.split("x"))
+    result = {"benchmark": "maskgwm.model.bench_model", "git_commit": bench_attention.git_commit(),
+              "machine": bench_attention.machine_description(), "device": str(device)}
+    result.update(bench_training_step(args.preset, args.frames, latent, args.repeats, device,
+                                      dtype))
+    sample_latent = tuple(int(x) for x in args.sample_latent.split("x"))
+    result["sampling"] = bench_sampling(args.preset, 25, sample_latent, 30, device)
+    with tempfile.TemporaryDirectory() as scratch:
+        attention = bench_attention.main(["--out", str(Path(scratch) / "attention.json"),
+                                          "--threads", "0", "--no-secondary"])
+    result["row_shift_vs_masked_attention_speedup"] = \
+        attention["row_shift_vs_masked_attention_speedup"]
+    result["attention"] = {key: attention[key] for key in
+                           ("benchmark", "speedup_statistic", "speedup_min_over_rounds",
+                            "target", "met", "preset", "dtype", "runs")}
+    print(json.dumps({k: v for k, v in result.items() if k != "attention"}, indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
