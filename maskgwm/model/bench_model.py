@@ -11,7 +11,9 @@ saves for backward, which is what grows a training step's peak (distinct storage
 once). The token-count bound ((L - d)(1 - r) + d + n_F) / L (DESIGN.md section 9) is recorded
 beside both ratios, with L, d and n_F. Sampling: seconds for one clip (30 Euler steps with
 guidance, so two model passes per step) at the given latent size.
-The attention comparison of shifted vs masked temporal attention is measured in the same run by
+FLOPs per step come from torch.utils.flop_counter; with them, achieved TFLOP/s and (on a GPU
+with a known peak) MFU. On a GPU: `--preset sd3-medium --frames 8` measures the paper's model
+in bf16. The attention comparison of shifted vs masked temporal attention is measured in the same run by
 `bench_attention` and copied under `row_shift_vs_masked_attention_speedup`.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from maskgwm.model.objective import (ObjectiveSettings, draw_sample, sample_gene
                                      training_loss)
 
 MR = MaskConfig(ratio=0.25, spatial=True, temporal=True, row=True, shift=True)
+DENSE_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "A800": 312.0}
 
 
 def token_bound(layers: int, decoder_layers: int, recon_layers: int, ratio: float) -> float:
@@ -71,6 +74,26 @@ def timed_rounds(steps: dict, rounds: int) -> dict[str, list[float]]:
         out["mr_seconds"].append(wall["mr"])
         out["full_seconds"].append(wall["full"])
     return out
+
+
+def step_flops(step) -> int:
+    """Floating-point operations of one step (matmuls and attention, forward and backward), as
+    torch.utils.flop_counter counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def mfu(achieved_tflops: float, device: torch.device, peak_tflops: float | None) -> dict:
+    """Model FLOPs utilisation against the device's dense bf16 peak (given, or known by name)."""
+    if peak_tflops is None and device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak_tflops = next((peak for key, peak in DENSE_BF16_TFLOPS.items() if key in name), None)
+    if peak_tflops is None:
+        return {"mfu": None, "note": "peak unknown for this device (pass --peak-tflops)"}
+    return {"mfu": round(achieved_tflops / peak_tflops, 4), "peak_tflops": peak_tflops}
 
 
 def saved_activation_bytes(step) -> int:
@@ -124,6 +147,8 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
     times = timed_rounds({"mr": step(with_mr), "full": step(without)}, repeats)
     memory_mr, how = peak_memory(step(with_mr), device)
     memory_full, _ = peak_memory(step(without), device)
+    flops = {name: step_flops(step(settings)) for name, settings in
+             (("mr", with_mr), ("full", without))}
     bound = token_bound(p.num_layers, MR.decoder_layers, MR.recon_layers, MR.ratio)
     time_ratio = statistics.median(times["mr_vs_full_wall"])
     memory_ratio = memory_mr / memory_full
@@ -142,6 +167,9 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
                         "r": MR.ratio},
         "rounds": times, "peak_memory_bytes": {"mr": memory_mr, "full": memory_full},
         "memory_measure": how,
+        "flops_per_step": flops,
+        "achieved_tflops": {name: round(flops[name] / statistics.median(
+            times[f"{name}_seconds"]) / 1e12, 4) for name in flops},
         "shapes": {"preset": preset, "batch": 2, "frames": frames, "views": 1,
                    "latent": list(latent), "tokens_per_frame": grid[0] * grid[1],
                    "branches": "one spatial, one row-wise temporal sample", "dtype": str(dtype)},
@@ -175,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent", default="36x64", help="training latent HxW (paper: 36x64)")
     parser.add_argument("--sample-latent", default="8x16", help="sampling latent HxW")
     parser.add_argument("--repeats", type=int, default=6, help="timed rounds")
+    parser.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: "
+                        "known dense bf16 peaks of H100/H200/A100/A800)")
     parser.add_argument("--out", help="JSON file (e.g. results/bench/model.json)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -184,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
               "machine": bench_attention.machine_description(), "device": str(device)}
     result.update(bench_training_step(args.preset, args.frames, latent, args.repeats, device,
                                       dtype))
+    result["mfu"] = {name: mfu(value, device, args.peak_tflops)
+                     for name, value in result["achieved_tflops"].items()}
     sample_latent = tuple(int(x) for x in args.sample_latent.split("x"))
     result["sampling"] = bench_sampling(args.preset, 25, sample_latent, 30, device)
     with tempfile.TemporaryDirectory() as scratch:
