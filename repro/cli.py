@@ -6,6 +6,7 @@ import sys
 from collections import defaultdict
 
 from maskgwm.config import SCALES, ConfigError
+from maskgwm.train import cli as train_cli
 
 from .datacmd import add_parsers as add_data_parsers
 from .evalcmd import add_parsers as add_eval_parsers
@@ -66,8 +67,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"not done: {entry.run.name} (run {entry.run.run_id}); log {entry.stderr or '-'}")
     placeholders = sum(1 for state, record in states.values() if record.get("placeholder"))
     if placeholders:
-        print(f"NOTE: {placeholders} runs are placeholders: training, sampling and evaluation are "
-              "not implemented yet, so they only recorded their resolved configs")
+        print(f"NOTE: {placeholders} runs are placeholders (Vista sampling is not implemented "
+              "yet); they only recorded their resolved configs. Trained runs are not yet "
+              "sampled and evaluated (Orchestration issue)")
     print(f"{len(entries) - len(failed)}/{len(entries)} runs done for {target.name} ({scale})")
     return 1 if failed else 0
 
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parsers(sub)
     add_data_parsers(sub)
     add_sample_parsers(sub)
+    train = sub.add_parser("train", help="train one stage (1a, 1b, 1c, 2, 3) into a folder")
+    train_cli.add_arguments(train)
+    train.set_defaults(func=train_cli.main)
     return parser
 
 

@@ -1,9 +1,10 @@
 """What one submitted job executes for one run, and the run directory's state files.
 
 A run directory `<workdir>/runs/<run_id>/` holds `spec.json` (what to run), `running.json`,
-then `done.json` or `failed.json`. Training, sampling and evaluation plug in here as the
-Trainer and Orchestration issues land; until then a run records its resolved config and
-provenance and says plainly that it is a placeholder.
+then `done.json` or `failed.json`. Training stages run the trainer into `<run>/train/`
+(from the parent run's `train/model.pt`; preemption-safe, see train_job.py). Sampling and
+evaluation plug in here with the Orchestration issue; Vista runs are placeholders until the
+Vista issue: they record their resolved config and say so.
 
     python -m repro.runner <workdir>/runs/<run_id>/spec.json
 """
@@ -18,8 +19,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from maskgwm.config.resolve import STAGES
+
 from .fsio import atomic_write_json, read_json
 from .paths import repo_root
+from .train_job import JobRequeued, run_training
 
 STATES = ("pending", "running", "done", "failed")
 
@@ -73,25 +77,45 @@ def execute(spec_path: str | Path) -> dict[str, Any]:
             raise RuntimeError(f"run {spec['run_id']}: parent run {spec['parent_id']} is "
                                f"{parent_state}, not done; submit the target again once it "
                                "has finished")
-    atomic_write_json(directory / "running.json", {"started": _now(), **_provenance()})
+    main = _global_rank() == 0
+    if main:
+        atomic_write_json(directory / "running.json", {"started": _now(), **_provenance()})
     try:
-        record = _placeholder(spec, directory)
+        if spec["stage"] in STAGES:
+            parent = run_dir(directory.parent.parent, spec["parent_id"]) \
+                if spec["parent_id"] else None
+            record = {"finished": _now(), "training": run_training(spec, directory, parent),
+                      **_provenance()}
+        else:
+            record = _placeholder(spec, directory)
+    except JobRequeued as requeued:
+        if main:
+            atomic_write_json(directory / "running.json",
+                              {"requeued": _now(), "reason": str(requeued), **_provenance()})
+        raise
     except BaseException as err:
+        if not main:
+            raise
         atomic_write_json(directory / "failed.json",
                           {"finished": _now(), "error": f"{type(err).__name__}: {err}",
                            "traceback": traceback.format_exc(), **_provenance()})
         (directory / "running.json").unlink(missing_ok=True)
         raise
-    (directory / "failed.json").unlink(missing_ok=True)
-    atomic_write_json(directory / "done.json", record)
-    (directory / "running.json").unlink(missing_ok=True)
+    if main:
+        (directory / "failed.json").unlink(missing_ok=True)
+        atomic_write_json(directory / "done.json", record)
+        (directory / "running.json").unlink(missing_ok=True)
     return record
 
 
+def _global_rank() -> int:
+    """This process's rank in a multi-task job (only rank 0 writes the run's state files)."""
+    return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
+
+
 def _placeholder(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
-    what = ("sampling with the external Vista program" if spec["stage"] == "vista"
-            else f"training stage {spec['stage']}")
-    message = (f"PLACEHOLDER: {what} is not implemented yet (Trainer / Orchestration issues); "
+    what = f"stage '{spec['stage']}' (sampling with the external Vista program)"
+    message = (f"PLACEHOLDER: {what} is not implemented yet (Vista issue); "
                f"this job only recorded the resolved config of run {spec['run_id']} "
                f"in {directory / 'config.json'}")
     atomic_write_json(directory / "config.json",

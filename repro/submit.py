@@ -18,11 +18,16 @@ from typing import Any, Callable
 from .estimate import training_gpu_hours
 from .fsio import atomic_write_json, read_json
 from .jobs import ResolvedRun, Target, resolve_target
-from .runner import execute, git_commit, run_dir, run_state
+from .runner import git_commit, run_dir, run_state
+from .train_job import TrainingJob
 
 CLUSTERS = ("local", "slurm", "debug")
 ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED",
                        "RESIZING", "SUSPENDED"}
+
+
+SIGNAL_DELAY_S = 120
+MAX_TIMEOUT_REQUEUES = 20   # a paper-scale stage spans several 24-hour jobs
 
 
 class SlurmUnavailable(RuntimeError):
@@ -68,10 +73,17 @@ def gpu_hours(run: ResolvedRun) -> float:
     return training_gpu_hours(run.stage, run.steps, run.resources.gpus)
 
 
+TRAIN_OPTIONS = {"ci": {"checkpoint_every": 1, "workers": 0, "log_every": 1},
+                 "smoke": {"checkpoint_every": 10, "workers": 1, "log_every": 5},
+                 "lite": {"checkpoint_every": 500}, "paper": {"checkpoint_every": 1000}}
+"""maskgwm.train.TrainOptions per scale (operational: they do not change results)."""
+
+
 def run_spec(run: ResolvedRun) -> dict[str, Any]:
     return {"run_id": run.run_id, "parent_id": run.parent_id, "target": run.target,
             "name": run.name, "stage": run.stage, "variant": run.variant, "scale": run.scale,
-            "config": run.config, "cells": list(run.cells), "protocol": run.protocol}
+            "config": run.config, "cells": list(run.cells), "protocol": run.protocol,
+            "train_options": TRAIN_OPTIONS.get(run.scale, {})}
 
 
 def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
@@ -133,13 +145,17 @@ def _executor(cluster: str, workdir: Path, run: ResolvedRun, dependency: str | N
     import submitit
 
     res = run.resources
-    executor = submitit.AutoExecutor(folder=workdir / "logs" / run.run_id / "%j", cluster=cluster)
+    extra = {"slurm_max_num_timeout": MAX_TIMEOUT_REQUEUES} if cluster == "slurm" else {}
+    executor = submitit.AutoExecutor(folder=workdir / "logs" / run.run_id / "%j", cluster=cluster,
+                                     **extra)
+    timeout_min = max(1, round(res.time_hours * 60))
     params: dict[str, Any] = {"name": f"{run.target}-{run.name}-{run.run_id}",
-                              "timeout_min": max(1, round(res.time_hours * 60))}
+                              "timeout_min": timeout_min}
     if cluster == "slurm":
+        # USR2 this long before the time limit: the run checkpoints and requeues (train_job.py)
         params.update(nodes=res.nodes, tasks_per_node=max(res.gpus_per_node, 1),
                       cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
-                      slurm_signal_delay_s=120)
+                      slurm_signal_delay_s=min(SIGNAL_DELAY_S, timeout_min * 30))
         if res.gpus_per_node:
             params["gpus_per_node"] = res.gpus_per_node
         if partition or res.partition:
@@ -169,7 +185,7 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     commit = git_commit()
     by_id: dict[str, Submitted] = {}
     for run in runs:
-        by_id[run.run_id] = entry = _submit_one(run, cluster, workdir, by_id, partition, commit)
+        by_id[run.run_id] = entry = submit_run(run, cluster, workdir, by_id, partition, commit)
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
              + (f"  job {entry.job_id}" if entry.job_id else "")
              + (f"  log {entry.stdout}" if entry.stdout else ""))
@@ -203,8 +219,9 @@ def wait_for_slurm(entries: list[Submitted], workdir: Path, poll_s: float = 2.0)
             time.sleep(poll_s)
 
 
-def _submit_one(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, Submitted],
-                partition: str | None, commit: str) -> Submitted:
+def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, Submitted],
+               partition: str | None, commit: str) -> Submitted:
+    """Submit one run (its parent, if any, already in `by_id`) unless it is done or queued."""
     directory = run_dir(workdir, run.run_id)
     state, _ = run_state(directory)
     if state == "done":
@@ -228,7 +245,7 @@ def _submit_one(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, 
     spec_path = directory / "spec.json"
     atomic_write_json(spec_path, {**run_spec(run), "submitted_from_commit": commit})
     executor = _executor(cluster, workdir, run, dependency, partition)
-    job = executor.submit(execute, str(spec_path))
+    job = executor.submit(TrainingJob(), str(spec_path))
     entry = Submitted(run, "submitted", str(job.job_id), job, str(job.paths.stdout),
                       str(job.paths.stderr))
     atomic_write_json(directory / "job.json",

@@ -25,6 +25,15 @@ def inputs():
     return random_inputs
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny ops are much faster on one thread on the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd3() -> SD3Transformer2DModel:
     """SD3's transformer at the `tiny` preset, with non-trivial random weights."""

@@ -69,15 +69,6 @@ class TinyVelocityNet(torch.nn.Module):
         return offset + scale.reshape(-1, *([1] * (latents.dim() - 1))) * latents
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny ops are much faster on one thread on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_model_trained_with_flow_loss_regenerates_its_clip(one_thread):
     torch.manual_seed(0)
     clip = torch.randn(1, 4, 2, 3, 3)  # [B, T, C, h, w]

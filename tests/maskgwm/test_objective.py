@@ -27,15 +27,6 @@ def draws(mask, n=200, frames=4, **settings):
     return [draw_sample(sample_generator(0, i), shape, GRID, settings) for i in range(n)]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny ops are much faster on one thread on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_draws_depend_only_on_seed_and_index():
     a = draw_sample(sample_generator(7, 123), FRAME_SHAPE, GRID, ObjectiveSettings(OURS))
     b = draw_sample(sample_generator(7, 123), FRAME_SHAPE, GRID, ObjectiveSettings(OURS))

@@ -18,12 +18,14 @@ def test_local_submit_runs_the_graph_once(cli, isolated):
     first = cli("submit", "table4a", "--scale", "ci")
     assert first.code == 0, first.out + first.err
     assert first.out.count("submitted") == 6 and "6/6 runs done" in first.out
-    ids = run_ids("table4a")
+    runs = {r.name: r for r in resolve_target(load_target("table4a"), "ci")}
+    ids = {name: run.run_id for name, run in runs.items()}
     for name, run_id in ids.items():
         state, done = run_state(run_dir(work, run_id))
-        assert state == "done" and done["placeholder"] is True
-        config = json.loads((run_dir(work, run_id) / "config.json").read_text())
-        assert config["run_id"] == run_id and config["scale"] == "ci"
+        assert state == "done" and done["training"]["step"] == runs[name].steps
+        summary = json.loads((run_dir(work, run_id) / "train" / "summary.json").read_text())
+        assert summary["config"] == runs[name].config
+        assert (run_dir(work, run_id) / "train" / "model.pt").is_file()
     # children started after their parent finished
     finished = {n: json.loads((run_dir(work, i) / "done.json").read_text())["finished"]
                 for n, i in ids.items()}
@@ -44,7 +46,8 @@ def test_local_submit_runs_the_graph_once(cli, isolated):
 def test_failing_run_is_reported_with_its_log(cli, isolated):
     work = isolated / "work"
     bad = run_ids("table4a")["time-r0.1"]
-    (run_dir(work, bad) / "config.json").mkdir(parents=True)  # the run cannot write its record
+    run_dir(work, bad).mkdir(parents=True)
+    (run_dir(work, bad) / "train").write_text("")   # the run cannot create its folder
     result = cli("submit", "table4a", "--scale", "ci")
     assert result.code == 1
     assert f"not done: time-r0.1 (run {bad})" in result.out and "5/6 runs done" in result.out
@@ -52,11 +55,11 @@ def test_failing_run_is_reported_with_its_log(cli, isolated):
     lines = status.out.splitlines()
     row = next(i for i, line in enumerate(lines) if "table4a:time-r0.1" in line)
     assert lines[row].startswith("failed")
-    assert "IsADirectoryError" in lines[row + 1] or "Error" in lines[row + 1]
+    assert "OutputDirError" in lines[row + 1]
     log = lines[row + 2].split("log: ")[1].split()[0]
     assert Path(log).exists() and "Error" in Path(log).read_text()
 
-    (run_dir(work, bad) / "config.json").rmdir()         # fixed: a resubmit runs only it
+    (run_dir(work, bad) / "train").unlink()          # fixed: a resubmit runs only it
     retry = cli("submit", "table4a", "--scale", "ci")
     assert retry.code == 0 and retry.out.count("submitted") == 1
 

@@ -1,0 +1,108 @@
+"""Trainer checkpoints: `<out>/checkpoints/step-XXXXXXXX.pt`, written atomically, last k kept.
+
+Each file holds {"model": model_checkpoint(...) (so `load_model` reads it directly),
+"optimizer", "scheduler", "ema" (or None), "rng": {torch, cuda, numpy, python}, "step",
+"data": {"step", "epoch", "next_sample"}, "config": the RunConfig dict, "config_hash",
+"options"}; only tensors, plain containers, numbers and strings (torch.load weights_only).
+Resume takes the newest readable file; a corrupt newest one is skipped with a warning naming
+it; a file of another run (config hash) is an error.
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from evals.atomic import atomic_open
+
+NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint written by a run with a different config (hash)."""
+
+
+def checkpoint_dir(out_dir: Path) -> Path:
+    return Path(out_dir) / "checkpoints"
+
+
+def checkpoint_path(out_dir: Path, step: int) -> Path:
+    return checkpoint_dir(out_dir) / f"step-{step:08d}.pt"
+
+
+def list_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path), newest first."""
+    folder = checkpoint_dir(out_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Atomic write (temporary file in the folder, fsync, os.replace)."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+    return path
+
+
+def prune(out_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints (0 keeps all); returns the deleted."""
+    if keep_last <= 0:
+        return []
+    old = [path for _, path in list_checkpoints(out_dir)[keep_last:]]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def load_latest(out_dir: Path, config_hash: str, log: Callable[[str], None] = print,
+                map_location: Any = "cpu") -> dict[str, Any] | None:
+    """The newest readable checkpoint of this run, or None when there is none."""
+    for step, path in list_checkpoints(out_dir):
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+            if not isinstance(data, dict) or "step" not in data or "model" not in data:
+                raise ValueError("not a trainer checkpoint")
+        except Exception as err:  # noqa: BLE001 - any failure: fall back to an older file
+            log(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                f"falling back to the one before")
+            continue
+        found = data.get("config_hash")
+        if found != config_hash:
+            raise CheckpointMismatchError(
+                f"{path} belongs to a run with config hash {found}, this run's is "
+                f"{config_hash}: resume with the config that wrote it, or choose another "
+                f"--out (never mixing two runs in one folder)")
+        data["path"] = str(path)
+        return data
+    return None
+
+
+# ---------------------------------------------------------------------- RNG states
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain lists (weights_only-safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, words, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+             "python": [version, list(words), gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        states = state["cuda"]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)

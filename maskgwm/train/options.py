@@ -1,0 +1,75 @@
+"""Trainer options: operational settings that do not change a run's results, plus EMA.
+
+Only `ema_decay` changes what a run produces (the final `model.pt` holds the EMA weights when
+it is set), so it is the one option in the run's hash (`run_hash`). Everything else here
+(checkpoint cadence, workers, strategy, activation checkpointing, device, caches) leaves the
+per-step losses unchanged up to floating-point reduction order and is not hashed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maskgwm.config.schema import (RunConfig, apply_overrides, content_hash, to_dict,
+                                   validate)
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class TrainOptions:
+    checkpoint_every: int = 1000       # steps between periodic checkpoints (0: only at stop/end)
+    keep_last: int = 3                 # checkpoints kept (older ones deleted); 0 keeps all
+    log_every: int = 10                # steps between progress lines (metrics: every step)
+    sample_every: int = 0              # steps between sample videos (0: off)
+    sample_steps: int = 10             # Euler steps of those samples
+    workers: int = 2                   # DataLoader worker processes
+    strategy: str = "ddp"              # ddp | fsdp (multi-process only; fsdp untested on CPU)
+    activation_checkpointing: bool = False
+    ema_decay: float | None = None     # None: no EMA (hashed: changes model.pt)
+    device: str | None = None          # None: cuda:<local rank> when CUDA is available, else cpu
+    latent_cache: bool = True          # cache each clip's VAE latents (CPU path; float32)
+    cache_dir: str | None = None       # synthetic data + latent cache (default <out>/cache)
+    threads: int | None = None         # torch intra-op threads on CPU (None: leave as is)
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"TrainOptions.strategy = {self.strategy!r}: expected one of "
+                             f"{', '.join(STRATEGIES)}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"TrainOptions.ema_decay = {self.ema_decay}: expected None or a "
+                             f"value in (0, 1)")
+        for name in ("checkpoint_every", "keep_last", "log_every", "sample_every", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainOptions.{name} must be >= 0")
+
+    def cache_root(self, out_dir: Path) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(out_dir) / "cache"
+
+
+def hashed_options(options: TrainOptions) -> dict[str, Any]:
+    """The options that change a run's results."""
+    return {"ema_decay": options.ema_decay}
+
+
+def run_hash(config: RunConfig, options: TrainOptions) -> str:
+    """The hash a checkpoint must carry to be resumed by this run."""
+    return content_hash(to_dict(config), hashed_options(options))
+
+
+def env_path(value: str | os.PathLike | None, env: str) -> Path | None:
+    """`value`, else the environment variable `env`, else None."""
+    if value:
+        return Path(value)
+    found = os.environ.get(env)
+    return Path(found) if found else None
+
+
+def config_from_dict(data: dict[str, Any], where: str = "run config") -> RunConfig:
+    """A RunConfig from `to_dict(config)` (e.g. a run spec's "config"), checked."""
+    config = RunConfig()
+    apply_overrides(config, data, where)
+    validate(config, where)
+    return config

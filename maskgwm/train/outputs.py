@@ -1,0 +1,58 @@
+"""Run outputs besides checkpoints: periodic sample videos and the weights model.pt gets."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
+
+
+def write_sample(trainer) -> Path:
+    """A sample video of the first clip (1 condition frame) under <out>/samples/step-N."""
+    from evals.videoset import VideoSetWriter
+    from maskgwm.sample import generate_clip
+    from maskgwm.train.data import read_window
+    source, clip, start, n_frames = trainer.samples.clip_of(0)
+    frames = read_window(source, clip, start, n_frames, trainer.config.data.width,
+                         trainer.config.data.height)[:, 0]
+    trainer.model.eval()
+    with torch.no_grad(), trainer._autocast():
+        video = generate_clip(trainer.model, trainer.vae, trainer.text.to(trainer.device),
+                              frames[:1], n_frames, seed=trainer.config.seed,
+                              steps=trainer.options.sample_steps)
+    trainer.model.train()
+    folder = trainer.out / "samples" / f"step-{trainer.step:08d}"
+    with VideoSetWriter(folder) as writer:
+        writer.add(clip.clip_id, np.ascontiguousarray(video.permute(0, 2, 3, 1).numpy()),
+                   fps=clip.fps, cond_frames=1)
+    return folder
+
+
+@contextlib.contextmanager
+def export_weights(trainer, full_state: dict | None):
+    """The model holding the weights model.pt gets: EMA if on, the gathered FSDP state."""
+    if trainer.ema is None and full_state is None:
+        yield
+        return
+    saved = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()} \
+        if full_state is None else None
+    target = trainer.model if full_state is None else MaskGWMDiT(
+        trainer.config.model, trainer.model.preset, ACTION_DIM, trainer.config.mask)
+    with torch.no_grad():
+        if full_state is not None:
+            target.load_state_dict(full_state)
+        if trainer.ema is not None:
+            params = dict(target.named_parameters())
+            for name, value in trainer.ema.items():
+                params[name].copy_(value)
+    original = trainer.model
+    trainer.model = target
+    try:
+        yield
+    finally:
+        trainer.model = original
+        if saved is not None:
+            trainer.model.load_state_dict(saved)

@@ -1,0 +1,424 @@
+"""The trainer: one stage of one run, from its newest checkpoint (or the start) to stage.steps.
+
+    Trainer(config, out_dir, parent_checkpoint=None, data_root=None, weights_root=None,
+            options=None, log=print).run(stop=None) -> dict
+
+Exactness: every random draw is seeded by (seed, global sample index) (objective, data) or
+(seed, step) (frame count); sample i of rank r at step s has global index
+s * global_batch + r * local_batch + i, so results do not depend on the process count, and a
+resumed run repeats an uninterrupted one bit for bit on the CPU. Trainable parameters that a
+step leaves unused get zero gradients (as DDP gives them), so AdamW treats them alike on one
+process or several. The contrastive term (Table 3a's z_tau row) is an InfoNCE over the local
+batch, so only it depends on the process count.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from evals.atomic import atomic_write_json
+from maskgwm.config.schema import RunConfig, to_dict
+from maskgwm.data.latents import LatentCache, vae_encoder_id
+from maskgwm.model.checkpoint import model_checkpoint, save_model
+from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
+from maskgwm.model.objective import ObjectiveSettings, training_loss
+from maskgwm.model.presets import get_preset
+from maskgwm.train import checkpointing as ckpt
+from maskgwm.train import distributed as dist_
+from maskgwm.train import modelsetup, outputs
+from maskgwm.train.data import BatchLatents, TrainingSamples, build_sources, make_batches
+from maskgwm.train.metrics import MetricsWriter, Progress, Timer, peak_memory
+from maskgwm.train.options import TrainOptions, env_path, hashed_options, run_hash
+
+
+class OutputDirError(RuntimeError):
+    """The output directory cannot be created or written."""
+
+
+def check_writable(out_dir: Path, rank: int = 0) -> None:
+    """Create `out_dir/checkpoints` and write a probe file, or raise OutputDirError."""
+    try:
+        folder = ckpt.checkpoint_dir(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{rank}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise OutputDirError(f"output directory {out_dir} is not writable ({err.strerror or err}"
+                             f"): choose another --out or fix its permissions") from None
+
+
+class LossModule(nn.Module):
+    """training_loss as a module, so DDP / FSDP see one forward per step."""
+
+    def __init__(self, model: MaskGWMDiT, settings: ObjectiveSettings, seed: int):
+        super().__init__()
+        self.model, self.settings, self.seed = model, settings, seed
+
+    def forward(self, z0, encoder_hidden_states, pooled, sample_index, actions=None):
+        terms = training_loss(self.model, z0, encoder_hidden_states, pooled, sample_index,
+                              self.seed, self.settings, actions)
+        zero = terms.flow.detach() * 0
+        branches = torch.tensor([terms.branches.get(k, 0) for k in ("plain", "spatial",
+                                                                   "temporal")],
+                                dtype=torch.float32, device=z0.device)
+        contrastive = terms.contrastive if terms.contrastive is not None else zero
+        return {"loss": terms.loss, "flow": terms.flow, "contrastive": contrastive,
+                "branches": branches}
+
+
+def warmup_factor(warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up over `warmup_steps` steps, then constant: step s uses (s + 1) / warmup."""
+    return lambda step: 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, out_dir: str | Path,
+                 parent_checkpoint: str | Path | None = None, data_root: str | Path | None = None,
+                 weights_root: str | Path | None = None, options: TrainOptions | None = None,
+                 log: Callable[[str], None] = print):
+        self.config, self.options = config, options or TrainOptions()
+        self.options.check()
+        self.out = Path(out_dir)
+        self.parent = Path(parent_checkpoint) if parent_checkpoint else None
+        self.data_root = env_path(data_root, "REPRO_DATA_ROOT")
+        self.weights_root = env_path(weights_root, "REPRO_WEIGHTS")
+        self.env = dist_.detect()
+        self.global_batch = config.stage.batch_size
+        self.local_batch = dist_.local_batch(self.global_batch, self.env.world)
+        self.config_hash = run_hash(config, self.options)
+        self._log = log
+        check_writable(self.out, self.env.rank)
+        self.step, self.ready, self.provenance = 0, False, {}
+        self.timer = Timer()
+
+    def log(self, message: str) -> None:
+        if self.env.is_main:
+            self._log(message)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Device, process group, model (or the newest checkpoint), optimizer, data."""
+        if self.ready:
+            return
+        opts, config = self.options, self.config
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self.device = torch.device(opts.device) if opts.device else \
+            dist_.default_device(self.env)
+        self.owns_group = dist_.init(self.env, self.device)
+        resume = ckpt.load_latest(self.out, self.config_hash, self._log)
+        if resume is not None:
+            model = MaskGWMDiT(config.model, get_preset(config.model.preset), ACTION_DIM,
+                               config.mask)
+            model.load_state_dict(resume["model"]["state_dict"])
+            self.provenance = dict(resume["model"].get("extra", {}).get("provenance", {}))
+            self.step = int(resume["step"])
+            self.log(f"resuming from {resume['path']} (step {self.step})")
+        else:
+            model, note = modelsetup.build_model(config, self.parent, self.weights_root,
+                                                 self.log)
+            self.provenance = {"model": note}
+        names = modelsetup.trainable_names(model, config.stage.trainable, config.mask.enabled)
+        modelsetup.set_trainable(model, names)
+        if opts.activation_checkpointing:
+            modelsetup.enable_activation_checkpointing(model)
+        self.model = model.to(self.device)
+        self.text, text_note = modelsetup.load_text(config.model.preset, self.weights_root,
+                                                         config.scale)
+        self.vae, vae_note = modelsetup.load_vae(config, self.weights_root, self.device)
+        self.provenance.update(text=text_note, vae=vae_note)
+        settings = ObjectiveSettings.from_config(config.stage, config.mask)
+        self.module = self._wrap(LossModule(self.model, settings, config.seed))
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr,
+                                           weight_decay=config.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_factor(config.optim.warmup_steps))
+        self.ema = None
+        if opts.ema_decay is not None:
+            if opts.strategy == "fsdp" and self.env.distributed:
+                raise modelsetup.ModelSetupError("EMA with FSDP is not implemented; use "
+                                                 "strategy 'ddp' or no EMA")
+            self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                        if p.requires_grad}
+        if resume is not None:
+            self._restore(resume)
+        self._setup_data()
+        self.ready = True
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.env.distributed:
+            return module
+        if self.options.strategy == "fsdp":    # untested: needs CUDA (see the reply/README)
+            if self.device.type != "cuda":
+                raise dist_.DistributedError("strategy 'fsdp' needs CUDA devices (PyTorch's "
+                                             "FSDP has no CPU path); use 'ddp' on the CPU")
+            from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision
+            from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+            from diffusers.models.attention import JointTransformerBlock
+
+            from maskgwm.model.blocks import TemporalBlock, ViewBlock
+            precision = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                       buffer_dtype=torch.float32) \
+                if self.device.type == "cuda" else None
+            return FullyShardedDataParallel(
+                module, auto_wrap_policy=ModuleWrapPolicy({JointTransformerBlock,
+                                                           TemporalBlock, ViewBlock}),
+                mixed_precision=precision, use_orig_params=True,
+                device_id=self.device if self.device.type == "cuda" else None)
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(
+            module, device_ids=[self.device] if self.device.type == "cuda" else None,
+            find_unused_parameters=True)
+
+    @property
+    def fsdp(self) -> bool:
+        return self.env.distributed and self.options.strategy == "fsdp"
+
+    def _setup_data(self) -> None:
+        config, opts = self.config, self.options
+        cache_root = opts.cache_root(self.out)
+        if self.env.is_main:      # one process writes the synthetic sets, the others wait
+            sources = build_sources(config.data, config.seed, self.data_root, cache_root,
+                                    self.log)
+        dist_.barrier(self.env)
+        if not self.env.is_main:
+            sources = build_sources(config.data, config.seed, self.data_root, cache_root,
+                                    lambda _: None)
+        cache = None
+        if opts.latent_cache and self.device.type == "cpu":
+            roots = sorted(str(s.root) for s in sources)
+            encoder = vae_encoder_id(self.vae.vae, self.vae.scaling, self.vae.shift,
+                                     f"{config.data.width}x{config.data.height}|{roots}")
+            cache = LatentCache(cache_root / "latents", encoder, self.vae.encode,
+                                dtype="float32")
+        elif opts.latent_cache:
+            self.log("note: the latent cache is used on the CPU path only; on CUDA frames are "
+                     "encoded by the VAE on the GPU every step")
+        self.samples = TrainingSamples(sources, config.data, config.seed, self.global_batch,
+                                       config.stage.steps, cache)
+        self.to_latents = BatchLatents(self.vae, self.device)
+        with_actions = sum(1 for s in sources for c in s.manifest.clips if c.actions)
+        total = sum(len(s.manifest.clips) for s in sources)
+        self.provenance["data"] = {
+            "source": config.data.source, "roots": [str(s.root) for s in sources],
+            "clips": total, "latent_cache": str(cache.root) if cache else None,
+            "actions": (None if not config.model.actions else
+                        f"{with_actions} of {total} clips carry actions; the rest get zeros")}
+        if config.model.actions and with_actions < total:
+            self.log(f"note: {total - with_actions} of {total} clips have no actions: "
+                     f"their action vectors are zeros")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _restore(self, data: dict[str, Any]) -> None:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                                 set_optimizer_state_dict)
+            set_optimizer_state_dict(self.module, self.optimizer, data["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        if self.ema is not None:
+            if not data.get("ema"):
+                raise ckpt.CheckpointMismatchError(f"{data['path']} has no EMA weights")
+            for name, value in data["ema"].items():
+                self.ema[name].copy_(value)
+        ckpt.set_rng_state(data["rng"])
+
+    def _model_state(self) -> dict[str, torch.Tensor]:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                                 get_model_state_dict)
+            state = get_model_state_dict(self.module, options=StateDictOptions(
+                full_state_dict=True, cpu_offload=True))
+            return {k.removeprefix("model."): v for k, v in state.items()}
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def _model_payload(self) -> dict[str, Any]:
+        extra = {"resolution": [self.config.data.width, self.config.data.height],
+                 "step": self.step, "run_config_hash": self.config_hash,
+                 "stage": self.config.stage.name, "provenance": self.provenance}
+        if self.fsdp:
+            return self._fsdp_payload(extra)
+        return model_checkpoint(self.model, self.text, extra)
+
+    def _fsdp_payload(self, extra: dict[str, Any]) -> dict[str, Any]:
+        import dataclasses
+
+        from maskgwm.model.checkpoint import FORMAT
+        return {"format": FORMAT, "preset": self.model.preset.name,
+                "model_config": dataclasses.asdict(self.model.model_config),
+                "mask_config": dataclasses.asdict(self.model.mask_config),
+                "action_dim": self.model.action_dim, "state_dict": self._model_state(),
+                "text": self.text.state_dict(), "extra": dict(extra)}
+
+    def save_checkpoint(self) -> Path:
+        """Write `<out>/checkpoints/step-XXXXXXXX.pt` for the current step (all ranks call;
+        rank 0 writes) and prune to the last `keep_last`."""
+        self.setup()
+        path = ckpt.checkpoint_path(self.out, self.step)
+        model = self._model_payload()
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                                 get_optimizer_state_dict)
+            optimizer = get_optimizer_state_dict(self.module, self.optimizer, options=(
+                StateDictOptions(full_state_dict=True, cpu_offload=True)))
+        else:
+            optimizer = self.optimizer.state_dict()
+        if self.env.is_main:
+            payload = {"model": model, "optimizer": optimizer,
+                       "scheduler": self.scheduler.state_dict(),
+                       "ema": ({k: v.detach().cpu() for k, v in self.ema.items()}
+                               if self.ema is not None else None),
+                       "rng": ckpt.rng_state(), "step": self.step,
+                       "data": {"step": self.step, "epoch": 0,
+                                "next_sample": self.step * self.global_batch},
+                       "config": to_dict(self.config), "config_hash": self.config_hash,
+                       "options": hashed_options(self.options)}
+            ckpt.write_checkpoint(path, payload)
+            for old in ckpt.prune(self.out, self.options.keep_last):
+                self.log(f"removed old checkpoint {old.name}")
+        dist_.barrier(self.env)
+        return path
+
+    # ------------------------------------------------------------------ training
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, batch: dict, z0: torch.Tensor) -> dict[str, Any]:
+        self.module.train()
+        size = z0.shape[0]
+        text = self.text.expand(size).to(self.device)
+        actions = None
+        if self.config.model.actions:
+            actions = batch["actions"].to(self.device)[:, None].expand(
+                size, z0.shape[1], ACTION_DIM)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.module(z0, text.encoder_hidden_states, text.pooled_projections,
+                              batch["index"], actions)
+        out["loss"].backward()
+        if not self.fsdp:
+            for p in self.params:        # unused this step: zero, as DDP makes them
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        clip = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
+        if self.fsdp:
+            grad_norm = self.module.clip_grad_norm_(clip)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            decay = self.options.ema_decay
+            with torch.no_grad():
+                for name, p in self.model.named_parameters():
+                    if name in self.ema:
+                        self.ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
+        stats = torch.stack([out["loss"].detach().float(), out["flow"].detach().float(),
+                             out["contrastive"].detach().float()])
+        stats = dist_.mean_across(stats, self.env)
+        branches = out["branches"]
+        if self.env.distributed:
+            branches = dist_.mean_across(branches, self.env) * self.env.world
+        return {"loss": float(stats[0]), "flow": float(stats[1]),
+                "contrastive": float(stats[2]) if self.config.mask.contrastive else None,
+                "lr": lr, "grad_norm": float(grad_norm),
+                "branches": dict(zip(("plain", "spatial", "temporal"),
+                                     (int(round(float(b))) for b in branches)))}
+
+    def run(self, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Train to stage.steps from the newest checkpoint; see the module docstring."""
+        self.setup()
+        total = self.config.stage.steps
+        if self.step >= total:
+            return self._finish(resumed_done=True)
+        metrics = MetricsWriter(self.out, self.step) if self.env.is_main else None
+        progress = Progress(self.step, total, self.options.log_every, self.log,
+                            self.env.is_main)
+        batches = iter(make_batches(self.samples, self.step, total, self.env.rank,
+                                    self.local_batch, self.options.workers,
+                                    pin_memory=self.device.type == "cuda"))
+        try:
+            while self.step < total:
+                started = time.perf_counter()
+                batch = next(batches)
+                z0 = self.to_latents(batch)
+                waited = time.perf_counter() - started
+                row = self.train_step(batch, z0)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                elapsed = time.perf_counter() - started
+                self.step += 1
+                self.timer.add(elapsed, waited, self.global_batch)
+                row = {"step": self.step, **row, "frames": int(z0.shape[1]),
+                       "samples_per_s": self.global_batch / elapsed, "step_s": elapsed,
+                       "data_wait_s": waited}
+                if metrics is not None:
+                    metrics.add(row)
+                progress.update(row, total)
+                every = self.options.sample_every
+                if every and self.step % every == 0 and self.env.is_main and not self.fsdp:
+                    self.write_sample()
+                if self.step < total and self.options.checkpoint_every and \
+                        self.step % self.options.checkpoint_every == 0:
+                    self.save_checkpoint()
+                wants = stop() if stop is not None else False
+                if dist_.any_across(bool(wants), self.env, self.device) and self.step < total:
+                    path = self.save_checkpoint()
+                    self.log(f"stopped at step {self.step}; checkpoint {path}")
+                    return {"status": "interrupted", "step": self.step,
+                            "checkpoint": str(path)}
+        finally:
+            progress.close()
+            del batches
+        self.save_checkpoint()
+        return self._finish()
+
+    # ------------------------------------------------------------------ outputs
+    def write_sample(self) -> Path:
+        """A sample video of the first clip under <out>/samples/step-N (outputs.py)."""
+        return outputs.write_sample(self)
+
+    def _finish(self, resumed_done: bool = False) -> dict[str, Any]:
+        model_path, summary_path = self.out / "model.pt", self.out / "summary.json"
+        if resumed_done and model_path.is_file() and summary_path.is_file():
+            self.log(f"run already complete at step {self.step}: {model_path}")
+            return {"status": "done", "step": self.step, "model": str(model_path),
+                    "summary": str(summary_path), "already_done": True}
+        state = self._model_state() if self.fsdp else None
+        if self.env.is_main:
+            extra = {"resolution": [self.config.data.width, self.config.data.height],
+                     "step": self.step, "run_config_hash": self.config_hash,
+                     "stage": self.config.stage.name, "ema_decay": self.options.ema_decay,
+                     "provenance": self.provenance}
+            with outputs.export_weights(self, state):
+                save_model(model_path, self.model, self.text, extra)
+            summary = {"status": "done", "step": self.step, "stage": self.config.stage.name,
+                       "scale": self.config.scale, "config_hash": self.config_hash,
+                       "world_size": self.env.world, "device": str(self.device),
+                       "strategy": self.options.strategy if self.env.distributed else "single",
+                       "global_batch": self.global_batch, "local_batch": self.local_batch,
+                       **self.timer.summary(), **peak_memory(self.device),
+                       "provenance": self.provenance, "model": str(model_path),
+                       "config": to_dict(self.config)}
+            atomic_write_json(summary_path, summary)
+            self.log(f"done: step {self.step}, {summary['steps_per_s']:.3f} steps/s, "
+                     f"model {model_path}")
+        dist_.barrier(self.env)
+        return {"status": "done", "step": self.step, "model": str(model_path),
+                "summary": str(summary_path), **self.timer.summary()}
+
+def read_summary(out_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / "summary.json").read_text())

@@ -1,0 +1,120 @@
+"""A training run as a job that survives preemption, time limits and requeues.
+
+submitit's Slurm jobs handle the preemption/timeout signal (USR2 by default; Slurm sends it
+`slurm_signal_delay_s` before the time limit, and `scancel --signal=USR2` sends it at will) by
+calling the job's `checkpoint()` and requeueing the job. Called straight from the signal
+handler, that would save the model in the middle of an optimizer step. `DeferredSignal`
+therefore replaces the handler with one that only raises a flag; the trainer checks the flag
+after every completed step (agreeing across ranks), writes a checkpoint, returns, and only then
+is submitit's own handler called, which calls `TrainingJob.checkpoint` (resubmit the same
+call) and requeues. The requeued job resumes from that checkpoint, so no step is lost or
+repeated. A hard requeue (`scontrol requeue`, a node failure) resumes from the last periodic
+checkpoint instead.
+
+Outside submitit (the local executor, `repro train`) the same signal stops training at a step
+boundary with a checkpoint, and the run fails with a message saying how to resume.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"   # submitit's own variable (default USR2)
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped at a step boundary on a signal, with no scheduler to requeue it."""
+
+
+class JobRequeued(SystemExit):
+    """The job checkpointed and was requeued (or, on a rank other than 0, is about to be):
+    this process exits; the run is not failed."""
+
+    def __init__(self, message: str):
+        super().__init__(-1)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def preempt_signal() -> signal.Signals:
+    return getattr(signal, "SIG" + os.environ.get(PREEMPT_SIGNAL_ENV, "USR2"))
+
+
+class DeferredSignal:
+    """Between `install()` and `restore()`, the preemption signal only sets `requested`."""
+
+    def __init__(self, signum: signal.Signals | None = None):
+        self.signum = signum or preempt_signal()
+        self.requested = False
+        self.original: Any = None
+
+    def install(self) -> "DeferredSignal":
+        self.original = signal.getsignal(self.signum)
+        signal.signal(self.signum, self._raise_flag)
+        return self
+
+    def _raise_flag(self, signum: int, frame: object) -> None:
+        print(f"received {signal.Signals(signum).name}: checkpointing after the current step",
+              flush=True)
+        self.requested = True
+
+    def restore(self) -> None:
+        if self.original is not None:
+            signal.signal(self.signum, self.original)
+
+    def hand_over(self, step: int) -> None:
+        """Give the signal to the handler it replaced (submitit: checkpoint and requeue, then
+        exit); without one, raise TrainingInterrupted."""
+        self.restore()
+        if callable(self.original):
+            message = f"checkpointed at step {step} and requeued on {self.signum.name}"
+            try:
+                self.original(self.signum, None)
+            except SystemExit:       # submitit requeued the job and exits
+                raise JobRequeued(message) from None
+            raise JobRequeued(message)   # a rank other than 0: rank 0 requeues the job
+        raise TrainingInterrupted(f"training stopped at step {step} on "
+                                  f"{self.signum.name} with a checkpoint; run it again "
+                                  f"(repro submit / repro train --resume) to continue")
+
+
+def run_training(spec: dict[str, Any], directory: Path, parent_dir: Path | None
+                 ) -> dict[str, Any]:
+    """Train the run of `spec` into `directory`/train, from the parent run's model. Synthetic
+    data and latents are cached for all runs in `<workdir>/cache` (written atomically)."""
+    from maskgwm.train.options import TrainOptions, config_from_dict
+    from maskgwm.train.trainer import Trainer
+
+    config = config_from_dict(spec["config"], where=f"run {spec['run_id']}")
+    options = TrainOptions(**{"cache_dir": str(directory.parent.parent / "cache"),
+                              **spec.get("train_options", {})})
+    parent = None
+    if parent_dir is not None:
+        parent = parent_dir / "train" / "model.pt"
+        if not parent.is_file():
+            raise FileNotFoundError(f"run {spec['run_id']}: the parent run's model {parent} "
+                                    "is missing; submit the target again to retrain it")
+    trainer = Trainer(config, directory / "train", parent_checkpoint=parent, options=options)
+    deferred = DeferredSignal().install()
+    try:
+        result = trainer.run(stop=lambda: deferred.requested)
+    finally:
+        deferred.restore()
+    if result["status"] == "interrupted":
+        deferred.hand_over(result["step"])
+    return result
+
+
+class TrainingJob(submitit.helpers.Checkpointable):
+    """The callable every run's job executes: requeued with the same arguments on preemption
+    or timeout (the run resumes from its newest checkpoint)."""
+
+    def __call__(self, spec_path: str) -> dict[str, Any]:
+        from .runner import execute
+        return execute(spec_path)

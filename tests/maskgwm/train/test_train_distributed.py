@@ -1,0 +1,140 @@
+"""Two gloo processes (torchrun) equal one process with the same global batch; rank setup."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskgwm.model.checkpoint import load_model
+from maskgwm.train import distributed as dist_
+from maskgwm.train.data import frames_for_step, pack_actions
+from maskgwm.data.manifest import Actions
+from maskgwm.model.dit import ACTION_DIM
+from maskgwm.train.trainer import warmup_factor
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    torch.set_num_threads(1)
+    from maskgwm.config.resolve import resolve_run_config
+    from maskgwm.train.options import TrainOptions
+    from maskgwm.train.trainer import Trainer
+    out, cache = sys.argv[1], sys.argv[2]
+    config = resolve_run_config("1c", "ci", "ours", {"stage.steps": 3, "stage.batch_size": 2})
+    Trainer(config, out, options=TrainOptions(workers=0, cache_dir=cache,
+                                              checkpoint_every=0)).run()
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(tmp_path: Path, out: str, nproc: int) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS")}
+    env["OMP_NUM_THREADS"] = "1"
+    if nproc == 1:
+        cmd = [sys.executable, str(script)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script)]
+    done = subprocess.run(cmd + [str(tmp_path / out), str(tmp_path / "cache")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_processes_equal_one(tmp_path):
+    run(tmp_path, "one", 1)
+    run(tmp_path, "two", 2)
+    rows = {}
+    for name in ("one", "two"):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        rows[name] = [json.loads(line) for line in lines]
+    assert [r["step"] for r in rows["one"]] == [r["step"] for r in rows["two"]] == [1, 2, 3]
+    for a, b in zip(rows["one"], rows["two"]):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["branches"] == b["branches"]
+        assert abs(a["grad_norm"] - b["grad_norm"]) < 1e-4
+    one = load_model(tmp_path / "one" / "model.pt")[0].state_dict()
+    two = load_model(tmp_path / "two" / "model.pt")[0].state_dict()
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-5
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["local_batch"] == 1
+
+
+def test_slurm_launch_equals_torchrun(tmp_path):
+    """Two processes started as srun starts them (SLURM_* variables, MASTER_ADDR from the
+    node list) train the same steps as torchrun's."""
+    run(tmp_path, "torchrun", 2)
+    script = tmp_path / "train.py"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    env.update(OMP_NUM_THREADS="1", SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
+               MASTER_PORT=str(free_port()))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "slurm"),
+                               str(tmp_path / "cache")],
+                              env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    a = (tmp_path / "torchrun" / "metrics.jsonl").read_text().splitlines()
+    b = (tmp_path / "slurm" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["loss"] for x in a] == [json.loads(x)["loss"] for x in b]
+
+
+def test_rank_detection_torchrun_and_slurm():
+    assert dist_.detect({}) == dist_.DistEnv()
+    env = dist_.detect({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (env.rank, env.world, env.local_rank, env.source) == (1, 4, 1, "torchrun")
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+             "SLURM_JOB_NODELIST": "gpu[03-05,7],cpu1", "SLURM_JOB_ID": "1234"}
+    env = dist_.detect(slurm)
+    assert (env.rank, env.world, env.local_rank, env.source) == (5, 8, 1, "slurm")
+    assert dist_.rendezvous_env(env, slurm) == {"MASTER_ADDR": "gpu03",
+                                                "MASTER_PORT": str(15000 + 1234)}
+    assert dist_.first_node("node7") == "node7"
+    with pytest.raises(dist_.DistributedError, match="MASTER_ADDR"):
+        dist_.rendezvous_env(env, {})
+    with pytest.raises(dist_.DistributedError, match="not divisible"):
+        dist_.local_batch(6, 4)
+    assert dist_.local_batch(64, 32) == 2
+
+
+def test_frame_counts_actions_and_warmup():
+    draws = [frames_for_step([16, 20, 24], 0, step) for step in range(300)]
+    assert draws == [frames_for_step([16, 20, 24], 0, step) for step in range(300)]
+    assert {draws.count(t) for t in (16, 20, 24)} and set(draws) == {16, 20, 24}
+    assert all(80 < draws.count(t) < 120 for t in (16, 20, 24))
+    assert frames_for_step([8], 3, 5) == 8
+    assert pack_actions(None) == [0.0] * ACTION_DIM
+    packed = pack_actions(Actions(traj=[1.0] * 8, cmd=3, speed=[2.0] * 4, angle=[0.5] * 4,
+                                  goal=[0.1, 0.2], z=10.0))
+    assert len(packed) == ACTION_DIM and packed[8:14] == [2.0, 0.5, 0.1, 0.2, 1.0, 0.2]
+    factor = warmup_factor(4)
+    assert [factor(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0)(0) == 1.0
+    assert torch.tensor(packed).shape == (ACTION_DIM,)
+
+
+def test_config_from_dict_round_trip():
+    from maskgwm.config.resolve import resolve_run_config
+    from maskgwm.config.schema import to_dict
+    from maskgwm.train.options import TrainOptions, config_from_dict, run_hash
+    config = resolve_run_config("2", "smoke", "ours", {"mask.ratio": 0.4})
+    again = config_from_dict(to_dict(config))
+    assert again == config
+    assert run_hash(again, TrainOptions()) == run_hash(config, TrainOptions(workers=7))
+    assert run_hash(config, TrainOptions()) != run_hash(config, TrainOptions(ema_decay=0.99))

@@ -1,0 +1,242 @@
+"""Trainer at the ci scale (tiny preset, 64x32, synthetic data): exact resume, checkpoints,
+parent-checkpoint chain, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from maskgwm.config.resolve import resolve_run_config
+from maskgwm.model.checkpoint import load_model
+from maskgwm.train.checkpointing import CheckpointMismatchError, list_checkpoints
+from maskgwm.train.modelsetup import ModelSetupError
+from maskgwm.train.options import TrainOptions, run_hash
+from maskgwm.train.trainer import OutputDirError, Trainer
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    """Synthetic datasets and latents shared by this module's runs."""
+    return str(tmp_path_factory.mktemp("train-cache"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(stage="1c", variant="ours", **overrides):
+    return resolve_run_config(stage, "ci", variant, overrides)
+
+
+def options(cache_dir, **fields):
+    return TrainOptions(**{"workers": 0, "cache_dir": cache_dir, "checkpoint_every": 0,
+                           "log_every": 100, **fields})
+
+
+def losses(out: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows}
+
+
+def final_state(out: Path) -> dict[str, torch.Tensor]:
+    return load_model(out / "model.pt")[0].state_dict()
+
+
+def test_resume_is_exact_bit_for_bit(tmp_path, cache_dir):
+    cfg = config(**{"stage.steps": 4, "stage.batch_size": 2})
+    full = Trainer(cfg, tmp_path / "full", options=options(cache_dir)).run()
+    assert full["status"] == "done" and full["step"] == 4
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        return len(calls) == 2
+
+    out = tmp_path / "resumed"
+    first = Trainer(cfg, out, options=options(cache_dir, workers=1)).run(stop_after_two)
+    assert first == {"status": "interrupted", "step": 2,
+                     "checkpoint": str(out / "checkpoints" / "step-00000002.pt")}
+    assert not (out / "model.pt").exists()
+    second = Trainer(cfg, out, options=options(cache_dir)).run()
+    assert second["status"] == "done" and second["step"] == 4
+    assert losses(out) == losses(tmp_path / "full")          # exact, every step once
+    assert len(set(losses(out).values())) == 4
+    a, b = final_state(out), final_state(tmp_path / "full")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps_run"] == 2 and 0 <= summary["data_wait_fraction"] <= 1
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("step,loss,flow")
+
+
+def test_corrupt_newest_checkpoint_falls_back_with_warning(tmp_path, cache_dir):
+    cfg = config("1a", "no-mr", **{"stage.steps": 3})
+    out = tmp_path / "run"
+    Trainer(cfg, out, options=options(cache_dir, checkpoint_every=1, keep_last=0)).run()
+    reference = losses(out)
+    newest = out / "checkpoints" / "step-00000003.pt"
+    newest.write_bytes(b"not a checkpoint")
+    messages = []
+    result = Trainer(cfg, out, options=options(cache_dir, keep_last=0), log=messages.append).run()
+    assert result["status"] == "done" and result["step"] == 3
+    warning = [m for m in messages if "warning" in m]
+    assert warning and str(newest) in warning[0] and "falling back" in warning[0]
+    assert any("step-00000002.pt" in m for m in messages)
+    assert losses(out) == reference
+
+
+def test_unwritable_output_directory_fails_at_start(tmp_path, cache_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputDirError, match="not writable"):
+        Trainer(config("1a", "no-mr"), blocker / "run", options=options(cache_dir))
+
+
+def test_keep_last(tmp_path, cache_dir):
+    cfg = config("1a", "no-mr", **{"stage.steps": 4})
+    Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1, keep_last=2)).run()
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [4, 3]
+    data = torch.load(tmp_path / "checkpoints" / "step-00000004.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "ema", "rng", "step", "data", "config",
+            "config_hash"} <= set(data)
+    assert data["config_hash"] == run_hash(cfg, options(cache_dir))
+    model, _, extra = load_model(tmp_path / "checkpoints" / "step-00000004.pt")
+    assert extra["step"] == 4
+
+
+def test_config_hash_mismatch_is_an_error(tmp_path, cache_dir):
+    Trainer(config("1a", "no-mr"), tmp_path, options=options(cache_dir)).run()
+    other = config("1a", "no-mr", **{"optim.lr": 1e-4})
+    with pytest.raises(CheckpointMismatchError, match="config hash"):
+        Trainer(other, tmp_path, options=options(cache_dir)).run()
+    with pytest.raises(CheckpointMismatchError):   # EMA is in the hash too
+        Trainer(config("1a", "no-mr"), tmp_path, options=options(cache_dir, ema_decay=0.9)).run()
+
+
+def test_parent_chain_1a_1b_1c(tmp_path, cache_dir):
+    opts = options(cache_dir)
+    Trainer(config("1a", "no-mr"), tmp_path / "1a", options=opts).run()
+    parent_a = load_model(tmp_path / "1a" / "model.pt")[0].state_dict()
+
+    b = Trainer(config("1b", "no-mr"), tmp_path / "1b", tmp_path / "1a" / "model.pt",
+                options=opts)
+    b.setup()
+    state = {k: v.clone() for k, v in b.model.state_dict().items()}
+    assert all(torch.equal(state[k], v) for k, v in parent_a.items())
+    new = [k for k in state if k.startswith("temporal_blocks.")]
+    assert new and all(not state[k].any() for k in new if "to_out" in k or "proj_out" in k)
+    trainable = {n for n, p in b.model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in b.model.named_parameters()
+                         if n.startswith("temporal_blocks.")}
+    b.run()
+    after_b = load_model(tmp_path / "1b" / "model.pt")[0].state_dict()
+    assert all(torch.equal(after_b[k], v) for k, v in parent_a.items())   # spatial frozen
+    assert any(not torch.equal(after_b[k], state[k]) for k in new)
+
+    parent_b = tmp_path / "1b" / "checkpoints" / "step-00000002.pt"    # a trainer checkpoint
+    c = Trainer(config("1c", "ours"), tmp_path / "1c", parent_b, options=opts)
+    c.setup()
+    state = {k: v.clone() for k, v in c.model.state_dict().items()}
+    assert all(torch.equal(state[k], v) for k, v in after_b.items())
+    assert any(k.startswith("recon_spatial.") for k in state)
+    assert any(k.startswith("recon_temporal.") for k in state)
+    assert all(p.requires_grad for p in c.model.parameters())
+    assert c.run()["status"] == "done"
+
+
+def test_parent_that_does_not_fit_is_a_clear_error(tmp_path, cache_dir):
+    opts = options(cache_dir)
+    Trainer(config("1b", "no-mr"), tmp_path / "1b", options=opts).run()
+    data = torch.load(tmp_path / "1b" / "model.pt", weights_only=True)
+    key = next(k for k in data["state_dict"] if k.startswith("temporal_blocks.0.attn."))
+    del data["state_dict"][key]
+    torch.save(data, tmp_path / "broken.pt")
+    with pytest.raises(ModelSetupError, match="not newly added"):
+        Trainer(config("1c", "ours"), tmp_path / "1c", tmp_path / "broken.pt",
+                options=opts).setup()
+    data = torch.load(tmp_path / "1b" / "model.pt", weights_only=True)
+    data["preset"] = "small"
+    torch.save(data, tmp_path / "small.pt")
+    with pytest.raises(ModelSetupError, match="preset 'small'"):
+        Trainer(config("1c", "ours"), tmp_path / "1c2", tmp_path / "small.pt",
+                options=opts).setup()
+
+
+def test_actions_ema_activation_checkpointing_and_samples(tmp_path, cache_dir):
+    cfg = config("2", "ours", **{"stage.steps": 2})
+    plain = Trainer(cfg, tmp_path / "plain", options=options(cache_dir)).run()
+    assert plain["status"] == "done"
+    checked = Trainer(cfg, tmp_path / "ac", options=options(
+        cache_dir, activation_checkpointing=True, ema_decay=0.5, sample_every=2,
+        sample_steps=2)).run()
+    assert checked["status"] == "done"
+    a, b = losses(tmp_path / "plain"), losses(tmp_path / "ac")
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-6 for k in a)
+    summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert "actions" in summary["provenance"]["data"]["actions"]
+    ema_model = final_state(tmp_path / "ac")
+    ckpt = torch.load(tmp_path / "ac" / "checkpoints" / "step-00000002.pt", weights_only=True)
+    raw = ckpt["model"]["state_dict"]
+    changed = [k for k in ckpt["ema"] if not torch.equal(ema_model[k], raw[k])]
+    assert changed and all(torch.equal(ema_model[k], ckpt["ema"][k]) for k in ckpt["ema"])
+    samples = list((tmp_path / "ac" / "samples" / "step-00000002").iterdir())
+    assert any(p.name == "manifest.json" or p.suffix == ".json" for p in samples)
+
+
+def test_real_data_roots(tmp_path, cache_dir, monkeypatch):
+    from maskgwm.data.synth.opendv_writer import write_synthetic_opendv
+    from maskgwm.train.data import DataSetupError
+    monkeypatch.delenv("REPRO_DATA_ROOT", raising=False)
+    cfg = config("1a", "no-mr", **{"data.source": "real"})
+    with pytest.raises(DataSetupError, match="REPRO_DATA_ROOT"):
+        Trainer(cfg, tmp_path / "a", options=options(cache_dir)).run()
+    with pytest.raises(DataSetupError, match=r"opendv is missing: put OpenDV-2K"):
+        Trainer(cfg, tmp_path / "b", data_root=tmp_path / "data",
+                options=options(cache_dir)).run()
+    write_synthetic_opendv(tmp_path / "data" / "opendv", n_videos=2, width=64, height=32)
+    monkeypatch.setenv("REPRO_DATA_ROOT", str(tmp_path / "data"))
+    result = Trainer(cfg, tmp_path / "c", options=options(str(tmp_path / "cache"))).run()
+    assert result["status"] == "done"
+    assert list((tmp_path / "cache" / "manifests").glob("opendv-Train-1-*.json"))
+
+
+def test_batch_not_divisible_by_processes(tmp_path, cache_dir, monkeypatch):
+    from maskgwm.train.distributed import DistributedError
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DistributedError, match="not divisible by the 2 processes"):
+        Trainer(config("1c", "ours", **{"stage.batch_size": 3}), tmp_path,
+                options=options(cache_dir))
+
+
+def test_stage_1a_at_lite_scale_inflates_sd3_and_uses_its_vae(tmp_path, cache_dir, tiny_sd3,
+                                                             monkeypatch):
+    from maskgwm.model.vae import SD3VAE
+    weights = tmp_path / "weights"
+    root = weights / "stable-diffusion-3-medium-diffusers"
+    tiny_sd3.save_pretrained(root / "transformer")
+    SD3VAE.random(3).vae.save_pretrained(root / "vae")
+    text = {"encoder_hidden_states": torch.randn(1, 5, 32),
+            "pooled_projections": torch.randn(1, 32)}
+    torch.save(text, weights / "text_embeddings.pt")
+    cfg = resolve_run_config("1a", "lite", "no-mr", {
+        "model.preset": "tiny", "data.source": "synthetic", "data.width": 64,
+        "data.height": 32, "stage.steps": 1, "stage.batch_size": 1})
+    monkeypatch.delenv("REPRO_WEIGHTS", raising=False)
+    with pytest.raises(ModelSetupError, match="--weights"):
+        Trainer(cfg, tmp_path / "none", options=options(cache_dir)).setup()
+    monkeypatch.setenv("REPRO_WEIGHTS", str(weights))
+    trainer = Trainer(cfg, tmp_path / "run", options=options(cache_dir))
+    trainer.setup()
+    state, sd3 = trainer.model.state_dict(), tiny_sd3.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in sd3.items())
+    assert "SD3 VAE" in trainer.provenance["vae"] and "SD3 transformer" in \
+        trainer.provenance["model"]["init"]
+    assert torch.equal(trainer.text.encoder_hidden_states, text["encoder_hidden_states"])
+    assert trainer.run()["status"] == "done"
