@@ -34,11 +34,12 @@ class MaskConfig:
     recon_shared: bool = False         # one shared F for F_s and F_t (Table 4b "share")
     recon_layers: int = 1              # layers per reconstruction branch
     decoder_layers: int = 2            # last DiT layers run on the full token set (assumed)
-    view_rows: bool = False            # drop round(r W) tokens per row in cross-view attention
+    view_rows: bool = False            # M_spatial row-wise too, so cross-view KW attention runs
+                                       # on packed rows for both branches (multi-view, assumed)
 
     @property
     def enabled(self) -> bool:
-        return self.ratio > 0 and (self.spatial or self.temporal or self.view_rows)
+        return self.ratio > 0 and (self.spatial or self.temporal)
 
 
 @dataclass

@@ -67,11 +67,15 @@ def _unmask_condition_frames(keep: torch.Tensor, cond_frames: torch.Tensor | Non
 
 
 def spatial_mask(batch: int, frames: int, height: int, width: int, ratio: float,
-                 generator: torch.Generator,
-                 cond_frames: torch.Tensor | None = None) -> torch.Tensor:
-    """M_spatial: [B, T, H, W] keep, one mask per sample for all frames, round((1 - r) H W) kept."""
-    kept = kept_count(height * width, ratio)
-    per_sample = _random_keep((batch, height * width), kept, generator)
+                 generator: torch.Generator, cond_frames: torch.Tensor | None = None,
+                 rows: bool = False) -> torch.Tensor:
+    """M_spatial: [B, T, H, W] keep, one mask per sample for all frames, round((1 - r) H W)
+    kept; with `rows`, round((1 - r) W) kept in every row (row-wise tubes)."""
+    if rows:
+        per_sample = _random_keep((batch, height, width), kept_count(width, ratio), generator)
+    else:
+        per_sample = _random_keep((batch, height * width), kept_count(height * width, ratio),
+                                  generator)
     keep = per_sample.view(batch, 1, height, width).expand(batch, frames, height, width)
     return _unmask_condition_frames(keep.clone(), cond_frames)
 

@@ -87,12 +87,13 @@ def choose_branch(mask: MaskConfig, tau: float, u: float) -> str | None:
 def draw_keep(mask: MaskConfig, branch: str, frames: int, views: int, grid: tuple[int, int],
               cond: int, generator: torch.Generator) -> torch.Tensor:
     """[T, K, gh, gw] keep: an independent mask per view; condition frames unmasked."""
+    cond_frames = torch.full((views,), cond)
     if branch == "spatial":
-        make = spatial_mask
+        keep = spatial_mask(views, frames, *grid, mask.ratio, generator, cond_frames,
+                            rows=mask.view_rows)
     else:
         make = row_mask if mask.row else temporal_mask
-    keep = make(views, frames, *grid, mask.ratio, generator,
-                cond_frames=torch.full((views,), cond))
+        keep = make(views, frames, *grid, mask.ratio, generator, cond_frames=cond_frames)
     return keep.transpose(0, 1)
 
 

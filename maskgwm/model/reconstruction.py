@@ -5,8 +5,10 @@ only, packed to the same count per row; the dropped positions are filled with th
 m_tau; F repairs them; the decoder D (the last layers) runs on all tokens.
 
 Branches, one per call (each sample of a batch draws one, see objective.py):
-  spatial   M_spatial (one mask for all frames), packed as one row of gh * gw tokens; packed
-            positions line up across frames, so temporal attention needs no mask. F = F_s.
+  spatial   M_spatial (one mask for all frames), packed as one row of gh * gw tokens (with
+            `view_rows`: a row-wise tube mask, packed row by row, so that cross-view KW
+            attention runs over rows, (T H)[K (1 - r) W]); packed positions line up across
+            frames, so temporal attention needs no mask. F = F_s.
   temporal  M_time (`row` false: per frame, packed as one row) or row-wise M_time-hat
             (`row` true). With `shift` the encoder's temporal attention pairs the j-th packed
             token of every frame (no attention mask, paper Fig. 4 right); without it the
@@ -109,7 +111,7 @@ def masked_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.
     if tuple(keep.shape) != (batch, frames, views, grid_h, grid_w):
         raise ValueError(f"keep must be [{batch}, {frames}, {views}, {grid_h}, {grid_w}], "
                          f"got {list(keep.shape)}")
-    one_row = branch == "spatial" or not mask.row
+    one_row = not (mask.view_rows if branch == "spatial" else mask.row)
     rows, width = (1, grid_h * grid_w) if one_row else (grid_h, grid_w)
 
     def fold(x: torch.Tensor) -> torch.Tensor:     # [B, T, K, ...] -> [B K, T, ...]

@@ -187,3 +187,11 @@ def test_tiny_model_overfit_on_one_clip_regenerates_it(one_thread):
         return ((sample[:, 1:] - clip[:, 1:]).pow(2).mean() / clip.var()).item()
     assert relative_error(1) < 0.6
     assert relative_error(-1) > 5.0
+
+
+def test_view_rows_spatial_masks_are_row_wise_tubes():
+    samples = draws(dataclasses.replace(OURS, view_rows=True, spatial_prob=1.0), n=20)
+    for d in samples:
+        masked = d.keep[d.cond:]
+        assert (masked == masked[:1]).all()
+        assert (masked.sum(-1) == kept_count(GRID[1], 0.25)).all()

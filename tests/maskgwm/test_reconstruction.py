@@ -178,3 +178,20 @@ def test_z_tau_token_and_encoder_features(tiny_sd3, inputs):
     out, features = model.masked_forward(latents, tau, text, pooled, torch.randn_like(latents),
                                          keep, "spatial", return_features=True)
     assert out.shape == latents.shape and features.shape == (2, TINY.hidden_size)
+
+
+def test_view_rows_packs_spatial_masks_by_row(tiny_sd3, inputs):
+    """With view_rows, the encoder's KW view attention sees rows of (1 - r) W tokens: tokens
+    of one row never mix with another row's in the view block."""
+    model = trained_looking(tiny_sd3, dataclasses.replace(MR, view_rows=True))
+    latents, tau, text, pooled = inputs(TINY, frames=2)
+    grid_h, grid_w = TINY.latent_height // 2, TINY.latent_width // 2
+    keep = spatial_mask(2, 2, grid_h, grid_w, 0.25, torch.Generator().manual_seed(0),
+                        rows=True).view(1, 2, 2, grid_h, grid_w).transpose(1, 2)
+    assert (keep.sum(-1) == 6).all()
+    eps = torch.randn_like(latents)
+    changed = latents + 5.0 * (~pixels(keep)).float()
+    with torch.no_grad():
+        out = model.masked_forward(latents, tau, text, pooled, eps, keep, "spatial")
+        out_changed = model.masked_forward(changed, tau, text, pooled, eps, keep, "spatial")
+    torch.testing.assert_close(out_changed, out)
