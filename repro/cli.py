@@ -90,6 +90,41 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .collect import collect, format_missing
+    target = load_target(args.target)
+    scale = default_scale(args.target, args.scale)
+    result = collect(target, scale, partial=args.partial)
+    if result.missing:
+        print(format_missing(result.missing), file=sys.stderr)
+    if result.path is None:
+        print(f"nothing written for {target.name} ({scale})"
+              + ("; use --partial to collect the results that exist" if result.missing
+                 and result.rows else ""), file=sys.stderr)
+        return 1
+    runs = len({row["run_id"] for row in result.rows})
+    scale_flag = f" --scale {scale}" if scale != default_scale(args.target, None) else ""
+    print(f"{len(result.rows)} values from {runs} run(s) written to {result.path}; "
+          f"show them with `repro table {target.name}{scale_flag}`")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    if args.target == "qualitative":
+        from .qualitative import cmd_qualitative
+        return cmd_qualitative(args)
+    from .plot import plot_target
+    target = load_target(args.target)
+    scale = default_scale(args.target, args.scale)
+    written = plot_target(target, scale)
+    for path in written:
+        print(f"written {path}")
+    if not written:
+        print(f"{target.name}: no FID/FVD table to plot", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repro", description="MaskGWM reproduction suite: one job per paper table/figure.")
@@ -121,6 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=SCALES, default=None,
                    help="which of our results to show (default: smoke for `smoke`, else paper)")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("collect", help="gather a target's evaluation results into "
+                       "results/TARGET/SCALE.csv (with provenance)")
+    p.add_argument("target", help="a target in slurm/")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="which runs to collect (default: smoke for `smoke`, else paper)")
+    p.add_argument("--partial", action="store_true",
+                   help="write the results that exist even if some runs have none yet")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("plot", help="figures of our numbers beside the paper's "
+                       "(results/plots/, PNG and PDF); `plot qualitative TARGET --clips A,B`")
+    p.add_argument("target", help="a target in slurm/ (e.g. fig6, fig7, table3a), "
+                   "or `qualitative`")
+    p.add_argument("qual_target", nargs="?", metavar="QUAL_TARGET",
+                   help="with `qualitative`: the target whose runs to show")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="which of our results to plot (default: smoke for `smoke`, else paper)")
+    p.add_argument("--clips", default=None, help="with `qualitative`: clip ids, comma-separated")
+    p.set_defaults(func=cmd_plot)
     add_eval_parsers(sub)
     add_data_parsers(sub)
     add_sample_parsers(sub)

@@ -41,11 +41,21 @@ def _fmt(value: float, digits: int = 2) -> str:
         else f"{value:.{digits}f}"
 
 
+def _same(column: pd.Series, value: str) -> pd.Series:
+    """Equal as text, or as numbers when both are numeric (10 == 10.0 seconds)."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    try:
+        wanted = float(value)
+    except ValueError:
+        return column.astype(str) == value
+    return (column.astype(str) == value) | ((numbers - wanted).abs() < 1e-9)
+
+
 def _lookup(ours: pd.DataFrame, key: dict[str, str]) -> pd.Series | None:
     mask = pd.Series(True, index=ours.index)
     for column, value in key.items():
         if column in ours.columns:
-            mask &= ours[column].astype(str) == value
+            mask &= _same(ours[column], value)
     hits = ours[mask]
     return hits.iloc[-1] if len(hits) else None
 
