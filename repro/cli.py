@@ -55,8 +55,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         dry_run(target, scale, work_dir(), args.partition)
         return 0
+    evals: list = []
     entries = submit(target, scale, args.cluster, work_dir(), wait=args.wait,
-                     partition=args.partition)
+                     partition=args.partition, evals_out=evals)
     if args.cluster == "slurm" and not args.wait:
         print("submitted; follow with `repro status " + target.name + "`")
         return 0
@@ -68,10 +69,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     placeholders = sum(1 for state, record in states.values() if record.get("placeholder"))
     if placeholders:
         print(f"NOTE: {placeholders} runs are placeholders (Vista sampling is not implemented "
-              "yet); they only recorded their resolved configs. Trained runs are not yet "
-              "sampled and evaluated (Orchestration issue)")
+              "yet); they only recorded their resolved configs")
     print(f"{len(entries) - len(failed)}/{len(entries)} runs done for {target.name} ({scale})")
-    return 1 if failed else 0
+    from .eval_job import eval_state
+    evals_failed = [e for e in evals if e.action != "unsupported"
+                    and eval_state(e.directory)[0] != "done"]
+    return 1 if failed or evals_failed else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

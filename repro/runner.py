@@ -3,8 +3,8 @@
 A run directory `<workdir>/runs/<run_id>/` holds `spec.json` (what to run), `running.json`,
 then `done.json` or `failed.json`. Training stages run the trainer into `<run>/train/`
 (from the parent run's `train/model.pt`; preemption-safe, see train_job.py). Sampling and
-evaluation plug in here with the Orchestration issue; Vista runs are placeholders until the
-Vista issue: they record their resolved config and say so.
+scoring are separate jobs after training (eval_job.py, state under `<run>/eval/<protocol>/`);
+Vista runs are placeholders until the Vista issue: they record their resolved config and say so.
 
     python -m repro.runner <workdir>/runs/<run_id>/spec.json
 """

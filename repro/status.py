@@ -1,4 +1,5 @@
-"""`repro status`: the state of every submitted run, from its run directory and from Slurm."""
+"""`repro status`: the state of every submitted run, and of the sample shards and score job of
+its evaluations, from their state files and from Slurm."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,6 +23,7 @@ def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, A
                      "cluster": job.get("cluster"), "job_id": job.get("job_id"),
                      "state": state, "error": details.get("error", ""),
                      "stdout": job.get("stdout"), "stderr": job.get("stderr")})
+    rows += _eval_rows(workdir, target)
     live = slurm_states([r["job_id"] for r in rows if r["cluster"] == "slurm"
                          and r["state"] in ("pending", "running")])
     for row in rows:
@@ -44,3 +46,34 @@ def format_status(rows: list[dict[str, Any]]) -> str:
             lines.append(f"           {reason}")
             lines.append(f"           log: {row['stderr']}  (stdout: {row['stdout']})")
     return "\n".join(lines)
+
+
+def _eval_rows(workdir: Path, target: str | None) -> list[dict[str, Any]]:
+    """One row per sample shard and one per score job of every submitted evaluation."""
+    from .eval_job import eval_state, shard_state_dir
+    rows = []
+    for job_file in sorted((workdir / "runs").glob("*/eval/*/job.json"),
+                           key=lambda p: p.stat().st_mtime):
+        job = read_json(job_file)
+        if target and job.get("target") != target:
+            continue
+        directory, run_id = job_file.parent, job_file.parents[2].name
+        base = {"run_id": run_id, "target": job.get("target"), "scale": job.get("scale"),
+                "cluster": job.get("cluster"), "stdout": job.get("logs"),
+                "stderr": job.get("logs")}
+        shards = int(job.get("shards", 0))
+        jobs = job.get("sample_jobs", {})
+        for shard in range(shards):
+            state, details = run_state(shard_state_dir(directory, shard, shards))
+            rows.append({**base, "name": f"{job.get('name')} sample {shard}/{shards} "
+                                         f"{job.get('protocol')}",
+                         "job_id": jobs.get(str(shard), "-"), "state": state,
+                         "error": details.get("error", "")})
+        state, details = eval_state(directory)
+        if state == "running" and not run_state(directory / "score")[0] == "running":
+            state = "pending"     # shards still sampling: the score job waits
+        rows.append({**base, "name": f"{job.get('name')} score {job.get('protocol')}",
+                     "job_id": job.get("score_job") or "-",
+                     "state": state if state in ("done", "failed", "running") else "pending",
+                     "error": details.get("error", "") if state == "failed" else ""})
+    return rows

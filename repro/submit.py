@@ -1,19 +1,24 @@
 """Submit a target's run graph through submitit (local, debug or Slurm), or print a dry run.
 
 Each run is one job; a child waits for its parent (Slurm `afterok` dependencies, or the local
-executor finishing the parent first). Submitting again skips finished runs and reuses jobs
-still queued or running, so no run is trained twice.
+executor finishing the parent first). Every trained run that fills paper cells then gets a
+sample array and a score job (`submit_eval`, repro/eval_job.py). Submitting again skips
+finished runs and evaluations and reuses jobs still queued or running, so no run is trained or
+scored twice.
 """
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from maskgwm.config.resolve import STAGES
 
 from .estimate import training_gpu_hours
 from .fsio import atomic_write_json, read_json
@@ -26,6 +31,7 @@ ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUE
                        "RESIZING", "SUSPENDED"}
 
 
+EVAL_ENV = "REPRO_EVAL"     # REPRO_EVAL=0: submit trains only (no sample and score jobs)
 SIGNAL_DELAY_S = 120
 MAX_TIMEOUT_REQUEUES = 20   # a paper-scale stage spans several 24-hour jobs
 
@@ -106,6 +112,12 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
         echo("   sbatch " + " ".join(f"--{key}={value}" for key, value in options.items()))
         echo(f"   command: {run_command(run_dir(workdir, run.run_id) / 'spec.json')}")
         echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
+        if run in evaluated_runs(runs):
+            from .eval_job import EVAL_OPTIONS, eval_dir
+            shards = EVAL_OPTIONS[scale]["shards"]
+            echo(f"   then: sample array of {shards} shards (afterok on this job), score job "
+                 f"(afterok on the array) -> "
+                 f"{eval_dir(workdir, run.run_id, run.protocol) / 'result.json'}")
     echo(f"\n# total estimated GPU-hours (runs not yet done): {total:,.0f} "
          f"(training only; see repro/estimate.py)")
     return total
@@ -131,7 +143,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     dependency failed is BLOCKED: Slurm would keep it pending forever."""
     if not job_ids or not shutil.which("squeue"):
         return {}
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r"], capture_output=True, text=True,
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r"], capture_output=True, text=True,
                          timeout=30)
     states = {}
     for line in out.stdout.splitlines():
@@ -174,8 +186,14 @@ def _check_writable(workdir: Path) -> None:
 
 
 def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool = False,
-           partition: str | None = None, echo: Callable[[str], None] = print) -> list[Submitted]:
-    """Submit every unfinished run of `target` at `scale`; local and debug runs finish here."""
+           partition: str | None = None, echo: Callable[[str], None] = print,
+           evaluate: bool | None = None, evals_out: list | None = None) -> list[Submitted]:
+    """Submit every unfinished run of `target` at `scale`, then (with `evaluate`) the sample
+    and score jobs of every trained run with paper cells (repro/eval_job.py); local and debug
+    jobs finish here. The evaluation entries are appended to `evals_out`. `evaluate` None:
+    on unless the environment sets REPRO_EVAL=0 (train only)."""
+    if evaluate is None:
+        evaluate = os.environ.get(EVAL_ENV, "1") != "0"
     if cluster not in CLUSTERS:
         raise ValueError(f"unknown cluster '{cluster}' (known: {', '.join(CLUSTERS)})")
     runs = resolve_target(target, scale)
@@ -189,11 +207,21 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
              + (f"  job {entry.job_id}" if entry.job_id else "")
              + (f"  log {entry.stdout}" if entry.stdout else ""))
+    evals: list[EvalSubmitted] = []
+    if evaluate:
+        for run in evaluated_runs(runs):
+            item = submit_eval(run, cluster, workdir, by_id[run.run_id], partition, commit)
+            evals.append(item)
+            echo(f"{'eval ' + item.action:>14}  {run.name:<24} run {run.run_id}  "
+                 f"{run.protocol}  {item.describe()}")
+    if evals_out is not None:
+        evals_out.extend(evals)
     record = {"target": target.name, "scale": scale, "cluster": cluster, "git_commit": commit,
               "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "runs": [{"run_id": e.run.run_id, "name": e.run.name, "action": e.action,
                         "job_id": e.job_id, "stdout": e.stdout, "stderr": e.stderr}
-                       for e in by_id.values()]}
+                       for e in by_id.values()],
+              "evaluations": [e.record() for e in evals]}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     atomic_write_json(workdir / "submissions" / f"{stamp}-{target.name}-{scale}.json", record)
     if cluster != "slurm":
@@ -201,6 +229,15 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
             _wait(entry)
     elif wait:
         wait_for_slurm(list(by_id.values()), workdir)
+        wait_for_slurm_evals(evals)
+    if evals and (cluster != "slurm" or wait):
+        from .eval_job import eval_state
+        done = sum(eval_state(e.directory)[0] == "done" for e in evals)
+        echo(f"{done}/{len(evals)} evaluations done for {target.name} ({scale})")
+        for e in evals:
+            if eval_state(e.directory)[0] != "done":
+                echo(f"eval not done: {e.run.name} (run {e.run.run_id}, {e.run.protocol}): "
+                     f"{e.message or e.action}")
     return list(by_id.values())
 
 
@@ -253,6 +290,179 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
                        "stderr": entry.stderr, "target": run.target, "name": run.name,
                        "scale": run.scale, "dependency": dependency})
     return entry
+
+
+def evaluated_runs(runs: list[ResolvedRun]) -> list[ResolvedRun]:
+    """Runs that get sample and score jobs: trained (stage 1a-3) and filling paper cells.
+    Vista runs stay placeholders."""
+    return [run for run in runs if run.cells and run.stage in STAGES]
+
+
+@dataclass
+class EvalSubmitted:
+    """The evaluation of one run under its protocol: sample shards, then the score job."""
+    run: ResolvedRun
+    directory: Path
+    action: str          # skipped (done) | submitted | reused (queued) | blocked | unsupported
+    shards: int = 0
+    sample_jobs: dict[int, str] = field(default_factory=dict)    # shard -> job id
+    score_job: str | None = None
+    jobs: list = field(default_factory=list)
+    message: str = ""
+
+    def describe(self) -> str:
+        if self.message:
+            return self.message
+        if self.action == "skipped":
+            return f"result {self.directory / 'result.json'}"
+        jobs = ", ".join(f"{i}:{j}" for i, j in self.sample_jobs.items())
+        return (f"sample shards [{jobs or 'done'}] of {self.shards}, score job "
+                f"{self.score_job or '-'}")
+
+    def record(self) -> dict[str, Any]:
+        return {"run_id": self.run.run_id, "name": self.run.name, "protocol": self.run.protocol,
+                "action": self.action, "dir": str(self.directory),
+                "sample_jobs": {str(k): v for k, v in self.sample_jobs.items()},
+                "score_job": self.score_job, "message": self.message}
+
+
+def _eval_executor(cluster: str, workdir: Path, run: ResolvedRun, kind: str, hours: float,
+                   dependency: str | None, partition: str | None):
+    """Sample and score jobs: one task on one node, one GPU where training had GPUs."""
+    import submitit
+
+    res = run.resources
+    folder = workdir / "logs" / run.run_id / f"eval-{run.protocol}-{kind}" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    timeout_min = max(1, round(hours * 60))
+    params: dict[str, Any] = {"name": f"{run.target}-{run.name}-{kind}-{run.run_id}",
+                              "timeout_min": timeout_min}
+    if cluster == "slurm":
+        params.update(nodes=1, tasks_per_node=1, cpus_per_task=res.cpus_per_task,
+                      mem_gb=res.mem_gb, slurm_signal_delay_s=min(SIGNAL_DELAY_S,
+                                                                  timeout_min * 30))
+        if res.gpus_per_node:
+            params["gpus_per_node"] = 1
+        if partition or res.partition:
+            params["slurm_partition"] = partition or res.partition
+        if dependency:
+            params["slurm_additional_parameters"] = {"dependency": dependency}
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_eval(run: ResolvedRun, cluster: str, workdir: Path, train: Submitted,
+                partition: str | None, commit: str) -> EvalSubmitted:
+    """Submit the unfinished sample shards of `run` (after its training job) and the score job
+    (after every shard), unless its result exists or its jobs are still queued."""
+    from .eval_job import (EVAL_OPTIONS, eval_dir, eval_spec, eval_state, node_id,
+                           shard_state_dir)
+    directory = eval_dir(workdir, run.run_id, run.protocol)
+    if eval_state(directory)[0] == "done":
+        return EvalSubmitted(run, directory, "skipped")
+    if run.protocol == "drivewm_mview":
+        return EvalSubmitted(run, directory, "unsupported",
+                             message="multi-view sampling and scoring are not implemented yet")
+    options = EVAL_OPTIONS[run.scale]
+    shards = options["shards"]
+    previous = _previous_job(directory) or {}
+    if cluster == "slurm" and previous.get("cluster") == "slurm":
+        ids = [j for j in list(previous.get("sample_jobs", {}).values())
+               + [previous.get("score_job")] if j]
+        live = slurm_states(ids)
+        if any(state == "BLOCKED" for state in live.values()):
+            for job_id in ids:
+                subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+        elif previous.get("score_job") in live:
+            return EvalSubmitted(run, directory, "reused", shards,
+                                 {int(k): v for k, v in previous["sample_jobs"].items()},
+                                 previous["score_job"])
+    if cluster != "slurm":
+        _wait(train)
+        if run_state(run_dir(workdir, run.run_id))[0] != "done":
+            return EvalSubmitted(run, directory, "blocked", shards,
+                                 message="its training run is not done")
+    spec_path = directory / "spec.json"
+    spec = eval_spec({**run_spec(run)}, run.protocol, workdir)
+    atomic_write_json(spec_path, {**spec, "submitted_from_commit": commit,
+                                  "nodes": [node_id(run.run_id, run.protocol, "sample", i, shards)
+                                            for i in range(shards)]
+                                  + [node_id(run.run_id, run.protocol, "score")]})
+    todo = [i for i in range(shards)
+            if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
+    train_dep = f"afterok:{train.job_id}" if cluster == "slurm" and train.job_id and \
+        train.action in ("submitted", "reused") else None
+    entry = EvalSubmitted(run, directory, "submitted", shards)
+    if todo:
+        from .eval_job import SampleJob
+        executor = _eval_executor(cluster, workdir, run, "sample", options["sample_hours"],
+                                  train_dep, partition)
+        jobs = executor.map_array(SampleJob(), [str(spec_path)] * len(todo), todo)
+        entry.sample_jobs = {i: str(job.job_id) for i, job in zip(todo, jobs)}
+        entry.jobs += jobs
+    if cluster != "slurm":
+        for job in entry.jobs:
+            _wait_job(job)
+        entry.jobs = []
+        failed = [i for i in range(shards)
+                  if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
+        if failed:
+            entry.action, entry.message = "blocked", f"sample shards {failed} failed"
+            _record_eval(entry, cluster)
+            return entry
+    score_dep = None
+    if cluster == "slurm":
+        array_ids = sorted({job_id.split("_")[0] for job_id in entry.sample_jobs.values()})
+        score_dep = ("afterok:" + ":".join(array_ids)) if array_ids else train_dep
+    from .eval_job import ScoreJob
+    executor = _eval_executor(cluster, workdir, run, "score", options["score_hours"],
+                              score_dep, partition)
+    job = executor.submit(ScoreJob(), str(spec_path))
+    entry.score_job = str(job.job_id)
+    entry.jobs.append(job)
+    if cluster != "slurm":
+        _wait_job(job)
+        entry.jobs = []
+        if eval_state(directory)[0] != "done":
+            entry.action, entry.message = "failed", f"scoring failed; log {job.paths.stderr}"
+    _record_eval(entry, cluster)
+    return entry
+
+
+def _record_eval(entry: EvalSubmitted, cluster: str) -> None:
+    run = entry.run
+    atomic_write_json(entry.directory / "job.json",
+                      {"cluster": cluster, "target": run.target, "name": run.name,
+                       "scale": run.scale, "protocol": run.protocol, "shards": entry.shards,
+                       "sample_jobs": {str(k): v for k, v in entry.sample_jobs.items()},
+                       "score_job": entry.score_job,
+                       "logs": str(entry.directory.parents[2] / "logs" / run.run_id)})
+
+
+def wait_for_slurm_evals(evals: list[EvalSubmitted], poll_s: float = 2.0) -> None:
+    """Until every evaluation's score job has a result or left the queue."""
+    from .eval_job import eval_state
+    waiting = [e for e in evals if e.score_job]
+    while waiting:
+        ids = [j for e in waiting for j in [e.score_job, *e.sample_jobs.values()]]
+        live = slurm_states(ids)
+        still = []
+        for entry in waiting:
+            if eval_state(entry.directory)[0] == "done":
+                continue
+            mine = [live.get(j) for j in [entry.score_job, *entry.sample_jobs.values()]]
+            if any(state and state != "BLOCKED" for state in mine):
+                still.append(entry)
+        waiting = still
+        if waiting:
+            time.sleep(poll_s)
+
+
+def _wait_job(job: Any) -> None:
+    try:
+        job.result()
+    except Exception:  # the state files and the log hold the details
+        pass
 
 
 def _previous_job(directory: Path) -> dict[str, Any] | None:

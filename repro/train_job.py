@@ -101,7 +101,7 @@ def run_training(spec: dict[str, Any], directory: Path, parent_dir: Path | None
             raise FileNotFoundError(f"run {spec['run_id']}: the parent run's model {parent} "
                                     "is missing; submit the target again to retrain it")
     trainer = Trainer(config, directory / "train", parent_checkpoint=parent, options=options)
-    deferred = DeferredSignal().install()
+    deferred = _EARLY_DEFERRAL or DeferredSignal().install()
     try:
         result = trainer.run(stop=lambda: deferred.requested)
     finally:
@@ -111,10 +111,17 @@ def run_training(spec: dict[str, Any], directory: Path, parent_dir: Path | None
     return result
 
 
+_EARLY_DEFERRAL: DeferredSignal | None = None
+"""Installed by TrainingJob before anything heavy is imported, so a signal that arrives while
+the job starts up is also deferred to the first step boundary."""
+
+
 class TrainingJob(submitit.helpers.Checkpointable):
     """The callable every run's job executes: requeued with the same arguments on preemption
     or timeout (the run resumes from its newest checkpoint)."""
 
     def __call__(self, spec_path: str) -> dict[str, Any]:
+        global _EARLY_DEFERRAL
+        _EARLY_DEFERRAL = DeferredSignal().install()
         from .runner import execute
         return execute(spec_path)

@@ -5,8 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from repro.jobs import load_target, resolve_target
 from repro.runner import run_dir, run_state
+
+
+@pytest.fixture(autouse=True)
+def train_only(monkeypatch):
+    """These tests are about the training graph: no sample and score jobs (REPRO_EVAL=0);
+    tests/repro/test_eval_graph.py covers those."""
+    monkeypatch.setenv("REPRO_EVAL", "0")
 
 
 def run_ids(target: str, scale: str = "ci") -> dict[str, str]:

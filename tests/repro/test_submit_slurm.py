@@ -9,6 +9,13 @@ from repro.runner import run_dir, run_state
 pytestmark = pytest.mark.slurm
 
 
+@pytest.fixture(autouse=True)
+def train_only(monkeypatch):
+    """These tests are about the training graph: no sample and score jobs (REPRO_EVAL=0);
+    tests/repro/test_eval_graph.py covers those."""
+    monkeypatch.setenv("REPRO_EVAL", "0")
+
+
 def test_smoke_target_runs_on_slurm_with_dependencies(cli, isolated, slurm_cluster):
     result = cli("submit", "smoke", "--cluster", "slurm", "--scale", "ci", "--wait",
                  "--partition", slurm_cluster.partition)

@@ -1,0 +1,261 @@
+"""Sampling and scoring of a trained run: the two job kinds that follow its training job.
+
+For a run with paper cells, scored with protocol P at scale S, the evaluation lives in
+`<workdir>/runs/<run_id>/eval/<P>/`:
+
+    spec.json                      what to sample and score (written at submit time)
+    job.json                       the submitted jobs (cluster, sample job ids, score job id)
+    sample/<i>-of-<n>/             state of sample shard i: running.json, done.json, failed.json
+    samples/shard-<i>-of-<n>/      its generated clips (resumable per clip; maskgwm.sample)
+    generated/                     the shards merged (score job)
+    score/                         state of the score job (running/done/failed.json)
+    result.json                    evals.evaluate's result plus `provenance` (written last,
+                                   atomically)
+
+Node ids are `<run_id>/<P>/sample-<i>-of-<n>` and `<run_id>/<P>/score`: stable across submits,
+so a resubmit skips finished nodes, resumes unfinished ones and a run shared by several
+targets is scored once per protocol. The evaluation set (the real clips) is built on first use
+by whichever job needs it (repro/evalsets.py, atomic).
+
+Settings per scale are in `EVAL_OPTIONS` (assumed; paper: 30 Euler steps and CFG 4.0 as the
+paper's sampling, shards are an operational choice). Detectors: ci/smoke use seeded
+random-weights detectors (every number labelled); lite/paper read the weights folder from
+REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS), falling back to labelled random detectors.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from maskgwm.config import content_hash
+
+from .fsio import atomic_write_json, read_json
+from .runner import _now, _provenance, git_commit, run_dir, run_state
+
+EVAL_OPTIONS: dict[str, dict[str, Any]] = {
+    "ci": {"steps": 2, "guidance": 4.0, "shards": 2, "seed": 0, "sample_hours": 0.5,
+           "score_hours": 0.5},
+    "smoke": {"steps": 10, "guidance": 4.0, "shards": 2, "seed": 0, "sample_hours": 1,
+              "score_hours": 1},
+    "lite": {"steps": 30, "guidance": 4.0, "shards": 8, "seed": 0, "sample_hours": 12,
+             "score_hours": 4},
+    "paper": {"steps": 30, "guidance": 4.0, "shards": 32, "seed": 0, "sample_hours": 12,
+              "score_hours": 4},
+}
+"""Sampling settings and job time limits per scale (assumed)."""
+RANDOM_DETECTOR_SCALES = ("ci", "smoke")
+WEIGHTS_ENV = ("REPRO_DETECTOR_WEIGHTS", "REPRO_WEIGHTS")
+
+
+def eval_dir(workdir: Path, run_id: str, protocol: str) -> Path:
+    return run_dir(workdir, run_id) / "eval" / protocol
+
+
+def shard_state_dir(directory: Path, shard: int, shards: int) -> Path:
+    return directory / "sample" / f"{shard}-of-{shards}"
+
+
+def node_id(run_id: str, protocol: str, kind: str, shard: int = 0, shards: int = 1) -> str:
+    return f"{run_id}/{protocol}/" + (f"sample-{shard}-of-{shards}" if kind == "sample"
+                                      else "score")
+
+
+def eval_spec(run_spec: dict[str, Any], protocol: str, workdir: Path) -> dict[str, Any]:
+    """The evaluation of one run under one protocol (written to <eval>/spec.json)."""
+    options = EVAL_OPTIONS[run_spec["scale"]]
+    return {"run_id": run_spec["run_id"], "target": run_spec["target"],
+            "name": run_spec["name"], "stage": run_spec["stage"], "scale": run_spec["scale"],
+            "protocol": protocol, "config_hash": content_hash(run_spec["config"]),
+            "vae_seed": run_spec["config"]["seed"], "workdir": str(Path(workdir).resolve()),
+            "steps": options["steps"], "guidance": options["guidance"],
+            "shards": options["shards"], "seed": options["seed"]}
+
+
+def eval_state(directory: Path) -> tuple[str, dict[str, Any]]:
+    """(state, details) of an evaluation: done once result.json is there."""
+    if (directory / "result.json").is_file():
+        return "done", read_json(directory / "result.json")
+    state, details = run_state(directory / "score")
+    if state == "pending" and any(run_state(d)[0] in ("running", "done", "failed")
+                                  for d in (directory / "sample").glob("*-of-*")):
+        failed = [d for d in (directory / "sample").glob("*-of-*")
+                  if run_state(d)[0] == "failed"]
+        if failed:
+            return "failed", run_state(failed[0])[1]
+        return "running", {}
+    return state, details
+
+
+def _device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _vae(spec: dict[str, Any], device: str):
+    from maskgwm.model.vae import SD3VAE
+    from maskgwm.train.modelsetup import RANDOM_INIT_SCALES, SD3_FOLDER
+    if spec["scale"] in RANDOM_INIT_SCALES:   # the VAE the trainer encoded with (modelsetup)
+        return SD3VAE.random(spec["vae_seed"])
+    root = os.environ.get("REPRO_WEIGHTS")
+    if not root:
+        raise FileNotFoundError(f"scale '{spec['scale']}' decodes with SD3's VAE: set "
+                                f"REPRO_WEIGHTS to a folder with {SD3_FOLDER}/")
+    return SD3VAE.from_pretrained(Path(root) / SD3_FOLDER, device=device)
+
+
+def _checkpoint(spec: dict[str, Any]) -> Path:
+    run = run_dir(Path(spec["workdir"]), spec["run_id"])
+    model = run / "train" / "model.pt"
+    if run_state(run)[0] != "done" or not model.is_file():
+        raise RuntimeError(f"run {spec['run_id']} ({spec['name']}) is not trained ({model} "
+                           "missing); submit the target again once training has finished")
+    return model
+
+
+def _guarded(state_dir: Path, work) -> dict[str, Any]:
+    """Run `work()` with running/done/failed.json in `state_dir` (as runner.execute does)."""
+    state, done = run_state(state_dir)
+    if state == "done":
+        return done
+    (state_dir / "failed.json").unlink(missing_ok=True)
+    atomic_write_json(state_dir / "running.json", {"started": _now(), **_provenance()})
+    try:
+        record = {"finished": _now(), **work(), **_provenance()}
+    except BaseException as err:
+        import traceback
+        atomic_write_json(state_dir / "failed.json",
+                          {"finished": _now(), "error": f"{type(err).__name__}: {err}",
+                           "traceback": traceback.format_exc(), **_provenance()})
+        (state_dir / "running.json").unlink(missing_ok=True)
+        raise
+    (state_dir / "failed.json").unlink(missing_ok=True)
+    atomic_write_json(state_dir / "done.json", record)
+    (state_dir / "running.json").unlink(missing_ok=True)
+    return record
+
+
+def sample_shard(spec_path: str | Path, shard: int) -> dict[str, Any]:
+    """Generate shard `shard` of a run's evaluation set (resumes a killed shard per clip)."""
+    from maskgwm.sample import sample_videoset
+
+    from .evalsets import ensure_evalset
+    spec_path = Path(spec_path)
+    spec, directory = read_json(spec_path), spec_path.parent
+    shards = spec["shards"]
+
+    def work() -> dict[str, Any]:
+        model = _checkpoint(spec)
+        evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
+        device = _device()
+        long = evalset.protocol.long_horizon
+        out = sample_videoset(model, _vae(spec, device), evalset.real_dir,
+                              directory / "samples", shard=shard, num_shards=shards,
+                              steps=spec["steps"], guidance=spec["guidance"], seed=spec["seed"],
+                              window=long.window if long else None, device=device)
+        from evals.videoset import VideoSet
+        return {"shard": shard, "shards": shards, "clips": len(VideoSet.open(out)),
+                "out": str(out)}
+
+    return _guarded(shard_state_dir(directory, shard, shards), work)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def detector_weights(scale: str) -> Path | None:
+    if scale in RANDOM_DETECTOR_SCALES:
+        return None
+    for name in WEIGHTS_ENV:
+        if os.environ.get(name):
+            return Path(os.environ[name])
+    return None
+
+
+def score(spec_path: str | Path) -> dict[str, Any]:
+    """Merge the sample shards and score them into <eval>/result.json (with provenance)."""
+    from evals.evaluate import evaluate
+    from maskgwm.sample import merge_videosets, shard_dir
+
+    from .evalsets import ensure_evalset
+    spec_path = Path(spec_path)
+    spec, directory = read_json(spec_path), spec_path.parent
+    shards = spec["shards"]
+
+    def work() -> dict[str, Any]:
+        unfinished = [i for i in range(shards)
+                      if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
+        if unfinished:
+            raise RuntimeError(f"evaluation {directory}: sample shards {unfinished} of {shards} "
+                               "are not done; submit the target again")
+        model = _checkpoint(spec)
+        evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
+        parts = [shard_dir(directory / "samples", i, shards) for i in range(shards)]
+        generated = merge_videosets(parts, directory / "generated", reference=evalset.real_dir)
+        weights = detector_weights(spec["scale"])
+        raw = directory / "score" / "evaluate.json"
+        result = evaluate(evalset.protocol, directory / "generated", evalset.real_dir, raw,
+                          weights_dir=weights, clip_list=evalset.clip_list,
+                          cache_dir=Path(spec["workdir"]) / "cache" / "eval-reference",
+                          device=_device(), progress=False)
+        detectors = {d["role"]: d["weights_sha256"] or result["label"]
+                     for d in result["detectors"]}
+        result["provenance"] = {
+            "git_commit": git_commit(), "run_id": spec["run_id"], "target": spec["target"],
+            "name": spec["name"], "scale": spec["scale"], "config_hash": spec["config_hash"],
+            "protocol": evalset.protocol.name, "protocol_hash": evalset.protocol.hash,
+            "clip_list_hash": evalset.clip_list_hash, "detector_weights": detectors,
+            "sample_count": len(generated), "checkpoint": str(model),
+            "checkpoint_sha256": _sha256(model),
+            "sampling": {k: spec[k] for k in ("steps", "guidance", "shards", "seed")},
+            "vae": (f"SD3VAE.random(seed={spec['vae_seed']})"
+                    if spec["scale"] in RANDOM_DETECTOR_SCALES else "SD3 VAE"),
+            "scored": _now()}
+        atomic_write_json(directory / "result.json", result)
+        points = [{"fid": p["fid"]["value"], "fvd": p["fvd"]["value"]} for p in result["points"]]
+        return {"result": str(directory / "result.json"), "points": points}
+
+    if (directory / "result.json").is_file():
+        return read_json(directory / "score" / "done.json") \
+            if (directory / "score" / "done.json").is_file() else {}
+    return _guarded(directory / "score", work)
+
+
+class SampleJob(submitit.helpers.Checkpointable):
+    """One sample shard; requeued on timeout/preemption (the shard resumes per clip)."""
+
+    def __call__(self, spec_path: str, shard: int) -> dict[str, Any]:
+        return sample_shard(spec_path, shard)
+
+
+class ScoreJob(submitit.helpers.Checkpointable):
+    """Merge and score; requeued on timeout/preemption (the merge resumes per clip)."""
+
+    def __call__(self, spec_path: str) -> dict[str, Any]:
+        return score(spec_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m repro.eval_job sample SPEC SHARD | score SPEC (for manual reruns)."""
+    import sys
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "sample":
+        sample_shard(args[1], int(args[2]))
+    elif len(args) == 2 and args[0] == "score":
+        score(args[1])
+    else:
+        print(main.__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""Evaluation sets: the real clips a protocol scores at one scale, built once and shared.
+
+`ensure_evalset(protocol, scale, workdir)` returns an `EvalSet`: the protocol adjusted for the
+scale, the real video set (the reference, and the condition frames sampling starts from) and
+the clip list with its hash. It is built once per (protocol, scale) under
+`<workdir>/evalsets/<protocol>-<scale>/`, in a temporary folder that is renamed into place, so
+concurrent jobs never see half of one (the loser of a race uses the winner's copy).
+
+- ci / smoke: the built-in synthetic world, written with the synthetic dataset writers into
+  `<workdir>/cache/evalsynth/` and read back through the real readers
+  (`maskgwm.data.sources.read_clips`), so the same code path as real data picks the clips.
+- lite / paper: the protocol's own clips from `REPRO_DATA_ROOT` (or `data_root`); a missing
+  dataset folder is an error naming it.
+
+Sizes per scale are in `EVAL_SCALES` (assumed: this suite's choices, not the paper's).
+Multi-view sets (drivewm_mview) are not built yet (NotImplementedError).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from evals.protocols import Protocol, get_protocol
+
+from .datacmd import EVALSET_SOURCES
+
+EVAL_SCALES: dict[str, dict[str, Any]] = {
+    # assumed sizes: clips scored, frame size, long-horizon rollout rounds, bootstrap settings
+    "ci": {"n_clips": 3, "width": 64, "height": 32, "long_rounds": 2, "synthetic": True,
+           "n_boot": 2, "blocks": 3, "kid_subset": 10, "fid_frames": 2, "fvd_frames": 10},
+    "smoke": {"n_clips": 16, "width": 128, "height": 64, "long_rounds": 4, "synthetic": True,
+              "n_boot": 20, "blocks": 8, "kid_subset": 100, "fid_frames": 6,
+              "fvd_frames": 16},
+    "lite": {"synthetic": False},       # the protocol's own numbers, real data
+    "paper": {"synthetic": False},
+}
+"""Evaluation sizes per scale (assumed; lite and paper use the protocol unchanged): clips,
+frame size, rollout rounds of long-horizon protocols, bootstrap resamples and clip blocks, KID
+subset size, FID frames per clip and FVD frames per clip (CPU-sized detector passes)."""
+
+DATA_FOLDERS = {"opendv": "opendv", "nuscenes": "nuscenes", "nuscenes_mview": "nuscenes",
+                "waymo": "waymo"}
+"""Dataset -> folder under REPRO_DATA_ROOT (the trainer's layout)."""
+SYNTH_SEED = 7919            # the evaluation world differs from the training world (seed 0..)
+SET_FILE = "evalset.json"
+
+
+class EvalSetError(RuntimeError):
+    """An evaluation set that cannot be built; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    protocol: Protocol          # adjusted for the scale
+    scale: str
+    root: Path                  # <workdir>/evalsets/<protocol>-<scale>
+    real_dir: Path              # the real video set
+    clip_list: Path
+    clip_list_hash: str
+
+    @property
+    def frames(self) -> int:
+        """Frames per clip (the long-horizon protocols roll out to this length)."""
+        from evals.frames import frames_needed
+        return frames_needed(self.protocol)
+
+
+def scaled_protocol(name: str, scale: str) -> Protocol:
+    """The protocol `name` as scored at `scale` (unchanged at lite and paper)."""
+    protocol = get_protocol(name)
+    sizes = EVAL_SCALES[scale]
+    if not sizes.get("synthetic"):
+        return protocol
+    changes: dict[str, Any] = {"n_clips": sizes["n_clips"], "width": sizes["width"],
+                               "height": sizes["height"], "bootstrap.n_boot": sizes["n_boot"],
+                               "bootstrap.blocks": sizes["blocks"],
+                               "kid.subset_size": sizes["kid_subset"],
+                               "fid.frames_per_clip": sizes["fid_frames"],
+                               "fvd.num_frames": sizes["fvd_frames"]}
+    if protocol.long_horizon is not None:
+        spec = protocol.long_horizon
+        frames = spec.window + (sizes["long_rounds"] - 1) * (spec.window - spec.cond_frames)
+        changes["long_horizon.horizon_s"] = frames / protocol.fps
+    scaled = protocol.replace(**changes)
+    scaled.validate()
+    return scaled
+
+
+def evalset_dir(workdir: Path, protocol: str, scale: str) -> Path:
+    return Path(workdir) / "evalsets" / f"{protocol}-{scale}"
+
+
+def load_evalset(root: Path, protocol: Protocol, scale: str) -> EvalSet:
+    record = json.loads((root / SET_FILE).read_text())
+    if record["protocol_hash"] != protocol.hash:
+        raise EvalSetError(f"{root} was built for another version of protocol {protocol.name} "
+                           f"(hash {record['protocol_hash']}, now {protocol.hash}); delete it "
+                           "and submit again")
+    return EvalSet(protocol, scale, root, root / "real", root / "clips.json",
+                   record["clip_list_hash"])
+
+
+def ensure_evalset(protocol_name: str, scale: str, workdir: Path,
+                   data_root: Path | None = None, log: Callable[[str], Any] = print) -> EvalSet:
+    """The evaluation set of (protocol, scale), built now unless it exists."""
+    if scale not in EVAL_SCALES:
+        raise ValueError(f"unknown scale '{scale}' (known: {', '.join(EVAL_SCALES)})")
+    protocol = scaled_protocol(protocol_name, scale)
+    if protocol.name == "drivewm_mview":
+        raise NotImplementedError("multi-view evaluation sets (drivewm_mview) are not built "
+                                  "yet: sampling and scoring are single-view for now")
+    root = evalset_dir(workdir, protocol.name, scale)
+    if (root / SET_FILE).is_file():
+        return load_evalset(root, protocol, scale)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        if EVAL_SCALES[scale]["synthetic"]:
+            clips, dataroot = _synthetic_clips(protocol, scale, Path(workdir) / "cache")
+        else:
+            clips, dataroot = _real_clips(protocol, data_root)
+        _write_set(staging, protocol, scale, clips, dataroot)
+        try:
+            os.rename(staging, root)
+            log(f"evaluation set {protocol.name} ({scale}, {len(clips)} clips) at {root}")
+        except OSError:
+            if not (root / SET_FILE).is_file():   # a concurrent job won the race: use its set
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return load_evalset(root, protocol, scale)
+
+
+def _source(protocol: Protocol) -> tuple[str, str, int]:
+    dataset, split, _, cond = EVALSET_SOURCES[protocol.name]
+    if cond != protocol.cond_frames:
+        raise EvalSetError(f"protocol {protocol.name}: {protocol.cond_frames} condition frames, "
+                           f"the evaluation source says {cond}")
+    from evals.frames import frames_needed
+    return dataset, split, frames_needed(protocol)
+
+
+def _pick(clips: list, protocol: Protocol) -> list:
+    """`protocol.n_clips` clips: a seeded sample, kept in reader order (as `repro evalset`)."""
+    if len(clips) > protocol.n_clips:
+        keep = np.sort(np.random.default_rng(protocol.seed).choice(len(clips), protocol.n_clips,
+                                                                    False))
+        clips = [clips[i] for i in keep]
+    return clips
+
+
+def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]:
+    from maskgwm.data.sources import read_clips
+    dataset, split, n_frames = _source(protocol)
+    data_root = data_root or (Path(os.environ["REPRO_DATA_ROOT"])
+                              if os.environ.get("REPRO_DATA_ROOT") else None)
+    folder = DATA_FOLDERS[dataset]
+    if data_root is None:
+        raise EvalSetError(f"protocol {protocol.name} scores real {dataset} clips: set "
+                           f"REPRO_DATA_ROOT to a folder holding {folder}/")
+    root = Path(data_root) / folder
+    if not root.is_dir():
+        raise EvalSetError(f"{root} is missing: protocol {protocol.name} needs the {dataset} "
+                           f"{split} split there (REPRO_DATA_ROOT={data_root})")
+    version = "v1.0-trainval" if dataset.startswith("nuscenes") else "v2"
+    clips = read_clips(dataset, root, split, n_frames, version)
+    if len(clips) < protocol.n_clips:
+        raise EvalSetError(f"{root}: {len(clips)} clips of {n_frames} frames in {split}, "
+                           f"protocol {protocol.name} needs {protocol.n_clips}")
+    return _pick(clips, protocol), root
+
+
+def _synthetic_clips(protocol: Protocol, scale: str, cache: Path) -> tuple[list, Path]:
+    """Clips of a synthetic dataset written for this (protocol, scale) (opendv only so far)."""
+    from maskgwm.data.sources import read_clips
+    dataset, _, n_frames = _source(protocol)
+    if dataset != "opendv":
+        raise NotImplementedError(f"synthetic evaluation sets for {dataset} "
+                                  f"(protocol {protocol.name}) are not written yet; only "
+                                  "OpenDV protocols have one at ci/smoke scale")
+    from maskgwm.data.synth.opendv_writer import (END_DISCARD_S, START_DISCARD_S,
+                                                  write_synthetic_opendv)
+    # the writer makes the last quarter of its videos Val: 4 videos per Val video
+    n_val = 1 if protocol.n_clips <= 4 else 2
+    per_video = math.ceil(protocol.n_clips / n_val)
+    seconds = math.ceil(per_video * n_frames / 10) + START_DISCARD_S + END_DISCARD_S
+    spec = {"dataset": dataset, "videos": 4 * n_val, "seconds": seconds, "seed": SYNTH_SEED,
+            "width": protocol.width, "height": protocol.height}
+    from maskgwm.config import content_hash
+    root = cache / "evalsynth" / f"opendv-{content_hash(spec)}"
+    if not (root / "meta").is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:
+            write_synthetic_opendv(staging, n_videos=spec["videos"], seed=SYNTH_SEED,
+                                   width=spec["width"], height=spec["height"],
+                                   seconds=float(seconds))
+            try:
+                os.rename(staging, root)
+            except OSError:
+                if not (root / "meta").is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    clips = read_clips("opendv", root, "Val", n_frames, "v1")
+    if len(clips) < protocol.n_clips:
+        raise EvalSetError(f"{root}: {len(clips)} synthetic clips, need {protocol.n_clips}")
+    return _pick(clips, protocol), root
+
+
+def _read_frames(root: Path, clip, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    from maskgwm.data.loader import crop_resize
+    frames = []
+    for row in clip.frames:
+        with Image.open(root / row[0]) as image:
+            frames.append(crop_resize(np.asarray(image.convert("RGB")), width, height))
+    return np.stack(frames)
+
+
+def _write_set(folder: Path, protocol: Protocol, scale: str, clips: list, dataroot: Path) -> None:
+    from evals.cliplist import write_clip_list
+    from evals.videoset import VideoSetWriter
+    entries = []
+    with VideoSetWriter(folder / "real", flush_every=16) as writer:
+        for clip in clips:
+            frames = _read_frames(dataroot, clip, protocol.width, protocol.height)
+            writer.add(clip.clip_id, frames, clip.fps, clip.source or clip.clip_id,
+                       protocol.cond_frames)
+            entries.append({"clip_id": clip.clip_id, "source_clip": clip.source or clip.clip_id,
+                            "frames": len(frames), "cond_frames": protocol.cond_frames,
+                            "fps": clip.fps})
+    digest = write_clip_list(folder / "clips.json", protocol.name, entries)
+    (folder / SET_FILE).write_text(json.dumps(
+        {"protocol": protocol.name, "scale": scale, "protocol_hash": protocol.hash,
+         "protocol_spec": protocol.to_dict(), "clip_list_hash": digest,
+         "n_clips": len(entries), "data_root": str(dataroot)}, indent=2, sort_keys=True) + "\n")

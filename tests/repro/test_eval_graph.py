@@ -1,0 +1,213 @@
+"""Every evaluated run is sampled and scored by jobs in the same graph (repro/eval_job.py).
+
+A one-run target (stage 1a filling a Table 3b cell, protocol opendv_ablation) keeps this at CI
+size: local submit trains, samples (2 shards) and scores; a resubmit skips everything; a shard
+killed with SIGKILL resumes without losing or duplicating clips; on the real Slurm the sample
+array and the score job run after afterok dependencies.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evals.extractors import RANDOM_WEIGHTS_LABEL
+from evals.videoset import VideoSet
+from repro.eval_job import eval_dir, eval_state, sample_shard
+from repro.evalsets import ensure_evalset, scaled_protocol
+from repro.jobs import load_target_file, resolve_target
+from repro.runner import run_dir, run_state
+from repro.status import collect_status, format_status
+from repro.submit import submit
+
+MINI = """
+[target]
+title = "one trained run, scored (test)"
+protocol = "opendv_ablation"
+
+[resources.paper]
+nodes = 1
+gpus_per_node = 1
+cpus_per_task = 2
+mem_gb = 8
+time_hours = 1
+
+[resources.smoke]
+nodes = 1
+gpus_per_node = 0
+cpus_per_task = 1
+mem_gb = 4
+time_hours = 1
+
+[runs.base]
+stage = "1a"
+variant = "no-mr"
+cells = ["table3b/no-mr"]
+"""
+
+
+def mini_target(folder: Path):
+    path = folder / "evalmini.toml"
+    path.write_text(MINI)
+    return load_target_file(path)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    """The mini target submitted once through the local executor."""
+    root = tmp_path_factory.mktemp("evalgraph")
+    target = mini_target(root)
+    lines: list[str] = []
+    evals: list = []
+    started = time.monotonic()
+    submit(target, "ci", "local", root / "work", echo=lines.append, evaluate=True,
+           evals_out=evals)
+    return {"root": root, "work": root / "work", "target": target, "lines": lines,
+            "evals": evals, "seconds": time.monotonic() - started}
+
+
+def check_result(work: Path, run) -> dict:
+    path = eval_dir(work, run.run_id, run.protocol) / "result.json"
+    assert path.is_file(), path
+    result = json.loads(path.read_text())
+    assert result["label"] == RANDOM_WEIGHTS_LABEL
+    assert result["points"]
+    for point in result["points"]:
+        for metric in ("fid", "fvd"):
+            assert math.isfinite(point[metric]["value"]) and point[metric]["n"] > 0
+            assert point[metric]["low"] is not None
+    prov = result["provenance"]
+    evalset = ensure_evalset(run.protocol, "ci", work)
+    assert prov["run_id"] == run.run_id and prov["protocol_hash"] == evalset.protocol.hash
+    assert prov["clip_list_hash"] == evalset.clip_list_hash == result["clip_list_hash"]
+    assert prov["sample_count"] == evalset.protocol.n_clips == result["n_clips"]
+    assert set(prov["detector_weights"].values()) == {RANDOM_WEIGHTS_LABEL}
+    assert prov["git_commit"] and prov["config_hash"] and len(prov["checkpoint_sha256"]) == 64
+    return result
+
+
+def test_local_submit_trains_samples_and_scores_then_skips(graph):
+    work, target = graph["work"], graph["target"]
+    runs = resolve_target(target, "ci")
+    assert [r.name for r in runs] == ["base"]
+    assert any("eval submitted" in line for line in graph["lines"]), graph["lines"]
+    assert "1/1 evaluations done for evalmini (ci)" in graph["lines"], graph["lines"]
+    run = runs[0]
+    assert run_state(run_dir(work, run.run_id))[0] == "done"
+    check_result(work, run)
+    generated = VideoSet.open(eval_dir(work, run.run_id, run.protocol) / "generated")
+    assert len(generated) == 3 and all(c.frames == 25 and c.cond_frames == 1
+                                       for c in generated.clips)
+
+    rows = collect_status(work)
+    text = format_status(rows)
+    assert [r["state"] for r in rows] == ["done"] * 4, text      # train, 2 shards, score
+    assert "base sample 1/2 opendv_ablation" in text and "base score opendv_ablation" in text
+
+    again: list[str] = []
+    submit(target, "ci", "local", work, echo=again.append, evaluate=True)
+    assert any(line.strip().startswith("skipped") for line in again)
+    assert any("eval skipped" in line for line in again)
+    assert not any("submitted" in line for line in again), again
+
+
+def test_killed_sample_shard_resumes_without_duplicates(graph, tmp_path):
+    """A shard killed with SIGKILL mid-way is rerun: every clip once, finished ones kept."""
+    work, target = graph["work"], graph["target"]
+    run = resolve_target(target, "ci")[0]
+    spec = json.loads((eval_dir(work, run.run_id, run.protocol) / "spec.json").read_text())
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    # one shard and more Euler steps, so that a clip takes long enough to kill in between
+    (folder / "spec.json").write_text(json.dumps({**spec, "shards": 1, "steps": 12}))
+    out = folder / "samples"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "repro.eval_job", "sample",
+                             str(folder / "spec.json"), "0"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            manifest = out / "manifest.json"
+            if manifest.is_file() and json.loads(manifest.read_text())["clips"]:
+                break
+            assert proc.poll() is None, "the shard ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no clip was written in 120 s")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    before = VideoSet.open(out)
+    assert 1 <= len(before) < 3, "killed after every clip was written: not mid-way"
+    first = before.clips[0]
+    stamp = (out / first.path).stat().st_mtime_ns
+    assert run_state(folder / "sample" / "0-of-1")[0] == "running"   # left behind by the kill
+
+    record = sample_shard(folder / "spec.json", 0)
+    after = VideoSet.open(out)
+    ids = [c.clip_id for c in after.clips]
+    real = VideoSet.open(ensure_evalset(run.protocol, "ci", work).real_dir)
+    assert sorted(ids) == sorted(c.clip_id for c in real.clips) and len(set(ids)) == len(ids)
+    assert (out / first.path).stat().st_mtime_ns == stamp     # finished clips are not redone
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 3  # no stray clip folders
+    assert record["clips"] == 3 and run_state(folder / "sample" / "0-of-1")[0] == "done"
+
+
+def test_ci_protocols_are_scaled_and_long_horizon_has_rounds():
+    ablation = scaled_protocol("opendv_ablation", "ci")
+    assert ablation.n_clips == 3 and (ablation.width, ablation.height) == (64, 32)
+    long = scaled_protocol("opendv_long", "ci")
+    assert [frames for frames, _ in long.measurement_points()] == [25, 47]
+    assert scaled_protocol("opendv_long", "paper") == scaled_protocol("opendv_long", "lite")
+    with pytest.raises(NotImplementedError, match="multi-view"):
+        ensure_evalset("drivewm_mview", "ci", Path("/nonexistent"))
+
+
+def test_real_scale_without_data_names_the_folder(tmp_path, monkeypatch):
+    from repro.evalsets import EvalSetError
+    monkeypatch.delenv("REPRO_DATA_ROOT", raising=False)
+    with pytest.raises(EvalSetError, match="REPRO_DATA_ROOT"):
+        ensure_evalset("opendv_ablation", "paper", tmp_path)
+    with pytest.raises(EvalSetError, match=str(tmp_path / "data" / "opendv")):
+        ensure_evalset("opendv_ablation", "lite", tmp_path, data_root=tmp_path / "data")
+    assert not (tmp_path / "evalsets" / "opendv_ablation-lite").exists()
+
+
+@pytest.mark.slurm
+def test_slurm_submit_samples_and_scores_after_training(graph, tmp_path, slurm_cluster):
+    """The trained run is copied in (training on Slurm is tested in test_submit_slurm.py):
+    the sample array and the score job run on Slurm, in dependency order."""
+    target = graph["target"]
+    run = resolve_target(target, "ci")[0]
+    work = tmp_path / "work"
+    shutil.copytree(run_dir(graph["work"], run.run_id), run_dir(work, run.run_id),
+                    ignore=shutil.ignore_patterns("eval"))
+    shutil.copytree(graph["work"] / "evalsets", work / "evalsets")   # built by the local run
+    lines: list[str] = []
+    evals: list = []
+    submit(target, "ci", "slurm", work, wait=True, partition=slurm_cluster.partition,
+           echo=lines.append, evaluate=True, evals_out=evals)
+    assert "1/1 evaluations done for evalmini (ci)" in lines, lines
+    (entry,) = evals
+    assert entry.action == "submitted" and len(entry.sample_jobs) == 2 and entry.score_job
+    directory = eval_dir(work, run.run_id, run.protocol)
+    assert eval_state(directory)[0] == "done"
+    for shard in range(2):
+        done = json.loads((directory / "sample" / f"{shard}-of-2" / "done.json").read_text())
+        assert done["slurm_job_id"]
+    score_done = json.loads((directory / "score" / "done.json").read_text())
+    assert score_done["slurm_job_id"] == entry.score_job
+    check_result(work, run)
+    rows = collect_status(work)
+    assert all(r["state"] == "done" for r in rows) and any(r["cluster"] == "slurm"
+                                                           for r in rows)
