@@ -152,30 +152,40 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return {job_id: states[job_id] for job_id in job_ids if job_id in states}
 
 
-def _executor(cluster: str, workdir: Path, run: ResolvedRun, dependency: str | None,
-              partition: str | None):
+def _make_executor(cluster: str, folder: Path, name: str, hours: float, res, nodes: int,
+                   tasks: int, gpus: int, dependency: str | None, partition: str | None,
+                   max_timeouts: int | None = None):
+    """A submitit executor; on Slurm with the resources given and USR2 this long before the
+    time limit, so the job checkpoints and requeues (train_job.py)."""
     import submitit
 
-    res = run.resources
-    extra = {"slurm_max_num_timeout": MAX_TIMEOUT_REQUEUES} if cluster == "slurm" else {}
-    executor = submitit.AutoExecutor(folder=workdir / "logs" / run.run_id / "%j", cluster=cluster,
-                                     **extra)
-    timeout_min = max(1, round(res.time_hours * 60))
-    params: dict[str, Any] = {"name": f"{run.target}-{run.name}-{run.run_id}",
-                              "timeout_min": timeout_min}
+    extra = {"slurm_max_num_timeout": max_timeouts} \
+        if cluster == "slurm" and max_timeouts is not None else {}
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **extra)
+    timeout_min = max(1, round(hours * 60))
+    params: dict[str, Any] = {"name": name, "timeout_min": timeout_min}
     if cluster == "slurm":
-        # USR2 this long before the time limit: the run checkpoints and requeues (train_job.py)
-        params.update(nodes=res.nodes, tasks_per_node=max(res.gpus_per_node, 1),
-                      cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
+        params.update(nodes=nodes, tasks_per_node=tasks, cpus_per_task=res.cpus_per_task,
+                      mem_gb=res.mem_gb,
                       slurm_signal_delay_s=min(SIGNAL_DELAY_S, timeout_min * 30))
-        if res.gpus_per_node:
-            params["gpus_per_node"] = res.gpus_per_node
+        if gpus:
+            params["gpus_per_node"] = gpus
         if partition or res.partition:
             params["slurm_partition"] = partition or res.partition
         if dependency:
             params["slurm_additional_parameters"] = {"dependency": dependency}
     executor.update_parameters(**params)
     return executor
+
+
+def _executor(cluster: str, workdir: Path, run: ResolvedRun, dependency: str | None,
+              partition: str | None):
+    """A training job: the run's nodes, one task per GPU."""
+    res = run.resources
+    return _make_executor(cluster, workdir / "logs" / run.run_id / "%j",
+                          f"{run.target}-{run.name}-{run.run_id}", res.time_hours, res,
+                          res.nodes, max(res.gpus_per_node, 1), res.gpus_per_node, dependency,
+                          partition, MAX_TIMEOUT_REQUEUES)
 
 
 def _check_writable(workdir: Path) -> None:
@@ -329,26 +339,11 @@ class EvalSubmitted:
 def _eval_executor(cluster: str, workdir: Path, run: ResolvedRun, kind: str, hours: float,
                    dependency: str | None, partition: str | None):
     """Sample and score jobs: one task on one node, one GPU where training had GPUs."""
-    import submitit
-
     res = run.resources
     folder = workdir / "logs" / run.run_id / f"eval-{run.protocol}-{kind}" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    timeout_min = max(1, round(hours * 60))
-    params: dict[str, Any] = {"name": f"{run.target}-{run.name}-{kind}-{run.run_id}",
-                              "timeout_min": timeout_min}
-    if cluster == "slurm":
-        params.update(nodes=1, tasks_per_node=1, cpus_per_task=res.cpus_per_task,
-                      mem_gb=res.mem_gb, slurm_signal_delay_s=min(SIGNAL_DELAY_S,
-                                                                  timeout_min * 30))
-        if res.gpus_per_node:
-            params["gpus_per_node"] = 1
-        if partition or res.partition:
-            params["slurm_partition"] = partition or res.partition
-        if dependency:
-            params["slurm_additional_parameters"] = {"dependency": dependency}
-    executor.update_parameters(**params)
-    return executor
+    return _make_executor(cluster, folder, f"{run.target}-{run.name}-{kind}-{run.run_id}",
+                          hours, res, 1, 1, 1 if res.gpus_per_node else 0, dependency,
+                          partition)
 
 
 def submit_eval(run: ResolvedRun, cluster: str, workdir: Path, train: Submitted,
