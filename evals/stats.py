@@ -7,7 +7,8 @@ n_blocks * d^2 * 8 bytes: with the default 50 blocks, 1.6 GB at d = 2048 (Incept
 64 MB at d = 400 (I3D logits); `n_blocks=0` turns them off (one d^2 accumulator).
 
 Storage: each block's sum of x x^T lives in the lower triangle of its own d x d array (the
-upper triangle stays zero), updated in place by BLAS dsyrk. At d = 2048 that costs ~16 ms per
+upper triangle stays zero), updated in place by BLAS dsyrk. Files hold only the non-empty blocks
+(`filled_blocks`), so a shard of a few clips stays small whatever n_blocks is. At d = 2048 that costs ~16 ms per
 clip instead of ~130 ms for forming X^T X and adding it to a full total and a full block. The
 totals (`count`, `sum`, `outer`) are sums over blocks, formed when read.
 
@@ -29,7 +30,8 @@ from scipy.linalg import blas
 
 from .atomic import atomic_open
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)           # version 1 stored every block, empty ones included
 DEFAULT_N_BLOCKS = 50
 HASH_MODULUS = 1 << 256
 IDENTITY_KEYS = ("detector", "protocol_hash")  # metadata that must agree before stats can mix
@@ -201,16 +203,19 @@ class FeatureStats:
     def save(self, path) -> Path:
         """Write atomically (temp file in the same folder, fsync, rename) as .npz.
 
-        `outer` is stored full; `block_outer_lower` as kept in memory (lower triangles).
+        `outer` is stored full; `block_outer_lower` as kept in memory (lower triangles), for
+        the non-empty blocks only (their indices in `filled_blocks`).
         """
         path = Path(path)
         header = {"schema_version": SCHEMA_VERSION, "dim": self.dim, "n_blocks": self.n_blocks,
                   "n": self.count, "n_clips": int(self.clip_indices.size),
                   "inputs_hash": self.inputs_hash, "detector": self.detector,
                   "protocol_hash": self.metadata.get("protocol_hash"), "metadata": self.metadata}
+        filled = np.flatnonzero(self.block_count > 0)
         arrays = {"count": np.int64(self.count), "sum": self.sum, "outer": self.outer,
                   "block_count": self.block_count, "block_sum": self.block_sum,
-                  "block_outer_lower": self.block_outer_lower, "clip_indices": self.clip_indices,
+                  "filled_blocks": filled, "block_outer_lower": self.block_outer_lower[filled],
+                  "clip_indices": self.clip_indices,
                   "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
         with atomic_open(path, "wb") as handle:
             np.savez(handle, **arrays)
@@ -226,6 +231,8 @@ class FeatureStats:
                 if missing:
                     raise StatsFileError(f"{path}: not a FeatureStats file (missing {missing})")
                 arrays = {key: archive[key] for key in ARRAY_KEYS}
+                if "filled_blocks" in archive.files:
+                    arrays["filled_blocks"] = archive["filled_blocks"]
             header = json.loads(arrays["header"].tobytes().decode())
         except StatsFileError:
             raise
@@ -236,17 +243,20 @@ class FeatureStats:
     @classmethod
     def _from_arrays(cls, path: Path, header: dict, arrays: dict) -> FeatureStats:
         version = header.get("schema_version") if isinstance(header, dict) else None
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise StatsFileError(f"{path}: schema version {version!r}, this code reads "
-                                 f"version {SCHEMA_VERSION}")
+                                 f"versions {READABLE_VERSIONS}")
         try:
             stats = cls(header["dim"], header["n_blocks"], header["metadata"])
             stats._hash_acc = int(header["inputs_hash"], 16)
         except (KeyError, TypeError, ValueError) as err:
             raise StatsFileError(f"{path}: bad header {header!r}: {err}") from err
         d, k = stats.dim, stats.n_blocks
+        filled = arrays.get("filled_blocks", np.arange(k)).astype(np.int64).reshape(-1)
+        if filled.size and (filled.min() < 0 or filled.max() >= k):
+            raise StatsFileError(f"{path}: filled_blocks {filled.tolist()} outside 0..{k - 1}")
         expected = {"count": (), "sum": (d,), "outer": (d, d), "block_count": (k,),
-                    "block_sum": (k, d), "block_outer_lower": (k, d, d)}
+                    "block_sum": (k, d), "block_outer_lower": (filled.size, d, d)}
         for key, shape in expected.items():
             if arrays[key].shape != shape:
                 raise StatsFileError(f"{path}: {key} has shape {arrays[key].shape}, "
@@ -257,8 +267,9 @@ class FeatureStats:
         if k:
             stats._count = arrays["block_count"].astype(np.int64)
             stats._sum = arrays["block_sum"].astype(np.float64, copy=False)
-            stats._outer_lower = np.tril(arrays["block_outer_lower"].astype(np.float64,
-                                                                             copy=False))
+            stats._outer_lower[filled] = np.tril(arrays["block_outer_lower"])
+            if np.any(stats._count[np.setdiff1d(np.arange(k), filled)]):
+                raise StatsFileError(f"{path}: a block with rows is missing from filled_blocks")
         else:
             stats._count = np.array([count], dtype=np.int64)
             stats._sum = arrays["sum"].astype(np.float64, copy=False)[None]

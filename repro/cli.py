@@ -14,7 +14,8 @@ from .fsio import UnwritableError
 from .jobs import JobFileError, UnknownTarget, load_all_targets, load_target, resolve_target
 from .paths import work_dir
 from .samplecmd import add_parsers as add_sample_parsers
-from .submit import CLUSTERS, SlurmUnavailable, dry_run, submit
+from .executors import CLUSTERS, SlurmUnavailable
+from .submit import dry_run, submit
 
 USER_ERRORS = (JobFileError, UnknownTarget, ConfigError, UnwritableError, SlurmUnavailable,
                ValueError, FileNotFoundError)

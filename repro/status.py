@@ -7,7 +7,7 @@ from typing import Any
 
 from .fsio import read_json
 from .runner import run_state
-from .submit import slurm_states
+from .executors import slurm_states
 
 
 def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, Any]]:

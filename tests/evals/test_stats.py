@@ -165,6 +165,29 @@ def test_save_load_round_trip_without_blocks(tmp_path):
     assert_stats_close(loaded, stats, rtol=0)
 
 
+def test_files_hold_only_non_empty_blocks_and_version_1_files_still_load(tmp_path):
+    features, clips = make_clips(n_clips=2)                # 2 of 50 blocks get rows
+    stats = one_pass(features, clips, n_blocks=50)
+    path = stats.save(tmp_path / "sparse.npz")
+    with np.load(path) as archive:
+        assert archive["filled_blocks"].tolist() == [0, 1]
+        assert archive["block_outer_lower"].shape == (2, DIM, DIM)
+        arrays = {key: archive[key] for key in archive.files if key != "filled_blocks"}
+    assert_stats_close(FeatureStats.load(path), stats, rtol=0)
+    arrays["block_outer_lower"] = stats.block_outer_lower          # the old layout: every block
+    header = json.loads(arrays["header"].tobytes().decode())
+    arrays["header"] = np.frombuffer(json.dumps({**header, "schema_version": 1}).encode(),
+                                     dtype=np.uint8)
+    np.savez(tmp_path / "v1.npz", **arrays)
+    assert_stats_close(FeatureStats.load(tmp_path / "v1.npz"), stats, rtol=0)
+    with np.load(path) as archive:
+        broken = {key: archive[key] for key in archive.files}
+    broken["filled_blocks"] = np.array([0, 7])                     # block 1 has rows
+    np.savez(tmp_path / "broken.npz", **broken)
+    with pytest.raises(StatsFileError, match="broken.npz.*filled_blocks"):
+        FeatureStats.load(tmp_path / "broken.npz")
+
+
 def test_load_rejects_corrupt_truncated_and_foreign_files(tmp_path):
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file")

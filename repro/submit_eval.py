@@ -1,0 +1,172 @@
+"""The evaluation part of a submission: for each trained run with paper cells, a sample array
+over clip shards (after its training job) and a score job (after every shard), recorded in the
+run's eval folder (repro/eval_job.py does the work inside the jobs).
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maskgwm.config.resolve import STAGES
+
+from .executors import (Submitted, make_executor, previous_job, slurm_states, wait_job,
+                        wait_run)
+from .fsio import atomic_write_json
+from .jobs import ResolvedRun
+from .runner import run_dir, run_state
+
+
+def evaluated_runs(runs: list[ResolvedRun]) -> list[ResolvedRun]:
+    """Runs that get sample and score jobs: trained (stage 1a-3) and filling paper cells.
+    Vista runs stay placeholders."""
+    return [run for run in runs if run.cells and run.stage in STAGES]
+
+
+@dataclass
+class EvalSubmitted:
+    """The evaluation of one run under its protocol: sample shards, then the score job."""
+    run: ResolvedRun
+    directory: Path
+    action: str          # skipped (done) | submitted | reused (queued) | blocked | unsupported
+    shards: int = 0
+    sample_jobs: dict[int, str] = field(default_factory=dict)    # shard -> job id
+    score_job: str | None = None
+    jobs: list = field(default_factory=list)
+    message: str = ""
+
+    def describe(self) -> str:
+        if self.message:
+            return self.message
+        if self.action == "skipped":
+            return f"result {self.directory / 'result.json'}"
+        jobs = ", ".join(f"{i}:{j}" for i, j in self.sample_jobs.items())
+        return (f"sample shards [{jobs or 'done'}] of {self.shards}, score job "
+                f"{self.score_job or '-'}")
+
+    def record(self) -> dict[str, Any]:
+        return {"run_id": self.run.run_id, "name": self.run.name, "protocol": self.run.protocol,
+                "action": self.action, "dir": str(self.directory),
+                "sample_jobs": {str(k): v for k, v in self.sample_jobs.items()},
+                "score_job": self.score_job, "message": self.message}
+
+
+def _eval_executor(cluster: str, workdir: Path, run: ResolvedRun, kind: str, hours: float,
+                   dependency: str | None, partition: str | None):
+    """Sample and score jobs: one task on one node, one GPU where training had GPUs."""
+    res = run.resources
+    folder = workdir / "logs" / run.run_id / f"eval-{run.protocol}-{kind}" / "%j"
+    return make_executor(cluster, folder, f"{run.target}-{run.name}-{kind}-{run.run_id}",
+                          hours, res, 1, 1, 1 if res.gpus_per_node else 0, dependency,
+                          partition)
+
+
+def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: Path,
+                train: Submitted, partition: str | None, commit: str) -> EvalSubmitted:
+    """Submit the unfinished sample shards of `run` (after its training job) and the score job
+    (after every shard), unless its result exists or its jobs are still queued."""
+    from .eval_job import (EVAL_OPTIONS, eval_dir, eval_spec, eval_state, node_id,
+                           shard_state_dir)
+    directory = eval_dir(workdir, run.run_id, run.protocol)
+    if eval_state(directory)[0] == "done":
+        return EvalSubmitted(run, directory, "skipped")
+    if run.protocol == "drivewm_mview":
+        return EvalSubmitted(run, directory, "unsupported",
+                             message="multi-view sampling and scoring are not implemented yet")
+    options = EVAL_OPTIONS[run.scale]
+    shards = options["shards"]
+    previous = previous_job(directory) or {}
+    if cluster == "slurm" and previous.get("cluster") == "slurm":
+        ids = [j for j in list(previous.get("sample_jobs", {}).values())
+               + [previous.get("score_job")] if j]
+        live = slurm_states(ids)
+        if any(state == "BLOCKED" for state in live.values()):
+            for job_id in ids:
+                subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+        elif previous.get("score_job") in live:
+            return EvalSubmitted(run, directory, "reused", shards,
+                                 {int(k): v for k, v in previous["sample_jobs"].items()},
+                                 previous["score_job"])
+    if cluster != "slurm":
+        wait_run(train)
+        if run_state(run_dir(workdir, run.run_id))[0] != "done":
+            return EvalSubmitted(run, directory, "blocked", shards,
+                                 message="its training run is not done")
+    spec_path = directory / "spec.json"
+    spec = eval_spec(spec, run.protocol, workdir)
+    atomic_write_json(spec_path, {**spec, "submitted_from_commit": commit,
+                                  "nodes": [node_id(run.run_id, run.protocol, "sample", i, shards)
+                                            for i in range(shards)]
+                                  + [node_id(run.run_id, run.protocol, "score")]})
+    todo = [i for i in range(shards)
+            if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
+    train_dep = f"afterok:{train.job_id}" if cluster == "slurm" and train.job_id and \
+        train.action in ("submitted", "reused") else None
+    entry = EvalSubmitted(run, directory, "submitted", shards)
+    if todo:
+        from .eval_job import SampleJob
+        executor = _eval_executor(cluster, workdir, run, "sample", options["sample_hours"],
+                                  train_dep, partition)
+        jobs = executor.map_array(SampleJob(), [str(spec_path)] * len(todo), todo)
+        entry.sample_jobs = {i: str(job.job_id) for i, job in zip(todo, jobs)}
+        entry.jobs += jobs
+    if cluster != "slurm":
+        for job in entry.jobs:
+            wait_job(job)
+        entry.jobs = []
+        failed = [i for i in range(shards)
+                  if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
+        if failed:
+            entry.action, entry.message = "blocked", f"sample shards {failed} failed"
+            _record_eval(entry, cluster)
+            return entry
+    score_dep = None
+    if cluster == "slurm":
+        array_ids = sorted({job_id.split("_")[0] for job_id in entry.sample_jobs.values()})
+        score_dep = ("afterok:" + ":".join(array_ids)) if array_ids else train_dep
+    from .eval_job import ScoreJob
+    executor = _eval_executor(cluster, workdir, run, "score", options["score_hours"],
+                              score_dep, partition)
+    job = executor.submit(ScoreJob(), str(spec_path))
+    entry.score_job = str(job.job_id)
+    entry.jobs.append(job)
+    if cluster != "slurm":
+        wait_job(job)
+        entry.jobs = []
+        if eval_state(directory)[0] != "done":
+            entry.action, entry.message = "failed", f"scoring failed; log {job.paths.stderr}"
+    _record_eval(entry, cluster)
+    return entry
+
+
+def _record_eval(entry: EvalSubmitted, cluster: str) -> None:
+    run = entry.run
+    atomic_write_json(entry.directory / "job.json",
+                      {"cluster": cluster, "target": run.target, "name": run.name,
+                       "scale": run.scale, "protocol": run.protocol, "shards": entry.shards,
+                       "sample_jobs": {str(k): v for k, v in entry.sample_jobs.items()},
+                       "score_job": entry.score_job,
+                       "logs": str(entry.directory.parents[2] / "logs" / run.run_id)})
+
+
+def wait_for_slurm_evals(evals: list[EvalSubmitted], poll_s: float = 2.0) -> None:
+    """Until every evaluation's score job has a result or left the queue."""
+    from .eval_job import eval_state
+    waiting = [e for e in evals if e.score_job]
+    while waiting:
+        ids = [j for e in waiting for j in [e.score_job, *e.sample_jobs.values()]]
+        live = slurm_states(ids)
+        still = []
+        for entry in waiting:
+            if eval_state(entry.directory)[0] == "done":
+                continue
+            mine = [live.get(j) for j in [entry.score_job, *entry.sample_jobs.values()]]
+            if any(state and state != "BLOCKED" for state in mine):
+                still.append(entry)
+        waiting = still
+        if waiting:
+            time.sleep(poll_s)
+
+
