@@ -25,7 +25,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .frechet import frechet_distance, frechet_from_stats
+from .frechet import FixedGaussian, frechet_distance, frechet_from_stats
 from .stats import FeatureStats, covariance_from_moments, full_from_lower
 
 REF_MODES = ("none", "same", "independent")
@@ -105,6 +105,21 @@ def _ref_replicates(ref, gen, gen_weights, resample_ref, rng):
     return _replicate_moments(ref, _draw_weights(rng, ref, filled, len(gen_weights)))
 
 
+class _RefDistance:
+    """FD of a replicate to its reference replicate (`refs` yields those); a reference held
+    fixed ("none") is factorised once (frechet.FixedGaussian)."""
+
+    def __init__(self, ref, gen, gen_weights, resample_ref, rng):
+        self.refs = _ref_replicates(ref, gen, gen_weights, resample_ref, rng)
+        self.fixed = FixedGaussian(ref.mean(), ref.cov()) if resample_ref == "none" else None
+
+    def __call__(self, mu, cov, ref_moments) -> float:
+        if self.fixed is not None:
+            return self.fixed.distance(mu, cov)
+        return frechet_distance(mu, cov, *ref_moments)
+
+
+
 def _check_same_clips(a: FeatureStats, b: FeatureStats, name_a: str, name_b: str) -> None:
     if a.n_blocks != b.n_blocks:
         raise ValueError(f"{name_a} and {name_b} use different n_blocks "
@@ -131,9 +146,9 @@ def bootstrap_frechet(gen: FeatureStats, ref: FeatureStats, n_boot: int = 200, s
     value = frechet_from_stats(gen, ref)
     rng = np.random.default_rng(seed)
     weights = _draw_weights(rng, gen, _check_blocks(gen, "gen"), n_boot)
-    refs = _ref_replicates(ref, gen, weights, resample_ref, rng)
-    replicates = [frechet_distance(mu, cov, ref_mu, ref_cov)
-                  for (mu, cov), (ref_mu, ref_cov) in zip(_replicate_moments(gen, weights), refs)]
+    distance = _RefDistance(ref, gen, weights, resample_ref, rng)
+    replicates = [distance(mu, cov, ref_moments)
+                  for (mu, cov), ref_moments in zip(_replicate_moments(gen, weights), distance.refs)]
     return _percentile_interval(value, np.array(replicates), level)
 
 
@@ -146,12 +161,13 @@ def paired_bootstrap_difference(gen_a: FeatureStats, gen_b: FeatureStats, ref: F
     value = frechet_from_stats(gen_a, ref) - frechet_from_stats(gen_b, ref)
     rng = np.random.default_rng(seed)
     weights = _draw_weights(rng, gen_a, _check_blocks(gen_a, "gen_a"), n_boot)
-    refs = _ref_replicates(ref, gen_a, weights, resample_ref, rng)
+    distance = _RefDistance(ref, gen_a, weights, resample_ref, rng)
     differences, a_lower = [], []
-    for (mu_a, cov_a), (mu_b, cov_b), (ref_mu, ref_cov) in zip(
-            _replicate_moments(gen_a, weights), _replicate_moments(gen_b, weights), refs):
-        fd_a = frechet_distance(mu_a, cov_a, ref_mu, ref_cov)
-        fd_b = frechet_distance(mu_b, cov_b, ref_mu, ref_cov)
+    for (mu_a, cov_a), (mu_b, cov_b), ref_moments in zip(
+            _replicate_moments(gen_a, weights), _replicate_moments(gen_b, weights),
+            distance.refs):
+        fd_a = distance(mu_a, cov_a, ref_moments)
+        fd_b = distance(mu_b, cov_b, ref_moments)
         differences.append(fd_a - fd_b)
         a_lower.append(fd_a < fd_b)
     interval = _percentile_interval(value, np.array(differences), level,

@@ -105,6 +105,27 @@ def _eigvalsh_lower(matrix: np.ndarray) -> np.ndarray:
                              overwrite_a=True, check_finite=False)
 
 
+def _root_factor(sigma: np.ndarray) -> np.ndarray | None:
+    """B with S = B B^T from eigh(S), zero eigen-directions dropped; None when S is zero."""
+    values, vectors = scipy.linalg.eigh(sigma, driver="evd", check_finite=False)
+    values = _clip_negative(values, "sigma1")
+    keep = values > _zero_tolerance(values)
+    return vectors[:, keep] * np.sqrt(values[keep]) if keep.any() else None
+
+
+def _trace_sqrt_through(root: np.ndarray | None, sigma2: np.ndarray) -> float:
+    """Tr((S1 S2)^(1/2)) from S1's factor B: the eigenvalues of B^T S2 B."""
+    if root is None:
+        return 0.0
+    return _sum_sqrt(_eigvalsh_lower(np.asfortranarray(root.T @ sigma2 @ root)))
+
+
+def _sum_sqrt(eigenvalues: np.ndarray) -> float:
+    eigenvalues = _clip_negative(eigenvalues, "sigma2 (seen through sigma1^(1/2))")
+    eigenvalues[eigenvalues <= _zero_tolerance(eigenvalues)] = 0.0
+    return float(np.sqrt(eigenvalues).sum())
+
+
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """Tr((S1 S2)^(1/2)) for symmetric positive semidefinite S1, S2 (checked by the caller)."""
     # A symmetric C-ordered matrix's transpose is the same matrix in Fortran order: no copy.
@@ -114,29 +135,47 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
         similar, info = lapack.dsygst(sigma2.T, factor, itype=2, lower=1)
         if info != 0:
             raise RuntimeError(f"LAPACK dsygst failed with info={info}")
-        eigenvalues = _eigvalsh_lower(similar)  # of L^T S2 L, lower triangle
-    else:
-        s1_values, s1_vectors = scipy.linalg.eigh(sigma1, driver="evd", check_finite=False)
-        s1_values = _clip_negative(s1_values, "sigma1")
-        keep = s1_values > _zero_tolerance(s1_values)
-        if not keep.any():
-            return 0.0
-        root = s1_vectors[:, keep] * np.sqrt(s1_values[keep])
-        eigenvalues = _eigvalsh_lower(np.asfortranarray(root.T @ sigma2 @ root))
-    eigenvalues = _clip_negative(eigenvalues, "sigma2 (seen through sigma1^(1/2))")
-    eigenvalues[eigenvalues <= _zero_tolerance(eigenvalues)] = 0.0
-    return float(np.sqrt(eigenvalues).sum())
+        return _sum_sqrt(_eigvalsh_lower(similar))  # of L^T S2 L, lower triangle
+    return _trace_sqrt_through(_root_factor(sigma1), sigma2)
+
+
+def _distance(diff: np.ndarray, trace1: float, trace2: float, trace_sqrt: float) -> float:
+    value = diff @ diff + trace1 + trace2 - 2.0 * trace_sqrt
+    if not np.isfinite(value):
+        raise FloatingPointError(f"Frechet distance is not finite ({value}); inputs were finite")
+    return max(float(value), 0.0)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64."""
     mu1, sigma1, mu2, sigma2 = _check_inputs(mu1, sigma1, mu2, sigma2)
-    diff = mu1 - mu2
-    value = (diff @ diff + np.trace(sigma1) + np.trace(sigma2)
-             - 2.0 * trace_sqrt_product(sigma1, sigma2))
-    if not np.isfinite(value):
-        raise FloatingPointError(f"Frechet distance is not finite ({value}); inputs were finite")
-    return max(float(value), 0.0)
+    return _distance(mu1 - mu2, np.trace(sigma1), np.trace(sigma2),
+                     trace_sqrt_product(sigma1, sigma2))
+
+
+class FixedGaussian:
+    """One Gaussian held fixed across many Frechet distances (a bootstrap's reference set).
+
+    When its covariance has rank r <= d / 2 (fewer reference samples than half the
+    dimensions), its factor B (S = B B^T) is computed once and each distance needs only the
+    eigenvalues of the r x r matrix B^T S B, instead of a d x d eigendecomposition of the
+    other (also singular) side: the same exact value. Otherwise `distance` is
+    `frechet_distance`, whose Cholesky path is then the faster one.
+    """
+
+    def __init__(self, mu, sigma):
+        self.mu, self.sigma, _, _ = _check_inputs(mu, sigma, mu, sigma)
+        self.trace = float(np.trace(self.sigma))
+        self.root = _root_factor(self.sigma)
+        rank = 0 if self.root is None else self.root.shape[1]
+        self.low_rank = rank <= self.sigma.shape[0] // 2
+
+    def distance(self, mu, sigma) -> float:
+        if not self.low_rank:
+            return frechet_distance(mu, sigma, self.mu, self.sigma)
+        mu, sigma, _, _ = _check_inputs(mu, sigma, self.mu, self.sigma)
+        return _distance(mu - self.mu, np.trace(sigma), self.trace,
+                         _trace_sqrt_through(self.root, sigma))
 
 
 def frechet_from_stats(a: FeatureStats, b: FeatureStats) -> float:

@@ -6,10 +6,13 @@ video set into generated clips, written as a video set (evals/videoset.py) for `
   sees zeroed condition latents (euler_sample does that).
 - `generate_clip`: one clip, one window of `window` frames (25 by default) or an autoregressive
   rollout whose later rounds condition on the last `rollout_cond` (3) frames.
+- `generate_views`: the same for the K views of one scene, generated jointly (latents
+  [1, T, K, 16, h, w], one model call per step); `generate_clip` is its K = 1 case.
 - `sample_videoset`: every clip of a real set (or one shard of them), resumable; each shard writes
   its own set (`shard_dir`), since concurrent writers of one manifest are not safe, and
   `merge_videosets` joins them. A clip's noise depends only on (seed, clip_id), so sharding does
-  not change any clip.
+  not change any clip. Multi-view sets (`views`) are handled per scene by
+  maskgwm/sample_mview.py.
 
 Assumed (the paper does not say): condition frames are centre-cropped and LANCZOS-resized to the
 model resolution like the training frames; generated clips keep the real condition frames (they
@@ -84,16 +87,28 @@ def generate_clip(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning,
                   guidance: float = 4.0, window: int | None = None, shift: float = SD3_SHIFT,
                   rollout_cond: int = ROLLOUT_COND, batch_size: int = 8) -> torch.Tensor:
     """uint8 condition frames [n_cond, 3, H, W] -> uint8 clip [n_frames, 3, H, W] whose first
-    n_cond frames are the given ones and the rest are generated.
+    n_cond frames are the given ones and the rest are generated: `generate_views` with one
+    view (latents [1, T, 1, 16, h, w])."""
+    return generate_views(model, vae, text, cond_frames[None], n_frames, seed, steps, guidance,
+                          window, shift, rollout_cond, batch_size)[0]
+
+
+@torch.no_grad()
+def generate_views(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning,
+                   cond_frames: torch.Tensor, n_frames: int, seed: int, steps: int = 30,
+                   guidance: float = 4.0, window: int | None = None, shift: float = SD3_SHIFT,
+                   rollout_cond: int = ROLLOUT_COND, batch_size: int = 8) -> torch.Tensor:
+    """uint8 condition frames [K, n_cond, 3, H, W] of K views -> uint8 clips
+    [K, n_frames, 3, H, W]: the K views are generated jointly, as latents [1, T, K, 16, h, w]
+    in one model call per step (so the view blocks see every view).
 
     One window when n_frames <= window (default 25), else flow.rollout: each later round
-    conditions on the last `rollout_cond` frames. Latents are [1, T, 1, 16, h, w]: one view
-    (multi-view sampling is not done here yet). The noise comes from a generator on the model's
-    device seeded with `seed`, so a seed fixes the clip on a given device (CPU and CUDA draw
-    different noise). `batch_size` bounds the VAE's batches.
+    conditions on the last `rollout_cond` frames. The noise comes from a generator on the
+    model's device seeded with `seed`, so a seed fixes the clip on a given device (CPU and CUDA
+    draw different noise). `batch_size` bounds the VAE's batches.
     """
     window = window or DEFAULT_WINDOW
-    n_cond = cond_frames.shape[0]
+    views, n_cond = cond_frames.shape[:2]
     if window > model.preset.max_frames:
         raise ValueError(f"window {window} exceeds preset '{model.preset.name}''s "
                          f"{model.preset.max_frames} frames")
@@ -101,9 +116,12 @@ def generate_clip(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning,
         raise ValueError(f"{n_cond} condition frames for {n_frames} frames in {window}-frame "
                          f"windows: need n_cond < n_frames and n_cond <= window")
     device, dtype = _model_device_dtype(model)
-    latents = vae.encode(cond_frames, batch_size).to(device, dtype)[None, :, None]
-    frame_shape = (1, vae.vae.config.latent_channels,
-                   cond_frames.shape[2] // vae.downsample, cond_frames.shape[3] // vae.downsample)
+    height, width = cond_frames.shape[-2:]
+    frame_shape = (views, vae.vae.config.latent_channels, height // vae.downsample,
+                   width // vae.downsample)
+    latents = vae.encode(cond_frames.reshape(views * n_cond, 3, height, width), batch_size)
+    latents = latents.reshape(views, n_cond, *frame_shape[1:]).transpose(0, 1)[None]
+    latents = latents.to(device, dtype)
     velocity, unconditional = model_velocity(model, text)
     if n_frames <= window:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -117,8 +135,20 @@ def generate_clip(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning,
         generate_window = euler_window_generator(velocity, frame_shape, window, steps, guidance,
                                                  unconditional, shift)
         out = rollout(generate_window, latents, n_frames, window, rollout_cond, seed)
-    generated = vae.decode(out[0, n_cond:, 0], batch_size)
-    return torch.cat([cond_frames.cpu(), generated])
+    new = out[0, n_cond:].transpose(0, 1)                      # [K, T - n_cond, C, h, w]
+    generated = vae.decode(new.reshape(-1, *frame_shape[1:]), batch_size)
+    generated = generated.reshape(views, n_frames - n_cond, *generated.shape[1:])
+    return torch.cat([cond_frames.cpu(), generated], dim=1)
+
+
+def condition_frames(clip: np.ndarray, n_cond: int,
+                     size: tuple[int, int] | None) -> torch.Tensor:
+    """The first n_cond frames of a real clip [T, H, W, 3], centre-cropped and resized to
+    `size` = (width, height) (the clip's own size if None), as uint8 [n_cond, 3, h, w]."""
+    w, h = size or (clip.shape[2], clip.shape[1])
+    cond = np.stack([crop_resize(frame, w, h) for frame in clip[:n_cond]]) if n_cond \
+        else np.zeros((0, h, w, 3), np.uint8)
+    return torch.from_numpy(cond).permute(0, 3, 1, 2)
 
 
 def clip_seed(seed: int, clip_id: str) -> int:
@@ -152,7 +182,8 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
                     guidance: float = 4.0, seed: int = 0, frames: int | None = None,
                     width: int | None = None, height: int | None = None,
                     window: int | None = None, device: str | torch.device = "cpu",
-                    batch_size: int = 8, log: Callable[[str], Any] = print) -> Path:
+                    batch_size: int = 8, log: Callable[[str], Any] = print,
+                    views: Sequence[str] | None = None) -> Path:
     """Generate the clips i of the real set with i % num_shards == shard into
     `shard_dir(out_dir, shard, num_shards)` and return that folder.
 
@@ -162,6 +193,10 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
     `frames` overrides the real clip length (e.g. long rollouts). Clips already in the output
     are skipped, so a killed run resumes without losing or duplicating clips (the manifest is
     rewritten after every clip). `batch_size` bounds the VAE's batches.
+
+    With `views` (camera names), the real set is multi-view (evals/multiview.py: clip ids
+    `<scene>/<view>`): the views of a scene are generated jointly, scenes (not clips) are
+    sharded, resumed and seeded (maskgwm.sample_mview).
     """
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} of {num_shards}: need 0 <= shard < num_shards")
@@ -179,7 +214,14 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
                 "window": window, "rollout_cond": ROLLOUT_COND, "shift": SD3_SHIFT,
                 "vae": [vae.scaling, vae.shift], "run": extra.get("run_id"),
                 "step": extra.get("step")}
+    if views:
+        settings["views"] = list(views)
     _record_settings(target, settings, str(Path(checkpoint).resolve()))
+    options = {"steps": steps, "guidance": guidance, "window": window, "batch_size": batch_size}
+    if views:
+        from maskgwm.sample_mview import sample_scenes
+        return sample_scenes(model, vae, text, real, target, list(views), size, shard,
+                             num_shards, seed, frames, options, log)
     done = skipped = 0
     with VideoSetWriter(target, flush_every=1) as writer:
         for index, entry in enumerate(real.clips):
@@ -193,10 +235,7 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
             if n_cond > len(clip):
                 raise VideoSetError(f"{real.root}: clip {entry.clip_id} has {len(clip)} frames "
                                     f"but {n_cond} condition frames")
-            w, h = size or (clip.shape[2], clip.shape[1])
-            cond = np.stack([crop_resize(frame, w, h) for frame in clip[:n_cond]]) if n_cond \
-                else np.zeros((0, h, w, 3), np.uint8)
-            out = generate_clip(model, vae, text, torch.from_numpy(cond).permute(0, 3, 1, 2),
+            out = generate_clip(model, vae, text, condition_frames(clip, n_cond, size),
                                 frames or entry.frames, clip_seed(seed, entry.clip_id), steps,
                                 guidance, window, batch_size=batch_size)
             writer.add(entry.clip_id, out.permute(0, 2, 3, 1).numpy(), entry.fps,

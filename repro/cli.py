@@ -25,16 +25,33 @@ def default_scale(target: str, scale: str | None) -> str:
     return scale or ("smoke" if target == "smoke" else "paper")
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --seeds: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def add_seeds_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--seeds", type=positive_int, default=None, metavar="N", help=what)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     targets = [load_target(args.target)] if args.target else load_all_targets()
+    seeds = args.seeds or 1
     uses: dict[str, list[str]] = defaultdict(list)
     for target in load_all_targets():
-        for run in resolve_target(target, args.scale):
+        for run in resolve_target(target, args.scale, seeds):
             uses[run.run_id] += list(run.cells) or [f"({target.name}:{run.name})"]
     for target in targets:
-        runs = resolve_target(target, args.scale)
+        runs = resolve_target(target, args.scale, seeds)
         print(f"{target.name:<8} {target.title}")
-        print(f"         protocol {target.protocol}; scale {args.scale}; {target.path}")
+        print(f"         protocol {target.protocol}; scale {args.scale}; {target.path}"
+              + (f"; {seeds} seeds (replicas <run>-seed<s>)" if seeds > 1 else ""))
         print(f"         {'run':<24} {'id':<12} {'stage':<5} {'variant':<22} {'steps':>6}  cells")
         for run in runs:
             shared = " (shared)" if len(set(uses[run.run_id])) > 1 else ""
@@ -54,11 +71,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     if args.dry_run:
-        dry_run(target, scale, work_dir(), args.partition)
+        dry_run(target, scale, work_dir(), args.partition, seeds=args.seeds or 1)
         return 0
     evals: list = []
     entries = submit(target, scale, args.cluster, work_dir(), wait=args.wait,
-                     partition=args.partition, evals_out=evals)
+                     partition=args.partition, evals_out=evals, seeds=args.seeds or 1)
     if args.cluster == "slurm" and not args.wait:
         print("submitted; follow with `repro status " + target.name + "`")
         return 0
@@ -73,8 +90,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
               "yet); they only recorded their resolved configs")
     print(f"{len(entries) - len(failed)}/{len(entries)} runs done for {target.name} ({scale})")
     from .eval_job import eval_state
-    evals_failed = [e for e in evals if e.action != "unsupported"
-                    and eval_state(e.directory)[0] != "done"]
+    evals_failed = [e for e in evals if eval_state(e.directory)[0] != "done"]
+    if evals and not args.no_report:
+        from .report import report
+        report(target, scale, seeds=args.seeds or 1)
     return 1 if failed or evals_failed else 0
 
 
@@ -88,8 +107,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from .table import render_target_table, write_target_table
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
-    path = write_target_table(target, scale)
-    print(render_target_table(target, scale), end="")
+    path = write_target_table(target, scale, seeds=args.seeds)
+    print(render_target_table(target, scale, seeds=args.seeds), end="")
     print(f"\nwritten to {path}")
     return 0
 
@@ -98,7 +117,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from .collect import collect, format_missing
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
-    result = collect(target, scale, partial=args.partial)
+    result = collect(target, scale, partial=args.partial, seeds=args.seeds or 1)
     if result.missing:
         print(format_missing(result.missing), file=sys.stderr)
     if result.path is None:
@@ -108,7 +127,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
         return 1
     runs = len({row["run_id"] for row in result.rows})
     scale_flag = f" --scale {scale}" if scale != default_scale(args.target, None) else ""
-    print(f"{len(result.rows)} values from {runs} run(s) written to {result.path}; "
+    seeds = len({row["seed"] for row in result.rows})
+    print(f"{len(result.rows)} values from {runs} run(s)"
+          + (f" ({seeds} seeds)" if seeds > 1 else "") + f" written to {result.path}; "
           f"show them with `repro table {target.name}{scale_flag}`")
     return 0
 
@@ -120,7 +141,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .plot import plot_target
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
-    written = plot_target(target, scale)
+    written = plot_target(target, scale, seeds=args.seeds)
     for path in written:
         print(f"written {path}")
     if not written:
@@ -137,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="targets, their runs, protocols and the paper cells they fill")
     p.add_argument("target", nargs="?", help="show one target only")
     p.add_argument("--scale", choices=SCALES, default="paper", help="scale to resolve run ids at")
+    add_seeds_argument(p, "also list the seed replicas of seeds 1..N-1 (default 1: none)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("submit", help="submit a target's runs (through submitit)")
@@ -149,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print Slurm options, command and GPU-hours per run; submit nothing")
     p.add_argument("--wait", action="store_true", help="with --cluster slurm: wait for all jobs")
     p.add_argument("--partition", default=None, help="Slurm partition (overrides the job file)")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the closing collect, table and plots (run when jobs finish here)")
+    add_seeds_argument(p, "train and evaluate every run with paper cells with N seeds: seed 0 "
+                       "is the run itself, seeds 1..N-1 replicas from the same parent "
+                       "(default 1)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="state of submitted runs, with log paths")
@@ -159,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a target in slurm/")
     p.add_argument("--scale", choices=SCALES, default=None,
                    help="which of our results to show (default: smoke for `smoke`, else paper)")
+    add_seeds_argument(p, "use seeds 0..N-1 of the collected results (default: all collected); "
+                       "with several, ours = mean ± std and ablation rows are tested against "
+                       "seed noise")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("collect", help="gather a target's evaluation results into "
@@ -168,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which runs to collect (default: smoke for `smoke`, else paper)")
     p.add_argument("--partial", action="store_true",
                    help="write the results that exist even if some runs have none yet")
+    add_seeds_argument(p, "collect seeds 0..N-1 of every run (default 1), with mean, std and "
+                       "n_seeds per cell")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("plot", help="figures of our numbers beside the paper's "
@@ -179,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=SCALES, default=None,
                    help="which of our results to plot (default: smoke for `smoke`, else paper)")
     p.add_argument("--clips", default=None, help="with `qualitative`: clip ids, comma-separated")
+    add_seeds_argument(p, "use seeds 0..N-1 of the collected results (default: all collected)")
     p.set_defaults(func=cmd_plot)
     add_eval_parsers(sub)
     add_data_parsers(sub)

@@ -2,8 +2,13 @@
 
 Reads only `<workdir>/runs/<run_id>/eval/<protocol>/result.json` (the dict `evals.evaluate`
 writes, plus a top-level `provenance`) for every run of the target that fills paper cells,
-and writes one row per (table, cell, metric[, seconds]) with the interval and provenance
+and writes one row per (table, cell, metric[, seconds], seed) with the interval and provenance
 columns below. Paper numbers are never written here (they stay in `results/paper/`).
+
+Seeds (`--seeds N`, repro/jobs.py): `seed` is the replica index s (0 = the run as declared;
+s >= 1 its seed replica). Every row also carries the summary over the seeds collected for its
+(table, cell, metric, seconds): `seed_mean`, `seed_std` (sample std, ddof 1; empty with one
+seed) and `n_seeds`. `value`, `ci_low`, `ci_high` and `n` stay per seed.
 
 One CSV never mixes protocol versions: all results of one protocol name must carry the same
 protocol hash, and so must the CSV already on disk (otherwise nothing is written).
@@ -22,9 +27,10 @@ from .fsio import atomic_write_text
 from .jobs import ResolvedRun, Target, resolve_target
 from .paths import results_dir, work_dir
 
-COLUMNS = ("table", "cell", "metric", "value", "ci_low", "ci_high", "n", "scale", "seconds",
-           "random_weights", "run_id", "git_commit", "config_hash", "protocol", "protocol_hash",
-           "clip_list_hash", "detector_sha256", "created")
+COLUMNS = ("table", "cell", "metric", "seed", "value", "ci_low", "ci_high", "n", "seed_mean",
+           "seed_std", "n_seeds", "scale", "seconds", "random_weights", "run_id", "git_commit",
+           "config_hash", "protocol", "protocol_hash", "clip_list_hash", "detector_sha256",
+           "created")
 METRICS = (("fid", "FID"), ("fvd", "FVD"))  # result key -> spelling in the paper CSVs
 
 
@@ -95,7 +101,7 @@ def rows_from_result(result: dict[str, Any], run: ResolvedRun, scale: str,
                 seconds = _seconds_text(point["seconds"]) if long_horizon else ""
                 for key, name in METRICS:
                     m = point[key]
-                    rows.append({"table": table, "cell": cell, "metric": name,
+                    rows.append({"table": table, "cell": cell, "metric": name, "seed": run.seed,
                                  "value": _number(m["value"]), "ci_low": _number(m.get("low")),
                                  "ci_high": _number(m.get("high")), "n": int(m["n"]),
                                  "seconds": seconds, **common})
@@ -136,6 +142,24 @@ def _check_one_hash(rows: list[dict[str, Any]], existing: list[dict[str, str]],
                                "Move that CSV away (or delete it) to collect the new version")
 
 
+SUMMARY_KEY = ("table", "cell", "metric", "seconds")
+
+
+def add_seed_summary(rows: list[dict[str, Any]]) -> None:
+    """Fill `seed_mean`, `seed_std` (ddof 1) and `n_seeds` of every row from the finite values
+    of all rows with its (table, cell, metric, seconds)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in SUMMARY_KEY), []).append(row)
+    for group in groups.values():
+        values = [float(r["value"]) for r in group if r["value"] != ""]
+        mean = sum(values) / len(values) if values else math.nan
+        std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+               if len(values) > 1 else math.nan)
+        for row in group:
+            row.update(seed_mean=_number(mean), seed_std=_number(std), n_seeds=len(values))
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -145,11 +169,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def collect(target: Target, scale: str, partial: bool = False, workdir: Path | None = None,
-            results_root: Path | None = None) -> Collected:
-    """Read every result of `target` at `scale`; write the CSV unless results are missing
-    (then only with `partial`, and only if at least one result exists)."""
+            results_root: Path | None = None, seeds: int = 1) -> Collected:
+    """Read every result of `target` at `scale` (seeds 0..seeds-1); write the CSV unless
+    results are missing (then only with `partial`, and only if at least one result exists)."""
     out = Collected()
-    for run in resolve_target(target, scale):
+    for run in resolve_target(target, scale, seeds):
         if not run.cells:
             continue
         path = result_path(run, workdir)
@@ -166,6 +190,7 @@ def collect(target: Target, scale: str, partial: bool = False, workdir: Path | N
         return out
     if not out.rows:
         return out
+    add_seed_summary(out.rows)
     path = csv_path(target.name, scale, results_root)
     _check_one_hash(out.rows, _read_existing(path), path)
     atomic_write_text(path, to_csv(out.rows),

@@ -54,29 +54,29 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_evalset(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from evals.cliplist import write_clip_list
     from evals.protocols import get_protocol
     from maskgwm.data.manifest import ClipManifest
+
+    from .evalsets import pick_clips, reader_version, video_count
     protocol = get_protocol(args.protocol)
+    if args.n_clips:
+        protocol = protocol.replace(n_clips=args.n_clips)
     dataset, split, n_frames, cond = EVALSET_SOURCES[protocol.name]
     split = args.split or split
-    version = args.version or ("v1.0-trainval" if dataset.startswith("nuscenes") else "v2")
-    clips = read_clips(dataset, Path(args.dataroot), split, n_frames, version)
-    wanted = args.n_clips or protocol.n_clips
-    if len(clips) > wanted:  # a seeded sample, kept in reader order
-        keep = np.sort(np.random.default_rng(protocol.seed).choice(len(clips), wanted, False))
-        clips = [clips[i] for i in keep]
+    version = args.version or reader_version(dataset)
+    clips = pick_clips(read_clips(dataset, Path(args.dataroot), split, n_frames, version),
+                       protocol)
     out = Path(args.out)
     ClipManifest(dataset, str(Path(args.dataroot).resolve()), clips).save(
         out.with_name(out.stem + ".manifest.json"))
     digest = write_clip_list(out, protocol.name, [
         {"clip_id": c.clip_id, "source_clip": c.source or c.clip_id, "frames": c.length,
          "cond_frames": cond, "fps": c.fps} for c in clips])
-    note = "" if len(clips) == wanted else f" (the protocol asks for {wanted})"
-    print(f"{len(clips)} clips{note} for {protocol.name} written to {out} (hash {digest}); "
-          f"frames in {out.with_name(out.stem + '.manifest.json')}")
+    videos = video_count(clips, protocol)
+    note = "" if videos == protocol.n_clips else f" (the protocol asks for {protocol.n_clips})"
+    print(f"{len(clips)} clips ({videos} videos){note} for {protocol.name} written to {out} "
+          f"(hash {digest}); frames in {out.with_name(out.stem + '.manifest.json')}")
     return 0
 
 

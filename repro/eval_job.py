@@ -15,7 +15,9 @@ For a run with paper cells, scored with protocol P at scale S, the evaluation li
 Node ids are `<run_id>/<P>/sample-<i>-of-<n>` and `<run_id>/<P>/score`: stable across submits,
 so a resubmit skips finished nodes, resumes unfinished ones and a run shared by several
 targets is scored once per protocol. The evaluation set (the real clips) is built on first use
-by whichever job needs it (repro/evalsets.py, atomic).
+by whichever job needs it (repro/evalsets.py, atomic). Multi-view protocols (drivewm_mview)
+sample the views of a scene jointly and shard by scene (maskgwm/sample_mview.py); their scores
+count each (scene, view) as one video.
 
 Settings per scale are in `EVAL_OPTIONS` (assumed; paper: 30 Euler steps and CFG 4.0 as the
 paper's sampling, shards are an operational choice). Detectors: ci/smoke use seeded
@@ -39,7 +41,7 @@ from .runner import _now, _provenance, git_commit, run_dir, run_state
 EVAL_OPTIONS: dict[str, dict[str, Any]] = {
     "ci": {"steps": 2, "guidance": 4.0, "shards": 2, "seed": 0, "sample_hours": 0.5,
            "score_hours": 0.5},
-    "smoke": {"steps": 10, "guidance": 4.0, "shards": 2, "seed": 0, "sample_hours": 1,
+    "smoke": {"steps": 5, "guidance": 4.0, "shards": 1, "seed": 0, "sample_hours": 1,
               "score_hours": 1},
     "lite": {"steps": 30, "guidance": 4.0, "shards": 8, "seed": 0, "sample_hours": 12,
              "score_hours": 4},
@@ -72,7 +74,8 @@ def eval_spec(run_spec: dict[str, Any], protocol: str, workdir: Path) -> dict[st
             "protocol": protocol, "config_hash": content_hash(run_spec["config"]),
             "vae_seed": run_spec["config"]["seed"], "workdir": str(Path(workdir).resolve()),
             "steps": options["steps"], "guidance": options["guidance"],
-            "shards": options["shards"], "seed": options["seed"]}
+            "shards": options["shards"],
+            "seed": options["seed"] + run_spec["config"].get("seed", 0)}  # + the run's seed
 
 
 def eval_state(directory: Path) -> tuple[str, dict[str, Any]]:
@@ -124,7 +127,8 @@ def _guarded(state_dir: Path, work) -> dict[str, Any]:
     (state_dir / "failed.json").unlink(missing_ok=True)
     atomic_write_json(state_dir / "running.json", {"started": _now(), **_provenance()})
     try:
-        record = {"finished": _now(), **work(), **_provenance()}
+        outcome = work()
+        record = {"finished": _now(), **outcome, **_provenance()}
     except BaseException as err:
         import traceback
         atomic_write_json(state_dir / "failed.json",
@@ -155,7 +159,8 @@ def sample_shard(spec_path: str | Path, shard: int) -> dict[str, Any]:
         out = sample_videoset(model, _vae(spec, device), evalset.real_dir,
                               directory / "samples", shard=shard, num_shards=shards,
                               steps=spec["steps"], guidance=spec["guidance"], seed=spec["seed"],
-                              window=long.window if long else None, device=device)
+                              window=long.window if long else None, device=device,
+                              views=evalset.views)
         from evals.videoset import VideoSet
         return {"shard": shard, "shards": shards, "clips": len(VideoSet.open(out)),
                 "out": str(out)}

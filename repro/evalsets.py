@@ -13,12 +13,17 @@ concurrent jobs never see half of one (the loser of a race uses the winner's cop
   dataset folder is an error naming it.
 
 Sizes per scale are in `EVAL_SCALES` (assumed: this suite's choices, not the paper's).
-Multi-view sets (drivewm_mview) are not built yet (NotImplementedError).
+
+Multi-view sets (drivewm_mview) hold one clip per (scene, camera), `<scene clip id>/<CAM>`
+(evals/multiview.py), and record their camera names in `evalset.json` (`EvalSet.views`), so
+sampling generates the six views of a scene jointly and the evaluator scores each view as one
+video (Drive-WM's 150 scenes x 6 views = 900 videos). Assumed: one clip per scene, its first
+`frames_per_clip` keyframes (Drive-WM does not say which keyframes); `n_clips` counts videos,
+so it is scenes x 6 (ci: 2 scenes, smoke: 3).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -35,22 +40,25 @@ from .datacmd import EVALSET_SOURCES
 EVAL_SCALES: dict[str, dict[str, Any]] = {
     # assumed sizes: clips scored, frame size, long-horizon rollout rounds, bootstrap settings
     "ci": {"n_clips": 3, "width": 64, "height": 32, "long_rounds": 2, "synthetic": True,
-           "n_boot": 2, "blocks": 3, "kid_subset": 10, "fid_frames": 2, "fvd_frames": 10},
-    "smoke": {"n_clips": 16, "width": 128, "height": 64, "long_rounds": 4, "synthetic": True,
+           "n_boot": 2, "blocks": 3, "kid_subset": 10, "fid_frames": 2, "fvd_frames": 10,
+           "mview_scenes": 2},
+    "smoke": {"n_clips": 8, "width": 128, "height": 64, "long_rounds": 3, "synthetic": True,
               "n_boot": 20, "blocks": 8, "kid_subset": 100, "fid_frames": 6,
-              "fvd_frames": 16},
+              "fvd_frames": 16, "mview_scenes": 3},
     "lite": {"synthetic": False},       # the protocol's own numbers, real data
     "paper": {"synthetic": False},
 }
 """Evaluation sizes per scale (assumed; lite and paper use the protocol unchanged): clips,
 frame size, rollout rounds of long-horizon protocols, bootstrap resamples and clip blocks, KID
-subset size, FID frames per clip and FVD frames per clip (CPU-sized detector passes)."""
+subset size, FID frames per clip and FVD frames per clip (CPU-sized detector passes); multi-view
+protocols score `mview_scenes` scenes x 6 views instead of `n_clips` videos."""
 
 DATA_FOLDERS = {"opendv": "opendv", "nuscenes": "nuscenes", "nuscenes_mview": "nuscenes",
                 "waymo": "waymo"}
 """Dataset -> folder under REPRO_DATA_ROOT (the trainer's layout)."""
 SYNTH_SEED = 7919            # the evaluation world differs from the training world (seed 0..)
 SET_FILE = "evalset.json"
+MVIEW_DATASETS = ("nuscenes_mview",)
 
 
 class EvalSetError(RuntimeError):
@@ -65,6 +73,7 @@ class EvalSet:
     real_dir: Path              # the real video set
     clip_list: Path
     clip_list_hash: str
+    views: tuple[str, ...] | None = None    # multi-view sets: the cameras of every scene
 
     @property
     def frames(self) -> int:
@@ -85,6 +94,8 @@ def scaled_protocol(name: str, scale: str) -> Protocol:
                                "kid.subset_size": sizes["kid_subset"],
                                "fid.frames_per_clip": sizes["fid_frames"],
                                "fvd.num_frames": sizes["fvd_frames"]}
+    if protocol.dataset in MVIEW_DATASETS:
+        changes["n_clips"] = sizes["mview_scenes"] * len(mview_cameras())
     if protocol.long_horizon is not None:
         spec = protocol.long_horizon
         frames = spec.window + (sizes["long_rounds"] - 1) * (spec.window - spec.cond_frames)
@@ -92,6 +103,12 @@ def scaled_protocol(name: str, scale: str) -> Protocol:
     scaled = protocol.replace(**changes)
     scaled.validate()
     return scaled
+
+
+def mview_cameras() -> tuple[str, ...]:
+    """The cameras of a multi-view (nuScenes) scene, in the reader's order."""
+    from maskgwm.data.nuscenes import CAMERAS
+    return tuple(CAMERAS)
 
 
 def evalset_dir(workdir: Path, protocol: str, scale: str) -> Path:
@@ -104,8 +121,9 @@ def load_evalset(root: Path, protocol: Protocol, scale: str) -> EvalSet:
         raise EvalSetError(f"{root} was built for another version of protocol {protocol.name} "
                            f"(hash {record['protocol_hash']}, now {protocol.hash}); delete it "
                            "and submit again")
+    views = tuple(record["views"]) if record.get("views") else None
     return EvalSet(protocol, scale, root, root / "real", root / "clips.json",
-                   record["clip_list_hash"])
+                   record["clip_list_hash"], views)
 
 
 def ensure_evalset(protocol_name: str, scale: str, workdir: Path,
@@ -114,9 +132,6 @@ def ensure_evalset(protocol_name: str, scale: str, workdir: Path,
     if scale not in EVAL_SCALES:
         raise ValueError(f"unknown scale '{scale}' (known: {', '.join(EVAL_SCALES)})")
     protocol = scaled_protocol(protocol_name, scale)
-    if protocol.name == "drivewm_mview":
-        raise NotImplementedError("multi-view evaluation sets (drivewm_mview) are not built "
-                                  "yet: sampling and scoring are single-view for now")
     root = evalset_dir(workdir, protocol.name, scale)
     if (root / SET_FILE).is_file():
         return load_evalset(root, protocol, scale)
@@ -127,10 +142,10 @@ def ensure_evalset(protocol_name: str, scale: str, workdir: Path,
             clips, dataroot = _synthetic_clips(protocol, scale, Path(workdir) / "cache")
         else:
             clips, dataroot = _real_clips(protocol, data_root)
-        _write_set(staging, protocol, scale, clips, dataroot)
+        n_videos = _write_set(staging, protocol, scale, clips, dataroot)
         try:
             os.rename(staging, root)
-            log(f"evaluation set {protocol.name} ({scale}, {len(clips)} clips) at {root}")
+            log(f"evaluation set {protocol.name} ({scale}, {n_videos} clips) at {root}")
         except OSError:
             if not (root / SET_FILE).is_file():   # a concurrent job won the race: use its set
                 raise
@@ -148,13 +163,29 @@ def _source(protocol: Protocol) -> tuple[str, str, int]:
     return dataset, split, frames_needed(protocol)
 
 
-def _pick(clips: list, protocol: Protocol) -> list:
-    """`protocol.n_clips` clips: a seeded sample, kept in reader order (as `repro evalset`)."""
-    if len(clips) > protocol.n_clips:
-        keep = np.sort(np.random.default_rng(protocol.seed).choice(len(clips), protocol.n_clips,
-                                                                    False))
+def pick_clips(clips: list, protocol: Protocol) -> list:
+    """`protocol.n_clips` clips: a seeded sample, kept in reader order (as `repro evalset`).
+    Multi-view protocols pick scenes: the first clip of each scene, n_clips / 6 of them."""
+    wanted = protocol.n_clips
+    if protocol.dataset in MVIEW_DATASETS:
+        first: dict[str, Any] = {}
+        for clip in clips:
+            first.setdefault(clip.scene, clip)
+        clips, wanted = list(first.values()), protocol.n_clips // len(mview_cameras())
+    if len(clips) > wanted:
+        keep = np.sort(np.random.default_rng(protocol.seed).choice(len(clips), wanted, False))
         clips = [clips[i] for i in keep]
     return clips
+
+
+def video_count(clips: list, protocol: Protocol) -> int:
+    """Videos the picked clips make (6 per multi-view clip)."""
+    return len(clips) * (len(mview_cameras()) if protocol.dataset in MVIEW_DATASETS else 1)
+
+
+def reader_version(dataset: str) -> str:
+    """The version its reader opens for a real evaluation split (also repro/preflight.py)."""
+    return "v1.0-trainval" if dataset.startswith("nuscenes") else "v2"
 
 
 def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]:
@@ -170,77 +201,70 @@ def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]
     if not root.is_dir():
         raise EvalSetError(f"{root} is missing: protocol {protocol.name} needs the {dataset} "
                            f"{split} split there (REPRO_DATA_ROOT={data_root})")
-    version = "v1.0-trainval" if dataset.startswith("nuscenes") else "v2"
-    clips = read_clips(dataset, root, split, n_frames, version)
-    if len(clips) < protocol.n_clips:
-        raise EvalSetError(f"{root}: {len(clips)} clips of {n_frames} frames in {split}, "
-                           f"protocol {protocol.name} needs {protocol.n_clips}")
-    return _pick(clips, protocol), root
+    clips = pick_clips(read_clips(dataset, root, split, n_frames, reader_version(dataset)),
+                  protocol)
+    if video_count(clips, protocol) < protocol.n_clips:
+        raise EvalSetError(f"{root}: {video_count(clips, protocol)} videos of {n_frames} frames in "
+                           f"{split}, protocol {protocol.name} needs {protocol.n_clips}")
+    return clips, root
 
 
 def _synthetic_clips(protocol: Protocol, scale: str, cache: Path) -> tuple[list, Path]:
-    """Clips of a synthetic dataset written for this (protocol, scale) (opendv only so far)."""
+    """Clips of a synthetic dataset written for this (protocol, scale) (repro/evalsynth.py),
+    read back through the real reader."""
     from maskgwm.data.sources import read_clips
+
+    from .evalsynth import write_synthetic
     dataset, _, n_frames = _source(protocol)
-    if dataset != "opendv":
-        raise NotImplementedError(f"synthetic evaluation sets for {dataset} "
-                                  f"(protocol {protocol.name}) are not written yet; only "
-                                  "OpenDV protocols have one at ci/smoke scale")
-    from maskgwm.data.synth.opendv_writer import (END_DISCARD_S, START_DISCARD_S,
-                                                  write_synthetic_opendv)
-    # the writer makes the last quarter of its videos Val: 4 videos per Val video
-    n_val = 1 if protocol.n_clips <= 4 else 2
-    per_video = math.ceil(protocol.n_clips / n_val)
-    seconds = math.ceil(per_video * n_frames / 10) + START_DISCARD_S + END_DISCARD_S
-    spec = {"dataset": dataset, "videos": 4 * n_val, "seconds": seconds, "seed": SYNTH_SEED,
-            "width": protocol.width, "height": protocol.height}
-    from maskgwm.config import content_hash
-    root = cache / "evalsynth" / f"opendv-{content_hash(spec)}"
-    if not (root / "meta").is_dir():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-        try:
-            write_synthetic_opendv(staging, n_videos=spec["videos"], seed=SYNTH_SEED,
-                                   width=spec["width"], height=spec["height"],
-                                   seconds=float(seconds))
-            try:
-                os.rename(staging, root)
-            except OSError:
-                if not (root / "meta").is_dir():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    clips = read_clips("opendv", root, "Val", n_frames, "v1")
-    if len(clips) < protocol.n_clips:
-        raise EvalSetError(f"{root}: {len(clips)} synthetic clips, need {protocol.n_clips}")
-    return _pick(clips, protocol), root
+    root, split, version = write_synthetic(protocol, dataset, n_frames, cache, SYNTH_SEED)
+    clips = pick_clips(read_clips(dataset, root, split, n_frames, version), protocol)
+    if video_count(clips, protocol) < protocol.n_clips:
+        raise EvalSetError(f"{root}: {video_count(clips, protocol)} synthetic videos, need "
+                           f"{protocol.n_clips}")
+    return clips, root
 
 
-def _read_frames(root: Path, clip, width: int, height: int) -> np.ndarray:
-    from PIL import Image
+def _read_frames(root: Path, clip, width: int, height: int, view: int = 0) -> np.ndarray:
+    """Frames of one view of a clip record, centre-cropped and resized to width x height."""
+    from maskgwm.data.loader import crop_resize, read_image_file
+    read = read_image_file
+    if clip.dataset == "waymo":
+        from maskgwm.data.waymo import load_waymo_frame
+        read = load_waymo_frame
+    return np.stack([crop_resize(read(root, row[view]), width, height) for row in clip.frames])
 
-    from maskgwm.data.loader import crop_resize
-    frames = []
-    for row in clip.frames:
-        with Image.open(root / row[0]) as image:
-            frames.append(crop_resize(np.asarray(image.convert("RGB")), width, height))
-    return np.stack(frames)
+
+def _videos(protocol: Protocol, clip) -> list[tuple[str, str, int]]:
+    """(clip id, source clip, view index) of the videos a clip record makes: one, or one per
+    camera `<clip id>/<CAM>` for multi-view protocols (evals/multiview.py)."""
+    if protocol.dataset not in MVIEW_DATASETS:
+        return [(clip.clip_id, clip.source or clip.clip_id, 0)]
+    from evals.multiview import view_clip_id
+    if tuple(clip.views) != mview_cameras():
+        raise EvalSetError(f"clip {clip.clip_id}: views {clip.views}, expected "
+                           f"{list(mview_cameras())}")
+    return [(view_clip_id(clip.clip_id, view), clip.clip_id, index)
+            for index, view in enumerate(clip.views)]
 
 
-def _write_set(folder: Path, protocol: Protocol, scale: str, clips: list, dataroot: Path) -> None:
+def _write_set(folder: Path, protocol: Protocol, scale: str, clips: list, dataroot: Path) -> int:
+    """Write the real video set, its clip list and evalset.json; returns the video count."""
     from evals.cliplist import write_clip_list
     from evals.videoset import VideoSetWriter
     entries = []
     with VideoSetWriter(folder / "real", flush_every=16) as writer:
         for clip in clips:
-            frames = _read_frames(dataroot, clip, protocol.width, protocol.height)
-            writer.add(clip.clip_id, frames, clip.fps, clip.source or clip.clip_id,
-                       protocol.cond_frames)
-            entries.append({"clip_id": clip.clip_id, "source_clip": clip.source or clip.clip_id,
-                            "frames": len(frames), "cond_frames": protocol.cond_frames,
-                            "fps": clip.fps})
+            for clip_id, source, view in _videos(protocol, clip):
+                frames = _read_frames(dataroot, clip, protocol.width, protocol.height, view)
+                writer.add(clip_id, frames, clip.fps, source, protocol.cond_frames)
+                entries.append({"clip_id": clip_id, "source_clip": source,
+                                "frames": len(frames), "cond_frames": protocol.cond_frames,
+                                "fps": clip.fps})
     digest = write_clip_list(folder / "clips.json", protocol.name, entries)
+    views = list(mview_cameras()) if protocol.dataset in MVIEW_DATASETS else None
     (folder / SET_FILE).write_text(json.dumps(
         {"protocol": protocol.name, "scale": scale, "protocol_hash": protocol.hash,
          "protocol_spec": protocol.to_dict(), "clip_list_hash": digest,
-         "n_clips": len(entries), "data_root": str(dataroot)}, indent=2, sort_keys=True) + "\n")
+         "n_clips": len(entries), "data_root": str(dataroot), "views": views},
+        indent=2, sort_keys=True) + "\n")
+    return len(entries)

@@ -114,9 +114,13 @@ def previous_job(directory: Path) -> dict[str, Any] | None:
 
 
 def wait_job(job: Any) -> None:
-    """Wait for a submitit job; a failure is not raised here (state files and logs hold it)."""
+    """Wait for a submitit job; a failure is not raised here (state files and logs hold it).
+    Ctrl-C cancels a local job rather than leaving it running behind the user's back."""
     try:
         job.result()
+    except KeyboardInterrupt:
+        job.cancel(check=False)
+        raise
     except Exception:  # the state files and the log hold the details
         pass
 

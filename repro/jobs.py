@@ -4,6 +4,12 @@ A target names runs (variant + config overrides at a training stage, with a pare
 protocol they are scored with, resources per scale and the paper cells each run fills. A run's
 id is a hash of its fully resolved config and its parent's id, so runs that several targets
 (or several cells) share resolve to one id and are trained once.
+
+Seed replicas (`resolve_target(..., seeds=N)`, `repro submit TARGET --seeds N`): seed 0 is the
+run as declared. For s = 1..N-1 every trained run that fills paper cells gets a replica named
+`<name>-seed<s>` whose config seed is the job file's seed + s (training and sampling seeds
+derive from it), forked from the same parent run as seed 0 (parents are never replicated).
+A replica fills the same cells; `ResolvedRun.seed` is s.
 """
 from __future__ import annotations
 
@@ -104,6 +110,7 @@ class ResolvedRun:
     cells: tuple[str, ...]
     protocol: str
     resources: Resources
+    seed: int = 0  # replica index s: 0 is the run as declared, s >= 1 a seed replica of it
 
     @property
     def steps(self) -> int:
@@ -251,26 +258,38 @@ def load_all_targets(directory: Path | None = None) -> list[Target]:
     return [load_target(name, directory) for name in order]
 
 
-def _resolve_one(target: Target, spec: RunSpec, scale: str, parent_id: str | None) -> ResolvedRun:
+def _resolve_one(target: Target, spec: RunSpec, scale: str, parent_id: str | None,
+                 replica: int = 0) -> ResolvedRun:
+    seed = spec.seed + replica
     if spec.stage in EXTERNAL_STAGES:
-        config: dict[str, Any] = {"external": spec.stage, "scale": scale, "seed": spec.seed}
+        config: dict[str, Any] = {"external": spec.stage, "scale": scale, "seed": seed}
     else:
         where = f"{target.path} [runs.{spec.name}.overrides]"
         try:
             config = to_dict(resolve_run_config(spec.stage, scale, spec.variant or BASE_VARIANT,
-                                                spec.overrides, spec.seed, where))
+                                                spec.overrides, seed, where))
         except ConfigError as err:
             raise JobFileError(str(err)) from None
-    return ResolvedRun(run_id=content_hash(config, parent_id), name=spec.name,
+    name = f"{spec.name}-seed{replica}" if replica else spec.name
+    return ResolvedRun(run_id=content_hash(config, parent_id), name=name,
                        target=target.name, stage=spec.stage, variant=spec.variant, scale=scale,
                        parent_id=parent_id, config=config, cells=spec.cells,
-                       protocol=spec.protocol, resources=target.resources[scale])
+                       protocol=spec.protocol, resources=target.resources[scale], seed=replica)
 
 
-def resolve_target(target: Target, scale: str) -> list[ResolvedRun]:
-    """All runs a target needs at `scale`, parents first, base-chain runs included once."""
+def replicated(run: ResolvedRun) -> bool:
+    """Whether a run gets seed replicas: trained (not external) and filling paper cells."""
+    return bool(run.cells) and not run.external
+
+
+def resolve_target(target: Target, scale: str, seeds: int = 1) -> list[ResolvedRun]:
+    """All runs a target needs at `scale`, parents first, base-chain runs included once;
+    with `seeds` > 1, then the seed replicas s = 1..seeds-1 of every run with cells (see the
+    module docstring), ordered by seed, then as the job file lists the runs."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale '{scale}' (known: {', '.join(SCALES)})")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a whole number >= 1, got {seeds!r}")
     specs = dict(target.runs)
     for name, (stage, parent) in BASE_RUNS.items():
         specs[name] = RunSpec(name=name, stage=stage, variant=BASE_VARIANT, parent=parent,
@@ -287,4 +306,8 @@ def resolve_target(target: Target, scale: str) -> list[ResolvedRun]:
     for name in target.runs:
         visit(name)
     order = {name: i for i, name in enumerate(list(BASE_RUNS) + list(target.runs))}
-    return sorted(resolved.values(), key=lambda run: order[run.name])
+    runs = sorted(resolved.values(), key=lambda run: order[run.name])
+    for replica in range(1, seeds):
+        runs += [_resolve_one(target, specs[run.name], scale, run.parent_id, replica)
+                 for run in runs if run.seed == 0 and replicated(run)]
+    return runs

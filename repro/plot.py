@@ -5,7 +5,9 @@ curves against seconds with interval bands, one line per cell, plus the few valu
 states in its text (its curves are not transcribed). Other tables become bar charts, one panel
 per metric, the paper's value (hatched) beside ours for each cell. Numbers made with
 random-weights detectors carry a visible note. Files: `results/plots/<table>-<scale>.{png,pdf}`,
-written atomically.
+written atomically. With several seeds per cell (`repro collect --seeds N`), ours is the mean
+over seeds and the error bars / bands are +- the sample std over seeds instead of the
+bootstrap interval.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import pandas as pd  # noqa: E402
 from . import paper  # noqa: E402
 from .jobs import Target  # noqa: E402
 from .paths import results_dir  # noqa: E402
-from .table import RANDOM_WEIGHTS_NOTE, load_ours  # noqa: E402
+from .table import (RANDOM_WEIGHTS_NOTE, filter_seeds, load_ours,  # noqa: E402
+                    max_seeds)
 
 OUR_METRICS = ("FVD", "FID")  # what an evaluation produces (Table 4a's Time is not ours)
 PAPER_STYLE = {"color": "0.75", "hatch": "//", "edgecolor": "0.3"}
@@ -77,6 +80,25 @@ def _cell_labels(frame: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
+def _seed_mean(mine: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """Per `by` value (or one row): value = mean over seeds, ci_low/ci_high = mean -+ sample
+    std where there are several seeds (else the row's own interval); the last row per seed."""
+    if "seed" not in mine.columns:
+        mine = mine.assign(seed=0)
+    keys = [by] if by else []
+    mine = mine.assign(_v=mine["value"].map(_float)).drop_duplicates(keys + ["seed"],
+                                                                     keep="last")
+    out = []
+    for _, group in (mine.groupby(keys, sort=False) if keys else [(None, mine)]):
+        row = group.iloc[-1].copy()
+        values = group["_v"].dropna()
+        if len(values) > 1:
+            mean, std = values.mean(), values.std(ddof=1)
+            row["value"], row["ci_low"], row["ci_high"] = mean, mean - std, mean + std
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def _footer(fig, notes: list[str], random: bool) -> None:
     if random:
         fig.text(0.5, 1.0, f"NOTE: {RANDOM_WEIGHTS_NOTE}", ha="center", va="bottom",
@@ -98,7 +120,8 @@ def plot_curves(table: str, ours: pd.DataFrame, scale: str, root: Path | None = 
             mine = ours[(ours["cell"].astype(str) == cell) & (ours["metric"] == metric)] \
                 if len(ours) else ours
             if len(mine):
-                mine = mine.assign(_s=mine["seconds"].map(_float)).sort_values("_s")
+                mine = _seed_mean(mine.assign(_s=mine["seconds"].map(_float)), "_s")
+                mine = mine.sort_values("_s")
                 x, y = mine["_s"].to_numpy(), mine["value"].map(_float).to_numpy()
                 ax.plot(x, y, marker="o", color=colour, label=f"{labels[cell]} (ours)")
                 if "ci_low" in mine.columns:
@@ -122,7 +145,9 @@ def plot_curves(table: str, ours: pd.DataFrame, scale: str, root: Path | None = 
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no results collected", transform=ax.transAxes, ha="center")
-    fig.suptitle(f"{table} (ours: scale {scale}; bands = bootstrap interval)")
+    spread = ("mean ± sample std over seeds" if max_seeds(ours) > 1
+              else "bootstrap interval")
+    fig.suptitle(f"{table} (ours: scale {scale}; bands = {spread})")
     _footer(fig, [CURVES_NOT_TRANSCRIBED], _is_random(ours) if len(ours) else False)
     return save_figure(fig, plots_dir(root) / f"{table}-{scale}")
 
@@ -148,7 +173,7 @@ def plot_bars(table: str, ours: pd.DataFrame, scale: str, root: Path | None = No
             mine = ours[(ours["cell"].astype(str) == cell) & (ours["metric"] == metric)] \
                 if len(ours) else ours
             if len(mine):
-                row = mine.iloc[-1]
+                row = _seed_mean(mine).iloc[-1]
                 v, lo, hi = (_float(row.get(c)) for c in ("value", "ci_low", "ci_high"))
                 ax.bar(i + width / 2, v, width, color="tab:blue", label="ours")
                 if not (math.isnan(lo) or math.isnan(hi)):  # the interval need not hold v
@@ -166,18 +191,22 @@ def plot_bars(table: str, ours: pd.DataFrame, scale: str, root: Path | None = No
         ax.set_ylabel(metric)
         ax.set_title(f"{table}: {metric}")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{table}: paper (hatched) vs ours (scale {scale}; error bars = bootstrap "
-                 "interval)")
+    spread = ("ours = mean, error bars = ± sample std over seeds" if max_seeds(ours) > 1
+              else "error bars = bootstrap interval")
+    fig.suptitle(f"{table}: paper (hatched) vs ours (scale {scale}; {spread})")
     notes = ["empty paper bars: not reported in the paper"] if ref["value"].isna().any() else []
     _footer(fig, notes, _is_random(ours) if len(ours) else False)
     return save_figure(fig, plots_dir(root) / f"{table}-{scale}")
 
 
-def plot_target(target: Target, scale: str, root: Path | None = None) -> list[Path]:
-    """Every table of `target` as a figure; returns the files written."""
+def plot_target(target: Target, scale: str, root: Path | None = None,
+                seeds: int | None = None) -> list[Path]:
+    """Every table of `target` as a figure (`seeds` N: seeds 0..N-1 of the CSV, None: all);
+    returns the files written."""
     ours = load_ours(target.name, root)
     if len(ours) and "scale" in ours.columns:
         ours = ours[ours["scale"].astype(str) == scale]
+    ours = filter_seeds(ours, seeds)
     written = []
     for table in target.tables():
         ref = paper.load_paper_table(table)

@@ -84,8 +84,8 @@ def execute(spec_path: str | Path) -> dict[str, Any]:
         if spec["stage"] in STAGES:
             parent = run_dir(directory.parent.parent, spec["parent_id"]) \
                 if spec["parent_id"] else None
-            record = {"finished": _now(), "training": run_training(spec, directory, parent),
-                      **_provenance()}
+            training = run_training(spec, directory, parent)
+            record = {"finished": _now(), "training": training, **_provenance()}
         else:
             record = _placeholder(spec, directory)
     except JobRequeued as requeued:

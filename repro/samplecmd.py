@@ -35,7 +35,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = sample_videoset(args.checkpoint, vae, args.real, args.out, shard=shard,
                           num_shards=shards, steps=args.steps, guidance=args.guidance,
                           seed=args.seed, frames=args.frames, width=width, height=height,
-                          window=args.window, device=args.device)
+                          window=args.window, device=args.device,
+                          views=args.views.split(",") if args.views else None)
     if shards > 1:
         print(f"when all {shards} shards are done: repro sample-merge "
               f"{Path(args.out) / 'shard-*'} --out MERGED --real {args.real}")
@@ -77,6 +78,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=None,
                    help="frames per window (default: the checkpoint's, else 25)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--views", default=None,
+                   help="multi-view set: comma-separated camera names (clip ids <scene>/<CAM>, "
+                        "as the evaluation set's evalset.json lists them); the views of a "
+                        "scene are generated jointly")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("sample-merge", help="join the shard sets of `repro sample` into one set")

@@ -21,6 +21,7 @@ from .executors import (CLUSTERS, Submitted, check_slurm, make_executor, previou
                         sbatch_options, slurm_states, wait_run)
 from .fsio import atomic_write_json
 from .jobs import ResolvedRun, Target, resolve_target
+from .preflight import check_inputs, warn_missing
 from .runner import git_commit, run_dir, run_state
 from .submit_eval import EvalSubmitted, evaluated_runs, submit_eval, wait_for_slurm_evals
 from .train_job import TrainingJob
@@ -39,7 +40,7 @@ def gpu_hours(run: ResolvedRun) -> float:
 
 
 TRAIN_OPTIONS = {"ci": {"checkpoint_every": 1, "workers": 0, "log_every": 1},
-                 "smoke": {"checkpoint_every": 10, "workers": 1, "log_every": 5},
+                 "smoke": {"checkpoint_every": 0, "workers": 1, "log_every": 5},
                  "lite": {"checkpoint_every": 500}, "paper": {"checkpoint_every": 1000}}
 """maskgwm.train.TrainOptions per scale (operational: they do not change results)."""
 
@@ -52,9 +53,9 @@ def run_spec(run: ResolvedRun) -> dict[str, Any]:
 
 
 def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
-            echo: Callable[[str], None] = print) -> float:
+            echo: Callable[[str], None] = print, seeds: int = 1) -> float:
     """Print each run's Slurm options, command and GPU-hours; return the total. Writes nothing."""
-    runs = resolve_target(target, scale)
+    runs = resolve_target(target, scale, seeds)
     names = {run.run_id: run.name for run in runs}
     echo(f"# dry run: target {target.name}, scale {scale}, {len(runs)} runs (nothing submitted)")
     total = 0.0
@@ -79,6 +80,7 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
                  f"{eval_dir(workdir, run.run_id, run.protocol) / 'result.json'}")
     echo(f"\n# total estimated GPU-hours (runs not yet done): {total:,.0f} "
          f"(training only; see repro/estimate.py)")
+    warn_missing(runs, scale, workdir, os.environ.get(EVAL_ENV, "1") != "0", echo)
     return total
 
 
@@ -102,7 +104,8 @@ def _check_writable(workdir: Path) -> None:
 
 def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool = False,
            partition: str | None = None, echo: Callable[[str], None] = print,
-           evaluate: bool | None = None, evals_out: list | None = None) -> list[Submitted]:
+           evaluate: bool | None = None, evals_out: list | None = None,
+           seeds: int = 1) -> list[Submitted]:
     """Submit every unfinished run of `target` at `scale`, then (with `evaluate`) the sample
     and score jobs of every trained run with paper cells (repro/eval_job.py); local and debug
     jobs finish here. The evaluation entries are appended to `evals_out`. `evaluate` None:
@@ -111,7 +114,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
         evaluate = os.environ.get(EVAL_ENV, "1") != "0"
     if cluster not in CLUSTERS:
         raise ValueError(f"unknown cluster '{cluster}' (known: {', '.join(CLUSTERS)})")
-    runs = resolve_target(target, scale)
+    runs = resolve_target(target, scale, seeds)
+    check_inputs(runs, scale, workdir, evaluate)   # lite/paper: refuse before writing anything
     _check_writable(workdir)
     if cluster == "slurm":
         check_slurm()
@@ -122,6 +126,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
              + (f"  job {entry.job_id}" if entry.job_id else "")
              + (f"  log {entry.stdout}" if entry.stdout else ""))
+        if cluster != "slurm":
+            wait_run(entry)   # one local job at a time: concurrent CPU jobs thrash
     evals: list[EvalSubmitted] = []
     if evaluate:
         for run in evaluated_runs(runs):
@@ -140,10 +146,7 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
               "evaluations": [e.record() for e in evals]}
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     atomic_write_json(workdir / "submissions" / f"{stamp}-{target.name}-{scale}.json", record)
-    if cluster != "slurm":
-        for entry in by_id.values():
-            wait_run(entry)
-    elif wait:
+    if cluster == "slurm" and wait:
         wait_for_slurm(list(by_id.values()), workdir)
         wait_for_slurm_evals(evals)
     if evals and (cluster != "slurm" or wait):

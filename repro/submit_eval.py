@@ -30,7 +30,7 @@ class EvalSubmitted:
     """The evaluation of one run under its protocol: sample shards, then the score job."""
     run: ResolvedRun
     directory: Path
-    action: str          # skipped (done) | submitted | reused (queued) | blocked | unsupported
+    action: str          # skipped (done) | submitted | reused (queued) | blocked | failed
     shards: int = 0
     sample_jobs: dict[int, str] = field(default_factory=dict)    # shard -> job id
     score_job: str | None = None
@@ -72,9 +72,6 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
     directory = eval_dir(workdir, run.run_id, run.protocol)
     if eval_state(directory)[0] == "done":
         return EvalSubmitted(run, directory, "skipped")
-    if run.protocol == "drivewm_mview":
-        return EvalSubmitted(run, directory, "unsupported",
-                             message="multi-view sampling and scoring are not implemented yet")
     options = EVAL_OPTIONS[run.scale]
     shards = options["shards"]
     previous = previous_job(directory) or {}
@@ -109,13 +106,16 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
         from .eval_job import SampleJob
         executor = _eval_executor(cluster, workdir, run, "sample", options["sample_hours"],
                                   train_dep, partition)
-        jobs = executor.map_array(SampleJob(), [str(spec_path)] * len(todo), todo)
-        entry.sample_jobs = {i: str(job.job_id) for i, job in zip(todo, jobs)}
-        entry.jobs += jobs
+        if cluster == "slurm":
+            jobs = executor.map_array(SampleJob(), [str(spec_path)] * len(todo), todo)
+            entry.sample_jobs = {i: str(job.job_id) for i, job in zip(todo, jobs)}
+            entry.jobs += jobs
+        else:   # one local job at a time (each uses every core)
+            for i in todo:
+                job = executor.submit(SampleJob(), str(spec_path), i)
+                entry.sample_jobs[i] = str(job.job_id)
+                wait_job(job)
     if cluster != "slurm":
-        for job in entry.jobs:
-            wait_job(job)
-        entry.jobs = []
         failed = [i for i in range(shards)
                   if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
         if failed:

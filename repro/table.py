@@ -2,7 +2,13 @@
 
 Paper numbers come from `results/paper/<table>.csv`; ours from the CSVs that `repro collect`
 writes under `results/<target>/` (columns `table, cell, metric, value, n, scale`, optionally
-`seconds`, `ci_low`, `ci_high`, `random_weights`). Cells we have no number for stay blank.
+`seconds`, `ci_low`, `ci_high`, `random_weights`, `seed`). Cells we have no number for stay
+blank.
+
+Seeds: with one seed per cell (or no `seed` column) the table is ours as collected, with its
+bootstrap interval. With several, ours is the mean over seeds "± sample std", and each row
+of an ablation table (`ABLATION_TABLES`) gets its difference to the table's first row, marked
+`*` when |difference| > 2 x the pooled std of the two rows (`NOISE_RULE`, an assumed rule).
 """
 from __future__ import annotations
 
@@ -18,6 +24,12 @@ from .paths import results_dir
 
 OURS_REQUIRED = ("table", "cell", "metric", "value", "n", "scale")
 RANDOM_WEIGHTS_NOTE = ("random-weights detector: not comparable with published numbers")
+ABLATION_TABLES = ("table3a", "table3b", "table4a", "table4b", "table4c", "table5", "table6")
+NOISE_FACTOR = 2.0
+NOISE_RULE = ("`*` marks a difference to the first row larger than 2 x the pooled seed std "
+              "of the two rows, sqrt(((n1-1) s1^2 + (n2-1) s2^2) / (n1 + n2 - 2)), with "
+              "s the sample std over seeds (assumed rule; shown where both rows have >= 2 "
+              "seeds)")
 
 
 def load_ours(target: str, root: Path | None = None) -> pd.DataFrame:
@@ -51,25 +63,89 @@ def _same(column: pd.Series, value: str) -> pd.Series:
     return (column.astype(str) == value) | ((numbers - wanted).abs() < 1e-9)
 
 
-def _lookup(ours: pd.DataFrame, key: dict[str, str]) -> pd.Series | None:
+def _lookup(ours: pd.DataFrame, key: dict[str, str]) -> list[pd.Series]:
+    """The rows of `key`, the last one per seed, in seed order."""
     mask = pd.Series(True, index=ours.index)
     for column, value in key.items():
         if column in ours.columns:
             mask &= _same(ours[column], value)
     hits = ours[mask]
-    return hits.iloc[-1] if len(hits) else None
+    if not len(hits):
+        return []
+    seeds = (pd.to_numeric(hits["seed"], errors="coerce").fillna(0).astype(int)
+             if "seed" in hits.columns else pd.Series(0, index=hits.index))
+    last = {seed: row for seed, (_, row) in zip(seeds, hits.iterrows())}
+    return [last[seed] for seed in sorted(last)]
+
+
+def seed_stats(rows: list[pd.Series]) -> tuple[float, float, int]:
+    """(mean, sample std (ddof 1; NaN with one value), count) of the finite values."""
+    values = [float(r["value"]) for r in rows if not pd.isna(r["value"])]
+    if not values:
+        return math.nan, math.nan, 0
+    mean = sum(values) / len(values)
+    std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+           if len(values) > 1 else math.nan)
+    return mean, std, len(values)
+
+
+def pooled_std(a: tuple[float, float, int], b: tuple[float, float, int]) -> float:
+    """Pooled std of two (mean, std, n) seed summaries; NaN unless both have n >= 2."""
+    (_, s1, n1), (_, s2, n2) = a, b
+    if n1 < 2 or n2 < 2:
+        return math.nan
+    return math.sqrt(((n1 - 1) * s1 ** 2 + (n2 - 1) * s2 ** 2) / (n1 + n2 - 2))
+
+
+def exceeds_noise(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool:
+    """Whether b's mean differs from a's by more than NOISE_FACTOR pooled stds."""
+    pooled = pooled_std(a, b)
+    return not math.isnan(pooled) and abs(b[0] - a[0]) > NOISE_FACTOR * pooled
+
+
+def filter_seeds(ours: pd.DataFrame, seeds: int | None) -> pd.DataFrame:
+    """Rows of seeds 0..seeds-1 (all rows with `seeds` None; no `seed` column = seed 0)."""
+    if seeds is None or "seed" not in ours.columns or not len(ours):
+        return ours
+    return ours[pd.to_numeric(ours["seed"], errors="coerce").fillna(0) < seeds]
+
+
+def max_seeds(ours: pd.DataFrame) -> int:
+    """The largest number of seeds any (table, cell, metric, seconds) has."""
+    if "seed" not in ours.columns or not len(ours):
+        return 1 if len(ours) else 0
+    key = [c for c in ("table", "cell", "metric", "seconds") if c in ours.columns]
+    return int(ours.groupby(key, dropna=False)["seed"].nunique().max())
+
+
+def _ours_text(rows: list[pd.Series], stats: tuple[float, float, int]) -> str:
+    if len(rows) == 1:  # one seed: the value and its bootstrap interval, as collected
+        mine = rows[0]
+        text = _fmt(float(mine["value"]))
+        if "ci_low" in mine and not pd.isna(mine["ci_low"]):
+            text += f" [{_fmt(mine['ci_low'])}, {_fmt(mine['ci_high'])}]"
+        return text
+    mean, std, count = stats
+    return f"{_fmt(mean)} ± {_fmt(std)} ({count} seeds)" if count > 1 else \
+        f"{_fmt(mean)} ({count} seed)"
 
 
 def table_markdown(table: str, ours: pd.DataFrame) -> str:
     frame = paper.load_paper_table(table)
     variants = paper.variant_columns(frame)
     metrics = list(dict.fromkeys(frame["metric"]))
+    compare = table in ABLATION_TABLES and max_seeds(ours[ours["table"].astype(str) == table]
+                                                     if len(ours) else ours) > 1
+    key_columns = ["cell", *variants]
+    groups = [group for _, group in frame.groupby(key_columns, sort=False)]
+    base_cell = groups[0].iloc[0]["cell"]
     header = ["cell", *variants]
     for metric in metrics:
         header += [f"{metric} paper", f"{metric} ours", f"Δ {metric}", f"n {metric}"]
+        header += [f"vs {base_cell} {metric}"] if compare else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    key_columns = ["cell", *variants]
-    for _, group in frame.groupby(key_columns, sort=False):
+    base: dict[str, tuple[float, float, int]] = {}
+    for group in groups:
         first = group.iloc[0]
         row = [str(first[c]) for c in key_columns]
         for metric in metrics:
@@ -79,25 +155,39 @@ def table_markdown(table: str, ours: pd.DataFrame) -> str:
             if "seconds" in variants:
                 key["seconds"] = str(first["seconds"])
             mine = _lookup(ours, key)
-            ours_value = float(mine["value"]) if mine is not None else math.nan
-            ours_text = _fmt(ours_value)
-            if mine is not None and "ci_low" in mine and not pd.isna(mine["ci_low"]):
-                ours_text += f" [{_fmt(mine['ci_low'])}, {_fmt(mine['ci_high'])}]"
+            stats = seed_stats(mine)
             paper_text = "" if math.isnan(paper_value) else str(paper_value)
-            diff = ours_value - paper_value
-            row += [paper_text, ours_text, "" if math.isnan(diff) else f"{diff:+.2f}",
-                    "" if mine is None else str(int(mine["n"]))]
+            diff = stats[0] - paper_value
+            row += [paper_text, _ours_text(mine, stats) if mine else "",
+                    "" if math.isnan(diff) else f"{diff:+.2f}",
+                    "" if not mine else str(int(mine[-1]["n"]))]
+            if compare:
+                base.setdefault(metric, stats)
+                versus = stats[0] - base[metric][0]
+                row.append("base" if first["cell"] == base_cell else
+                           "" if math.isnan(versus) else
+                           f"{versus:+.2f}" + (" *" if exceeds_noise(base[metric], stats)
+                                               else ""))
         lines.append("| " + " | ".join(row) + " |")
+    if compare:
+        lines.append(f"\nOurs: mean ± sample std over seeds. vs {base_cell}: our difference "
+                     f"to the first row; {NOISE_RULE}.")
     return "\n".join(lines)
 
 
-def render_target_table(target: Target, scale: str, results_root: Path | None = None) -> str:
+def render_target_table(target: Target, scale: str, results_root: Path | None = None,
+                        seeds: int | None = None) -> str:
+    """The target's tables; `seeds` N uses seeds 0..N-1 of the CSV (None: all it has)."""
     ours = load_ours(target.name, results_root)
     if "scale" in ours.columns and len(ours):
         ours = ours[ours["scale"].astype(str) == scale]
+    ours = filter_seeds(ours, seeds)
+    n_seeds = max_seeds(ours)
     parts = [f"# {target.title}", "",
              f"Paper values from `results/paper/`; ours: scale `{scale}`, from "
-             f"`results/{target.name}/` ({len(ours)} values collected; blank = not yet run)."]
+             f"`results/{target.name}/` ({len(ours)} values collected; blank = not yet run)."
+             + (f" Up to {n_seeds} seeds per cell: ours = mean ± sample std over seeds."
+                if n_seeds > 1 else "")]
     if "random_weights" in ours.columns and ours["random_weights"].astype(str).str.lower() \
             .isin(["true", "1"]).any():
         parts.append(f"\n**Note: {RANDOM_WEIGHTS_NOTE}.**")
@@ -109,8 +199,9 @@ def render_target_table(target: Target, scale: str, results_root: Path | None = 
     return "\n".join(parts) + "\n"
 
 
-def write_target_table(target: Target, scale: str, results_root: Path | None = None) -> Path:
-    text = render_target_table(target, scale, results_root)
+def write_target_table(target: Target, scale: str, results_root: Path | None = None,
+                       seeds: int | None = None) -> Path:
+    text = render_target_table(target, scale, results_root, seeds)
     path = (results_root or results_dir()) / "tables" / f"{target.name}.md"
     atomic_write_text(path, text, hint="set REPRO_RESULTS to a writable results directory")
     return path

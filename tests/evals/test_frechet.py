@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from evals.bench import bench_frechet, frechet_distance_scipy_sqrtm
-from evals.frechet import frechet_distance, frechet_from_stats, kid, mmd2_unbiased
+from evals.frechet import (FixedGaussian, frechet_distance, frechet_from_stats, kid,
+                           mmd2_unbiased)
 from evals.stats import FeatureStats
 
 
@@ -80,6 +81,23 @@ def test_singular_covariances_fewer_samples_than_dims(n1, n2):
     exact = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * exact_trace_sqrt(x1, x2)
     assert ours == pytest.approx(exact, rel=1e-10)
     assert ours == pytest.approx(frechet_distance_scipy_sqrtm(mu1, sigma1, mu2, sigma2), rel=1e-6)
+
+
+@pytest.mark.parametrize("n_fixed, n_other", [(40, 300), (40, 30), (300, 40), (300, 500)])
+def test_fixed_gaussian_gives_the_exact_distance(n_fixed, n_other):
+    """A reference held fixed (the bootstrap's): low rank uses its factor, full rank falls back
+    to frechet_distance; both equal the exact value from the data."""
+    rng = np.random.default_rng(n_fixed * n_other)
+    dim = 128
+    x_ref = gaussian_features(n_fixed, dim, rng, shift=4.0)
+    fixed = FixedGaussian(*moments(x_ref))
+    assert fixed.low_rank == (n_fixed - 1 <= dim // 2)
+    for scale in (1.0, 1.3):
+        x = gaussian_features(n_other, dim, rng, shift=4.5, scale=scale)
+        mu, sigma = moments(x)
+        diff = mu - fixed.mu
+        exact = diff @ diff + np.trace(sigma) + fixed.trace - 2 * exact_trace_sqrt(x, x_ref)
+        assert fixed.distance(mu, sigma) == pytest.approx(exact, rel=1e-10)
 
 
 @pytest.mark.parametrize("which", ["sigma1", "sigma2"])

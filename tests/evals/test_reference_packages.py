@@ -43,18 +43,7 @@ IMAGE_SIZE = (64, 80)  # H, W: each side resizes to 299 its own way
 PACKAGES = {"pytorch_fid": "torch_bilinear", "torch_fidelity": "tf_bilinear"}
 
 
-def last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "(no message)"
-
-
-def references_unavailable(reason: str):
-    if os.environ.get("REPRO_REQUIRE_REFERENCES") == "1":
-        pytest.fail(f"REPRO_REQUIRE_REFERENCES=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def reference_python() -> Path:
+def reference_python(references_unavailable) -> Path:
     value = os.environ.get("REPRO_REF_PYTHON")
     if not value:
         references_unavailable(
@@ -84,9 +73,9 @@ def relative_gap(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory):
+def compared(tmp_path_factory, references_unavailable):
     """Our features and the packages' features and FIDs for the same images and weights."""
-    python = reference_python()
+    python = reference_python(references_unavailable)
     started = time.perf_counter()
     tmp = tmp_path_factory.mktemp("reference_packages")
     generator = torch.Generator().manual_seed(7)
@@ -119,7 +108,7 @@ def compared(tmp_path_factory):
             process.wait()
         weights.unlink()  # 95 MB; pytest keeps its last temp folders
     if process.returncode == IMPORT_FAILED_EXIT:
-        references_unavailable(last_line(stderr))
+        references_unavailable("", stderr)
     if process.returncode != 0:
         pytest.fail(f"{SCRIPT.name} exited with {process.returncode}:\n{stderr[-4000:]}",
                     pytrace=False)

@@ -12,7 +12,6 @@ makes that a failure.
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import time
@@ -42,17 +41,6 @@ FRECHET_RTOL = 1e-6
 RESIZE_CASES = ((37, 53, 299, 299, 2), (300, 301, 299, 299, 1), (64, 48, 224, 224, 2),
                 (9, 7, 5, 4, 1), (23, 31, 17, 19, 3))
 I3D_FRAMES = 17  # odd, and long enough that the head averages over 2 time steps
-
-
-def last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "(no message)"
-
-
-def references_unavailable(reason: str):
-    if os.environ.get("REPRO_REQUIRE_REFERENCES") == "1":
-        pytest.fail(f"REPRO_REQUIRE_REFERENCES=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def tf_layout(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, np.ndarray]:
@@ -115,7 +103,7 @@ def relative_gap(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def parity(tmp_path_factory):
+def parity(tmp_path_factory, references_unavailable):
     """Our outputs and TF's, from one TF subprocess: a dict of numpy arrays.
 
     The subprocess starts as soon as the weights are written and works while we run our
@@ -170,7 +158,7 @@ def parity(tmp_path_factory):
             process.kill()
             process.wait()
     if process.returncode == TF_MISSING_EXIT:
-        references_unavailable(f"no TensorFlow reference: {last_line(stderr)}")
+        references_unavailable("no TensorFlow reference: ", stderr)
     if process.returncode != 0:
         pytest.fail(f"{SCRIPT.name} exited with {process.returncode}:\n{stderr[-4000:]}",
                     pytrace=False)

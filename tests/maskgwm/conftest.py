@@ -1,11 +1,16 @@
-"""Shared model fixtures: a tiny random SD3 transformer and random DiT inputs for a preset."""
+"""Shared model fixtures: a tiny random SD3 transformer, random DiT inputs for a preset, and
+what the sampling tests share (a tiny DiT with perturbed weights, a random VAE, null text)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
+from maskgwm.config.schema import ModelConfig
+from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.presets import get_preset
+from maskgwm.model.text import TextConditioning
+from maskgwm.model.vae import SD3VAE
 
 
 def random_inputs(preset, batch=1, frames=2, views=2, seed=0):
@@ -43,3 +48,30 @@ def tiny_sd3() -> SD3Transformer2DModel:
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     return model
+
+
+def perturbed_tiny_model(seed: int = 0, **config) -> MaskGWMDiT:
+    """A `tiny` MaskGWMDiT whose zero-initialised blocks get small random weights, so frames
+    (and views) interact."""
+    torch.manual_seed(seed)
+    model = MaskGWMDiT(ModelConfig(preset="tiny", **config), mask_config=None).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    return model
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model():
+    """`perturbed_tiny_model` as a fixture: make_tiny_model(seed=0, **ModelConfig fields)."""
+    return perturbed_tiny_model
+
+
+@pytest.fixture(scope="session")
+def vae() -> SD3VAE:
+    return SD3VAE.random(seed=0)
+
+
+@pytest.fixture(scope="session")
+def text() -> TextConditioning:
+    return TextConditioning.null("tiny")

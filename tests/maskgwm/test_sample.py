@@ -7,40 +7,18 @@ import pytest
 import torch
 
 from evals.videoset import VideoSet, VideoSetError, write_videoset
-from maskgwm.config.schema import ModelConfig
 from maskgwm.data.loader import crop_resize
 from maskgwm.model.checkpoint import save_model
 from maskgwm.model.dit import MaskGWMDiT
-from maskgwm.model.text import TextConditioning
-from maskgwm.model.vae import SD3VAE
 from maskgwm.sample import (clip_seed, generate_clip, merge_videosets, model_velocity,
                             sample_videoset, shard_dir)
 
 STEPS = 2
 
 
-def tiny_model(seed: int = 0, **config) -> MaskGWMDiT:
-    torch.manual_seed(seed)
-    model = MaskGWMDiT(ModelConfig(preset="tiny", **config), mask_config=None).eval()
-    with torch.no_grad():   # non-zero new blocks, so frames interact
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.02)
-    return model
-
-
 @pytest.fixture(scope="module")
-def vae() -> SD3VAE:
-    return SD3VAE.random(seed=0)
-
-
-@pytest.fixture(scope="module")
-def model() -> MaskGWMDiT:
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def text() -> TextConditioning:
-    return TextConditioning.null("tiny")
+def model(make_tiny_model) -> MaskGWMDiT:
+    return make_tiny_model()
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +73,8 @@ def test_rollout_beyond_one_window(model, vae, text):
         generate_clip(model, vae, text, cond, 40, seed=1, window=40)
 
 
-def test_unconditional_pass_drops_actions(text):
-    model = tiny_model(actions=True)
+def test_unconditional_pass_drops_actions(text, make_tiny_model):
+    model = make_tiny_model(actions=True)
     latents = torch.randn(1, 3, 1, 16, 4, 8)
     tau = torch.tensor([[0.0, 0.5, 0.5]])
     actions = torch.randn(1, 3, model.action_dim)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from evals.evaluate import compute_result
 from evals.extractors import DetectorInfo
@@ -61,9 +62,10 @@ def make_result(run, protocol_changes: dict | None = None, shift: float = 0.5,
 
 
 def write_results(target_name: str, scale: str, workdir: Path, skip: tuple[str, ...] = (),
-                  protocol_changes: dict | None = None) -> list:
-    """result.json for every run of the target with cells (except `skip` run names)."""
-    runs = [r for r in resolve_target(load_target(target_name), scale) if r.cells]
+                  protocol_changes: dict | None = None, seeds: int = 1) -> list:
+    """result.json for every run of the target with cells (except `skip` run names), for
+    seeds 0..seeds-1."""
+    runs = [r for r in resolve_target(load_target(target_name), scale, seeds) if r.cells]
     for i, run in enumerate(runs):
         if run.name in skip:
             continue
@@ -175,3 +177,87 @@ def test_table_shows_ours_beside_paper(cli, isolated):
             mine = cols[f"{metric} ours"]
             assert mine.startswith(f"{ours[(cols['cell'], metric)]:.2f}") and "[" in mine
             assert cols[f"n {metric}"] == str(N_CLIPS * 3 if metric == "FID" else N_CLIPS)
+
+
+def test_collect_seeds_summarises_mean_std_and_count(cli, isolated):
+    runs = write_results("table2", "smoke", isolated / "work", seeds=3)
+    assert sorted(r.seed for r in runs) == [0, 0, 1, 2]  # the Vista run is not replicated
+    res = cli("collect", "table2", "--scale", "smoke", "--seeds", "3")
+    assert res.code == 0, res.err
+    assert "(3 seeds)" in res.out
+    rows = _rows(isolated / "results" / "table2" / "smoke.csv")
+    assert tuple(rows[0]) == COLUMNS
+    ids = {(r.cells[0], r.seed): r.run_id for r in runs}
+    groups: dict = {}
+    for row in rows:
+        assert row["run_id"] == ids[(f"table2/{row['cell']}", int(row["seed"]))]
+        groups.setdefault((row["cell"], row["metric"]), []).append(row)
+    assert {k: len(v) for k, v in groups.items()} == {
+        ("maskgwm-long", "FID"): 3, ("maskgwm-long", "FVD"): 3,
+        ("vista-official", "FID"): 1, ("vista-official", "FVD"): 1}
+    for group in groups.values():
+        values = np.array([float(r["value"]) for r in group])
+        for row in group:
+            assert int(row["n_seeds"]) == len(values)
+            assert float(row["seed_mean"]) == pytest.approx(values.mean(), rel=1e-12)
+            if len(values) > 1:
+                assert float(row["seed_std"]) == pytest.approx(values.std(ddof=1), rel=1e-12)
+            else:
+                assert row["seed_std"] == ""
+    assert len({r["value"] for r in groups[("maskgwm-long", "FVD")]}) == 3
+
+
+def test_collect_seeds_lists_missing_replicas(cli, isolated):
+    write_results("table2", "smoke", isolated / "work")  # seed 0 only
+    res = cli("collect", "table2", "--scale", "smoke", "--seeds", "2")
+    assert res.code == 1 and "maskgwm-long-seed1" in res.err
+    assert cli("collect", "table2", "--scale", "smoke", "--seeds", "2", "--partial").code == 0
+    rows = _rows(isolated / "results" / "table2" / "smoke.csv")
+    assert {r["seed"] for r in rows} == {"0"} and {r["n_seeds"] for r in rows} == {"1"}
+
+
+def _seed_csv(path: Path, values: dict) -> None:
+    """A collected CSV with the given per-seed values {(cell, metric): [v0, v1, ...]}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for (cell, metric), vals in values.items():
+            for seed, v in enumerate(vals):
+                writer.writerow({"table": "table3b", "cell": cell, "metric": metric,
+                                 "seed": seed, "value": v, "n": 12, "scale": "smoke",
+                                 "random_weights": False, "protocol": "opendv_ablation"})
+
+
+def _table_columns(out: str) -> list[dict[str, str]]:
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+            for line in lines[1:]]
+
+
+def test_table_marks_differences_beyond_seed_noise(cli, isolated):
+    from repro.table import pooled_std
+    base, big, small = [100.0, 101.0, 102.5], [110.0, 111.5, 112.0], [101.0, 102.0, 104.0]
+    _seed_csv(isolated / "results" / "table3b" / "smoke.csv",
+              {("no-mr", "FVD"): base, ("time", "FVD"): big, ("time-row", "FVD"): small,
+               ("no-mr", "FID"): [5.0, 5.1, 5.2], ("time", "FID"): [5.05, 5.1, 5.2]})
+    pooled = pooled_std((0, np.std(base, ddof=1), 3), (0, np.std(big, ddof=1), 3))
+    assert pooled == pytest.approx(np.sqrt((np.var(base, ddof=1) + np.var(big, ddof=1)) / 2))
+    res = cli("table", "table3b", "--scale", "smoke")
+    assert res.code == 0, res.err
+    rows = {r["cell"]: r for r in _table_columns(res.out)}
+    assert rows["no-mr"]["vs no-mr FVD"] == "base"
+    mean, std = np.mean(big), np.std(big, ddof=1)
+    assert rows["time"]["FVD ours"] == f"{mean:.2f} ± {std:.2f} (3 seeds)"
+    assert rows["time"]["vs no-mr FVD"] == f"{mean - np.mean(base):+.2f} *"   # 10 > 2 pooled
+    diff = np.mean(small) - np.mean(base)
+    assert rows["time-row"]["vs no-mr FVD"] == f"{diff:+.2f}"                 # 1.17 < 2 pooled
+    assert not rows["time"]["vs no-mr FID"].endswith("*")
+    assert rows["spatial"]["vs no-mr FVD"] == "" and rows["spatial"]["FVD ours"] == ""
+    assert "2 x the pooled seed std" in res.out
+    # --seeds 1: seed 0 only, the table as without seeds (no comparison column)
+    res = cli("table", "table3b", "--scale", "smoke", "--seeds", "1")
+    assert res.code == 0 and "vs no-mr" not in res.out and "±" not in res.out
+    rows = {r["cell"]: r for r in _table_columns(res.out)}
+    assert rows["time"]["FVD ours"] == f"{big[0]:.2f}"

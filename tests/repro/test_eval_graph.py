@@ -3,7 +3,8 @@
 A one-run target (stage 1a filling a Table 3b cell, protocol opendv_ablation) keeps this at CI
 size: local submit trains, samples (2 shards) and scores; a resubmit skips everything; a shard
 killed with SIGKILL resumes without losing or duplicating clips; on the real Slurm the sample
-array and the score job run after afterok dependencies.
+array and the score job run after afterok dependencies. A drivewm_mview run is sampled scene
+by scene (six views jointly) and scored as single-view videos through the debug executor.
 """
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ from evals.videoset import VideoSet
 from repro.eval_job import eval_dir, eval_state, sample_shard
 from repro.evalsets import ensure_evalset, scaled_protocol
 from repro.jobs import load_target_file, resolve_target
+from repro.report import report
 from repro.runner import run_dir, run_state
 from repro.status import collect_status, format_status
 from repro.submit import submit
 
-MINI = """
+HEADER = """
 [target]
-title = "one trained run, scored (test)"
-protocol = "opendv_ablation"
+title = "{title}"
+protocol = "{protocol}"
 
 [resources.paper]
 nodes = 1
@@ -46,7 +48,8 @@ gpus_per_node = 0
 cpus_per_task = 1
 mem_gb = 4
 time_hours = 1
-
+"""
+MINI_RUNS = """
 [runs.base]
 stage = "1a"
 variant = "no-mr"
@@ -54,9 +57,10 @@ cells = ["table3b/no-mr"]
 """
 
 
-def mini_target(folder: Path):
-    path = folder / "evalmini.toml"
-    path.write_text(MINI)
+def mini_target(folder: Path, name: str = "evalmini", protocol: str = "opendv_ablation",
+                runs: str = MINI_RUNS, title: str = "one trained run, scored (test)"):
+    path = folder / f"{name}.toml"
+    path.write_text(HEADER.format(title=title, protocol=protocol) + runs)
     return load_target_file(path)
 
 
@@ -119,6 +123,20 @@ def test_local_submit_trains_samples_and_scores_then_skips(graph):
     assert not any("submitted" in line for line in again), again
 
 
+def test_report_writes_the_csv_table_and_plot(graph, tmp_path, monkeypatch):
+    """What `repro submit` ends with once jobs finish: collect, table and plots, non-empty."""
+    monkeypatch.setenv("REPRO_WORKDIR", str(graph["work"]))
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    lines: list[str] = []
+    assert report(graph["target"], "ci", echo=lines.append)
+    written = {line.split(":", 1)[0]: Path(line.split(":", 1)[1].strip()) for line in lines
+               if line.startswith(("results CSV:", "table:", "plot:"))}
+    assert set(written) == {"results CSV", "table", "plot"}, lines
+    for path in written.values():
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert any(line.startswith("## table3b") for line in lines), lines
+
+
 def test_killed_sample_shard_resumes_without_duplicates(graph, tmp_path):
     """A shard killed with SIGKILL mid-way is rerun: every clip once, finished ones kept."""
     work, target = graph["work"], graph["target"]
@@ -169,8 +187,45 @@ def test_ci_protocols_are_scaled_and_long_horizon_has_rounds():
     long = scaled_protocol("opendv_long", "ci")
     assert [frames for frames, _ in long.measurement_points()] == [25, 47]
     assert scaled_protocol("opendv_long", "paper") == scaled_protocol("opendv_long", "lite")
-    with pytest.raises(NotImplementedError, match="multi-view"):
-        ensure_evalset("drivewm_mview", "ci", Path("/nonexistent"))
+    mview = scaled_protocol("drivewm_mview", "ci")
+    assert mview.n_clips == 12 and mview.frames_per_clip == 8    # 2 scenes x 6 views
+
+
+MVIEW_RUNS = """
+[runs.mview]
+stage = "1a"
+variant = "no-mr"
+cells = ["table4c/kw-r0.25"]
+overrides = { "model.view_blocks" = true, "model.view_attention" = "KW" }
+"""
+
+
+def test_debug_submit_samples_and_scores_a_multiview_run(tmp_path):
+    """drivewm_mview at ci: a stage-1a run with view blocks (a stand-in for the stage-3 chain)
+    is trained, its 2 scenes x 6 views sampled scene by scene in 2 shards, and scored as 12
+    single-view videos."""
+    from evals.multiview import group_views
+    target = mini_target(tmp_path, "mview", "drivewm_mview", MVIEW_RUNS,
+                         "one multi-view run, scored (test)")
+    lines: list[str] = []
+    submit(target, "ci", "debug", tmp_path / "work", echo=lines.append, evaluate=True)
+    assert "1/1 evaluations done for mview (ci)" in lines, lines
+    (run,) = resolve_target(target, "ci")
+    assert run.config["model"]["view_blocks"]
+    result = check_result(tmp_path / "work", run)
+    evalset = ensure_evalset("drivewm_mview", "ci", tmp_path / "work")
+    assert evalset.views is not None and len(evalset.views) == 6
+    assert result["n_clips"] == 12
+    (point,) = result["points"]
+    assert point["fvd"]["n"] == 12 and point["fid"]["n"] == 12 * 2   # ci: 2 FID frames a clip
+    directory = eval_dir(tmp_path / "work", run.run_id, run.protocol)
+    generated = VideoSet.open(directory / "generated")
+    scenes = group_views(generated.clips, evalset.views)
+    assert len(scenes) == 2 and all(e.frames == 8 and e.cond_frames == 1
+                                    for _, entries in scenes for e in entries)
+    for shard in range(2):   # each shard holds one whole scene
+        part = VideoSet.open(directory / "samples" / f"shard-{shard:03d}-of-002")
+        assert len(group_views(part.clips, evalset.views)) == 1
 
 
 def test_real_scale_without_data_names_the_folder(tmp_path, monkeypatch):

@@ -143,3 +143,62 @@ def test_missing_resources_for_paper_scale(tmp_path):
         "[resources.smoke]")[1]
     with pytest.raises(JobFileError, match=r"missing required table \[resources.paper\]"):
         load_target_file(write(tmp_path, text))
+
+
+def test_seed_replicas_keep_seed_zero_and_share_parents():
+    target = load_target("smoke")
+    one = resolve_target(target, "ci")
+    three = resolve_target(target, "ci", seeds=3)
+    assert [(r.name, r.run_id) for r in three[:len(one)]] == [(r.name, r.run_id) for r in one]
+    assert all(r.seed == 0 for r in one)
+    leaves = [r for r in one if r.cells]
+    replicas = three[len(one):]
+    assert len(replicas) == 2 * len(leaves)  # shared parents (the base chain) not repeated
+    assert not any(r.name.startswith("stage1") for r in replicas)
+    assert len({r.run_id for r in three}) == len(three)  # every replica its own run
+    by_name = {r.name: r for r in one}
+    for run in replicas:
+        base = by_name[run.name.rsplit("-seed", 1)[0]]
+        assert run.name == f"{base.name}-seed{run.seed}" and run.seed in (1, 2)
+        assert run.parent_id == base.parent_id and run.cells == base.cells
+        assert run.config["seed"] == base.config["seed"] + run.seed
+        assert {k: v for k, v in run.config.items() if k != "seed"} == \
+            {k: v for k, v in base.config.items() if k != "seed"}
+    # a replica's parent is the seed-0 parent, listed before it
+    ids = [r.run_id for r in three]
+    for i, run in enumerate(three):
+        assert run.parent_id is None or run.parent_id in ids[:i]
+    with pytest.raises(ValueError, match="seeds"):
+        resolve_target(target, "ci", seeds=0)
+
+
+def test_external_runs_are_not_replicated():
+    runs = resolve_target(load_target("table2"), "ci", seeds=2)
+    assert [r.name for r in runs if r.seed] == ["maskgwm-long-seed1"]
+
+
+def test_sampling_seed_follows_the_run_seed(tmp_path):
+    from repro.eval_job import EVAL_OPTIONS, eval_spec
+    for run in resolve_target(load_target("smoke"), "ci", seeds=2):
+        spec = {"run_id": run.run_id, "target": run.target, "name": run.name,
+                "stage": run.stage, "scale": run.scale, "config": run.config}
+        assert eval_spec(spec, run.protocol, tmp_path)["seed"] == \
+            EVAL_OPTIONS["ci"]["seed"] + run.seed  # seed 0 samples as before
+
+
+def test_seeds_option_parses(cli):
+    from repro.cli import build_parser
+    parser = build_parser()
+    for command in (["submit", "smoke"], ["collect", "smoke"], ["table", "smoke"],
+                    ["plot", "fig7"], ["list", "smoke"]):
+        assert parser.parse_args(command + ["--seeds", "3"]).seeds == 3
+        assert parser.parse_args(command).seeds is None
+    for bad in ("0", "-1", "two"):
+        res = cli("submit", "smoke", "--seeds", bad)
+        assert res.code == 2 and "--seeds" in res.err
+    res = cli("submit", "smoke", "--scale", "ci", "--dry-run", "--seeds", "2")
+    assert res.code == 0, res.err
+    assert "## ours-seed1  run" in res.out and "ours-seed2" not in res.out
+    assert res.out.count("## stage1a ") == 1
+    res = cli("list", "smoke", "--scale", "ci", "--seeds", "2")
+    assert res.code == 0 and "long-mr-seed1" in res.out

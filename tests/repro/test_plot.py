@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 # the result-file builder of test_collect.py (tests run with --import-mode=importlib)
 _spec = importlib.util.spec_from_file_location("_repro_test_collect",
                                                Path(__file__).with_name("test_collect.py"))
@@ -76,3 +78,27 @@ def test_plot_qualitative(cli, isolated):
     assert pngs[0].read_bytes()[:8] == PNG_MAGIC
     res = cli("plot", "qualitative", "table2", "--scale", "smoke", "--clips", "nope")
     assert res.code == 2 and "no real clip 'nope'" in res.err
+
+
+def test_plot_with_seeds_uses_the_seed_mean(cli, isolated):
+    import numpy as np
+    import pandas as pd
+
+    from repro.plot import _seed_mean
+    from repro.table import load_ours
+    write_results("fig7", "smoke", isolated / "work", seeds=2)
+    assert cli("collect", "fig7", "--scale", "smoke", "--seeds", "2").code == 0
+    res = cli("plot", "fig7", "--scale", "smoke")
+    assert res.code == 0, res.err
+    _check_files(res.out, [isolated / "results" / "plots" / "fig7-smoke"])
+    ours = load_ours("fig7", isolated / "results")
+    mine = ours[(ours["cell"] == "mr") & (ours["metric"] == "FVD")]
+    assert sorted(set(mine["seed"])) == [0, 1]
+    summary = _seed_mean(mine.assign(_s=mine["seconds"].astype(float)), "_s")
+    for _, row in summary.iterrows():
+        values = mine[np.isclose(mine["seconds"].astype(float), row["_s"])]["value"]
+        assert row["value"] == pytest.approx(values.mean())
+        assert row["ci_high"] - row["value"] == pytest.approx(values.std(ddof=1))
+    assert isinstance(summary, pd.DataFrame) and len(summary) == mine["seconds"].nunique()
+    res = cli("plot", "table3b", "--scale", "smoke", "--seeds", "2")  # paper values only
+    assert res.code == 0, res.err
