@@ -130,6 +130,27 @@ def _ours_text(rows: list[pd.Series], stats: tuple[float, float, int]) -> str:
         f"{_fmt(mean)} ({count} seed)"
 
 
+def _with_our_times(frame: pd.DataFrame, table: str, ours: pd.DataFrame) -> pd.DataFrame:
+    """A curve table (Figures 6, 7) plus a blank paper row for each (cell, seconds) we
+    measured that the paper has no row for, ordered by cell, then time (no time first)."""
+    mine = ours[ours["table"].astype(str) == table] if len(ours) and "seconds" in ours else ours
+    extra = []
+    for (cell, seconds), _ in (mine.groupby(["cell", "seconds"]) if len(mine) else []):
+        rows = frame[frame["cell"].astype(str) == str(cell)]
+        if not len(rows) or _same(rows["seconds"], str(seconds)).any():
+            continue
+        added = rows.drop_duplicates("metric").copy()
+        added["seconds"], added["value"] = seconds, math.nan
+        extra.append(added)
+    if not extra:
+        return frame
+    merged = pd.concat([frame, *extra], ignore_index=True)
+    order = {cell: i for i, cell in enumerate(dict.fromkeys(frame["cell"]))}
+    time = pd.to_numeric(merged["seconds"], errors="coerce").fillna(-1.0)
+    return merged.assign(_cell=merged["cell"].map(order), _time=time) \
+        .sort_values(["_cell", "_time"], kind="stable").drop(columns=["_cell", "_time"])
+
+
 def table_markdown(table: str, ours: pd.DataFrame) -> str:
     frame = paper.load_paper_table(table)
     variants = paper.variant_columns(frame)
@@ -137,7 +158,9 @@ def table_markdown(table: str, ours: pd.DataFrame) -> str:
     compare = table in ABLATION_TABLES and max_seeds(ours[ours["table"].astype(str) == table]
                                                      if len(ours) else ours) > 1
     key_columns = ["cell", *variants]
-    groups = [group for _, group in frame.groupby(key_columns, sort=False)]
+    if "seconds" in variants:
+        frame = _with_our_times(frame, table, ours)
+    groups = [group for _, group in frame.groupby(key_columns, sort=False, dropna=False)]
     base_cell = groups[0].iloc[0]["cell"]
     header = ["cell", *variants]
     for metric in metrics:

@@ -114,6 +114,9 @@ def test_long_horizon_points_have_seconds(cli, isolated):
     expected = [s for _, s in PROTOCOLS["opendv_long"].measurement_points()]
     assert seconds == sorted(round(s, 3) for s in expected)
     assert len(rows) == 2 * 2 * len(expected)
+    table = cli("table", "fig7", "--scale", "smoke").out
+    for second in seconds:   # our measurement points get rows of their own, paper cells blank
+        assert sum(f"| {second:g} |" in line for line in table.splitlines()) == 2, table
 
 
 def test_missing_results_are_listed(cli, isolated):

@@ -123,17 +123,22 @@ def test_local_submit_trains_samples_and_scores_then_skips(graph):
     assert not any("submitted" in line for line in again), again
 
 
+def reported_files(lines: list[str]) -> list[tuple[str, Path]]:
+    """(kind, path) of each file `report` names; every one must exist and be non-empty."""
+    files = [(line.split(":", 1)[0], Path(line.split(":", 1)[1].strip())) for line in lines
+             if line.startswith(("results CSV:", "table:", "plot:"))]
+    for _, path in files:
+        assert path.is_file() and path.stat().st_size > 0, path
+    return files
+
+
 def test_report_writes_the_csv_table_and_plot(graph, tmp_path, monkeypatch):
     """What `repro submit` ends with once jobs finish: collect, table and plots, non-empty."""
     monkeypatch.setenv("REPRO_WORKDIR", str(graph["work"]))
     monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
     lines: list[str] = []
     assert report(graph["target"], "ci", echo=lines.append)
-    written = {line.split(":", 1)[0]: Path(line.split(":", 1)[1].strip()) for line in lines
-               if line.startswith(("results CSV:", "table:", "plot:"))}
-    assert set(written) == {"results CSV", "table", "plot"}, lines
-    for path in written.values():
-        assert path.is_file() and path.stat().st_size > 0, path
+    assert {kind for kind, _ in reported_files(lines)} == {"results CSV", "table", "plot"}
     assert any(line.startswith("## table3b") for line in lines), lines
 
 
@@ -239,9 +244,11 @@ def test_real_scale_without_data_names_the_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.slurm
-def test_slurm_submit_samples_and_scores_after_training(graph, tmp_path, slurm_cluster):
+def test_slurm_submit_samples_and_scores_after_training(graph, tmp_path, slurm_cluster,
+                                                        monkeypatch):
     """The trained run is copied in (training on Slurm is tested in test_submit_slurm.py):
-    the sample array and the score job run on Slurm, in dependency order."""
+    the sample array and the score job run on Slurm, in dependency order; the report then
+    writes a non-empty CSV, table and plot."""
     target = graph["target"]
     run = resolve_target(target, "ci")[0]
     work = tmp_path / "work"
@@ -266,3 +273,8 @@ def test_slurm_submit_samples_and_scores_after_training(graph, tmp_path, slurm_c
     rows = collect_status(work)
     assert all(r["state"] == "done" for r in rows) and any(r["cluster"] == "slurm"
                                                            for r in rows)
+    monkeypatch.setenv("REPRO_WORKDIR", str(work))
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    lines.clear()
+    assert report(target, "ci", echo=lines.append)
+    assert len(reported_files(lines)) >= 3, lines
