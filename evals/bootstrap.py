@@ -20,6 +20,7 @@ so it understates the uncertainty about the population value).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -93,11 +94,9 @@ def _replicate_moments(stats: FeatureStats, weights: np.ndarray):
 
 
 def _ref_replicates(ref, gen, gen_weights, resample_ref, rng):
+    """(mean, cov) of each reference replicate when the reference is resampled."""
     if resample_ref not in REF_MODES:
         raise ValueError(f"resample_ref must be one of {REF_MODES}, got {resample_ref!r}")
-    if resample_ref == "none":
-        fixed = (ref.mean(), ref.cov())
-        return (fixed for _ in range(len(gen_weights)))
     filled = _check_blocks(ref, "ref")
     if resample_ref == "same":
         _check_same_clips(gen, ref, "generated", "ref")
@@ -110,8 +109,12 @@ class _RefDistance:
     fixed ("none") is factorised once (frechet.FixedGaussian)."""
 
     def __init__(self, ref, gen, gen_weights, resample_ref, rng):
-        self.refs = _ref_replicates(ref, gen, gen_weights, resample_ref, rng)
-        self.fixed = FixedGaussian(ref.mean(), ref.cov()) if resample_ref == "none" else None
+        if resample_ref == "none":
+            self.fixed = FixedGaussian(ref.mean(), ref.cov())
+            self.refs = itertools.repeat(None, len(gen_weights))
+        else:
+            self.fixed = None
+            self.refs = _ref_replicates(ref, gen, gen_weights, resample_ref, rng)
 
     def __call__(self, mu, cov, ref_moments) -> float:
         if self.fixed is not None:

@@ -202,10 +202,11 @@ def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]
         raise EvalSetError(f"{root} is missing: protocol {protocol.name} needs the {dataset} "
                            f"{split} split there (REPRO_DATA_ROOT={data_root})")
     clips = pick_clips(read_clips(dataset, root, split, n_frames, reader_version(dataset)),
-                  protocol)
-    if video_count(clips, protocol) < protocol.n_clips:
-        raise EvalSetError(f"{root}: {video_count(clips, protocol)} videos of {n_frames} frames in "
-                           f"{split}, protocol {protocol.name} needs {protocol.n_clips}")
+                       protocol)
+    videos = video_count(clips, protocol)
+    if videos < protocol.n_clips:
+        raise EvalSetError(f"{root}: {videos} videos of {n_frames} frames in {split}, "
+                           f"protocol {protocol.name} needs {protocol.n_clips}")
     return clips, root
 
 
