@@ -16,7 +16,9 @@ video set into generated clips, written as a video set (evals/videoset.py) for `
 
 Assumed (the paper does not say): condition frames are centre-cropped and LANCZOS-resized to the
 model resolution like the training frames; generated clips keep the real condition frames (they
-are clean by construction); decoding uses the posterior-mean latents of the condition frames.
+are clean by construction); decoding uses the posterior-mean latents of the condition frames;
+on a GPU the model runs under bf16 autocast, as in training, while the Euler state stays in the
+model's dtype.
 """
 from __future__ import annotations
 
@@ -68,9 +70,11 @@ def model_velocity(model: torch.nn.Module, text: TextConditioning, cond: CondSpe
         action_keep = None
         if actions is not None:
             action_keep = torch.full((batch,), keep, dtype=torch.bool, device=latents.device)
-        return model(latents, tau.to(latents.dtype), t.encoder_hidden_states,
-                     t.pooled_projections, cond_frames=cond_mask(latents, tau),
-                     actions=actions, action_keep=action_keep)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=latents.is_cuda):
+            velocity = model(latents, tau.to(latents.dtype), t.encoder_hidden_states,
+                             t.pooled_projections, cond_frames=cond_mask(latents, tau),
+                             actions=actions, action_keep=action_keep)
+        return velocity.to(latents.dtype)
 
     return (lambda latents, tau: run(latents, tau, True),
             lambda latents, tau: run(latents, tau, False))

@@ -62,17 +62,25 @@ def preset_attention_shape(name: str) -> tuple[int, int]:
     return heads, preset.hidden_size // heads
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def time_alternating(candidates: dict[str, Callable[[], object]], warmup: int,
                      repeats: int) -> dict[str, dict[str, float]]:
-    """Min and median wall seconds per candidate, running the candidates in turn each repeat."""
+    """Min and median wall seconds per candidate, running the candidates in turn each repeat
+    (on a GPU each call is timed to completion: the device is synchronised around it)."""
     for _ in range(warmup):
         for run in candidates.values():
             run()
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
+            _synchronize()
             start = time.perf_counter()
             run()
+            _synchronize()
             samples[name].append(time.perf_counter() - start)
     return {name: {"min": min(times), "median": statistics.median(times)}
             for name, times in samples.items()}
@@ -129,20 +137,22 @@ def summarize(values: list[float]) -> dict[str, object]:
 def run_benchmark(batch: int, frames: int, height: int, width: int, ratio: float, heads: int,
                   head_dim: int, cond_frames: int, dtype: torch.dtype, warmup: int,
                   repeats: int, rounds: int, seed: int, headline: bool = True,
-                  secondary: bool = True) -> dict[str, object]:
+                  secondary: bool = True, device: str = "cpu") -> dict[str, object]:
     """Time the headline pair and/or the secondary groups on one configuration."""
     generator = torch.Generator().manual_seed(seed)
     keep = row_mask(batch, frames, height, width, ratio, generator,
-                    cond_frames=torch.full((batch,), cond_frames, dtype=torch.long))
+                    cond_frames=torch.full((batch,), cond_frames, dtype=torch.long)).to(device)
     full_shape = (batch, frames, height, width, heads, head_dim)
-    q, k, v = [torch.randn(full_shape, generator=generator).to(dtype) for _ in range(3)]
+    q, k, v = [torch.randn(full_shape, generator=generator).to(device, dtype)
+               for _ in range(3)]
 
     full_q, full_k, full_v = [to_temporal_sequences(t).contiguous() for t in (q, k, v)]
     pack = packing_mask(keep)
     packed_q, packed_k, packed_v = [to_temporal_sequences(gather_rows(t, pack)).contiguous()
                                     for t in (q, k, v)]
     bool_mask = masked_attention_mask(keep)
-    float_mask = torch.zeros(bool_mask.shape, dtype=dtype).masked_fill(~bool_mask, float("-inf"))
+    float_mask = torch.zeros(bool_mask.shape, dtype=dtype, device=device).masked_fill(
+        ~bool_mask, float("-inf"))
     scale = 1.0 / math.sqrt(head_dim)
 
     def shifted():
@@ -247,6 +257,7 @@ def run_benchmark(batch: int, frames: int, height: int, width: int, ratio: float
         "shapes": {"batch": batch, "frames": frames, "height": height, "width": width,
                    "kept_per_row": kept_count(width, ratio), "ratio": ratio, "heads": heads,
                    "head_dim": head_dim, "cond_frames": cond_frames, "dtype": str(dtype),
+                   "device": str(device),
                    "row_shift_qkv": list(packed_q.shape), "masked_qkv": list(full_q.shape),
                    "masked_attn_mask": list(bool_mask.shape),
                    "masked_attn_mask_dtype": str(bool_mask.dtype),
@@ -301,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                         help="override the preset's head dim")
     parser.add_argument("--cond-frames", type=int, default=1)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (timed to completion)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
@@ -323,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         torch.set_num_threads(threads)
         return run_benchmark(batch, args.frames, args.height, args.width, args.ratio, heads,
                              head_dim, args.cond_frames, getattr(torch, args.dtype),
-                             args.warmup, args.repeats, args.rounds, args.seed, **parts)
+                             args.warmup, args.repeats, args.rounds, args.seed, **parts,
+                             device=args.device)
 
     configs = [(threads, batch) for threads in thread_counts for batch in args.batch]
     try:
@@ -351,6 +364,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "preset": {"name": args.preset, "heads": heads, "head_dim": head_dim,
                    "from_preset": (heads, head_dim) == (preset_heads, preset_head_dim)},
         "dtype": args.dtype,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+        else None,
         "threads": thread_counts,
         "runs": runs,
         "machine": machine_description(),

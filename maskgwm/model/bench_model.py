@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,20 +110,27 @@ def saved_activation_bytes(step) -> int:
     return sum(storages.values())
 
 
-def peak_memory(step, device: torch.device) -> tuple[int, str]:
+def peak_memory(step, device: torch.device) -> tuple[int, str, int | None]:
+    """(bytes the ratio compares, what they are, total peak on CUDA). On CUDA: the step's peak
+    above what was resident before it (weights, optimiser state, last gradients), i.e. what
+    the step's tokens cost; the total peak is returned too."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+        resident = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         step()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated(), "cuda max_memory_allocated"
-    return saved_activation_bytes(step), "bytes saved for backward (CPU)"
+        peak = torch.cuda.max_memory_allocated()
+        return (peak - resident, "cuda max_memory_allocated during the step minus "
+                "memory_allocated before it", peak)
+    return saved_activation_bytes(step), "bytes saved for backward (CPU)", None
 
 
 def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repeats: int,
                         device: torch.device, dtype: torch.dtype) -> dict:
     torch.manual_seed(0)
-    model = MaskGWMDiT(ModelConfig(preset=preset), mask_config=MR).to(device)
+    with torch.device(device):   # initialised where it runs (a 2B model is slow to init on CPU)
+        model = MaskGWMDiT(ModelConfig(preset=preset), mask_config=MR)
     p = model.preset
     generator = torch.Generator().manual_seed(0)
     z0 = torch.randn(2, frames, 1, p.in_channels, *latent, generator=generator).to(device)
@@ -145,8 +153,8 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
                 torch.cuda.synchronize()
         return run
     times = timed_rounds({"mr": step(with_mr), "full": step(without)}, repeats)
-    memory_mr, how = peak_memory(step(with_mr), device)
-    memory_full, _ = peak_memory(step(without), device)
+    memory_mr, how, total_mr = peak_memory(step(with_mr), device)
+    memory_full, _, total_full = peak_memory(step(without), device)
     flops = {name: step_flops(step(settings)) for name, settings in
              (("mr", with_mr), ("full", without))}
     bound = token_bound(p.num_layers, MR.decoder_layers, MR.recon_layers, MR.ratio)
@@ -167,6 +175,8 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
                         "r": MR.ratio},
         "rounds": times, "peak_memory_bytes": {"mr": memory_mr, "full": memory_full},
         "memory_measure": how,
+        "total_peak_memory_bytes": {"mr": total_mr, "full": total_full},
+        "parameters": sum(x.numel() for x in model.parameters()),
         "flops_per_step": flops,
         "achieved_tflops": {name: round(flops[name] / statistics.median(
             times[f"{name}_seconds"]) / 1e12, 4) for name in flops},
@@ -179,21 +189,24 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
 def bench_sampling(preset: str, frames: int, latent: tuple[int, int], steps: int,
                    device: torch.device) -> dict:
     torch.manual_seed(0)
-    model = MaskGWMDiT(ModelConfig(preset=preset)).to(device).eval()
+    with torch.device(device):
+        model = MaskGWMDiT(ModelConfig(preset=preset)).eval()
     p = model.preset
     text = torch.zeros(1, 8, p.joint_attention_dim, device=device)
     pooled = torch.zeros(1, p.pooled_projection_dim, device=device)
 
-    def velocity(z, tau):
-        return model(z, tau, text, pooled, cond_frames=tau == 0)
+    def velocity(z, tau):   # as maskgwm.sample: bf16 autocast on a GPU, fp32 Euler state
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            return model(z, tau, text, pooled, cond_frames=tau == 0).float()
     cond = torch.zeros(1, 1, 1, p.in_channels, *latent, device=device)
     times = bench_attention.time_alternating({"clip": lambda: euler_sample(
         velocity, (1, frames, 1, p.in_channels, *latent), steps=steps, guidance=4.0,
         cond_latents=cond, cond_frames=1, generator=torch.Generator().manual_seed(0),
-        device=device)}, warmup=0, repeats=1)
+        device=device)}, warmup=int(device.type == "cuda"), repeats=1)
     return {"seconds_per_clip": round(times["clip"]["min"], 3),
             "shapes": {"preset": preset, "frames": frames, "latent": list(latent),
-                       "steps": steps, "guidance": 4.0, "vae_decode": "not included"}}
+                       "steps": steps, "guidance": 4.0, "vae_decode": "not included",
+                       "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,27 +218,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=6, help="timed rounds")
     parser.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: "
                         "known dense bf16 peaks of H100/H200/A100/A800)")
+    parser.add_argument("--attention-preset", default="small",
+                        help="preset whose temporal heads the attention comparison uses")
     parser.add_argument("--out", help="JSON file (e.g. results/bench/model.json)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     latent = tuple(int(x) for x in args.latent.split("x"))
     result = {"benchmark": "maskgwm.model.bench_model", "git_commit": bench_attention.git_commit(),
-              "machine": bench_attention.machine_description(), "device": str(device)}
+              "machine": bench_attention.machine_description(), "device": str(device),
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "command": "python -m maskgwm.model.bench_model " + " ".join(
+                  sys.argv[1:] if argv is None else argv)}
     result.update(bench_training_step(args.preset, args.frames, latent, args.repeats, device,
                                       dtype))
     result["mfu"] = {name: mfu(value, device, args.peak_tflops)
                      for name, value in result["achieved_tflops"].items()}
     sample_latent = tuple(int(x) for x in args.sample_latent.split("x"))
     result["sampling"] = bench_sampling(args.preset, 25, sample_latent, 30, device)
+    attention_args = ["--threads", "0", "--no-secondary", "--preset", args.attention_preset]
+    if device.type == "cuda":
+        attention_args += ["--device", "cuda", "--dtype", "bfloat16", "--repeats", "50"]
     with tempfile.TemporaryDirectory() as scratch:
         attention = bench_attention.main(["--out", str(Path(scratch) / "attention.json"),
-                                          "--threads", "0", "--no-secondary"])
+                                          *attention_args])
     result["row_shift_vs_masked_attention_speedup"] = \
         attention["row_shift_vs_masked_attention_speedup"]
     result["attention"] = {key: attention[key] for key in
                            ("benchmark", "speedup_statistic", "speedup_min_over_rounds",
-                            "target", "met", "preset", "dtype", "runs")}
+                            "target", "met", "preset", "dtype", "device", "gpu", "runs")}
     print(json.dumps({k: v for k, v in result.items() if k != "attention"}, indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -149,7 +149,7 @@ def scatter_rows(packed: torch.Tensor, pack: torch.Tensor,
     index = index.expand(*index.shape[:4], *packed.shape[4:])
     shape = (*pack.shape, *packed.shape[4:])
     out = packed.new_zeros(shape) if base is None else base.clone()
-    return out.scatter(3, index, packed)
+    return out.scatter(3, index, packed.to(out.dtype))   # autocast: bf16 rows, fp32 base
 
 
 def to_temporal_sequences(x: torch.Tensor) -> torch.Tensor:

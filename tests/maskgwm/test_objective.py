@@ -10,6 +10,7 @@ import torch
 from maskgwm.config.schema import MaskConfig, ModelConfig
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.flow import euler_sample
+from maskgwm.model.bench_model import one_of_each_branch
 from maskgwm.model.masks import kept_count
 from maskgwm.model.objective import (ObjectiveSettings, draw_sample, sample_generator,
                                      training_loss)
@@ -195,3 +196,22 @@ def test_view_rows_spatial_masks_are_row_wise_tubes():
         masked = d.keep[d.cond:]
         assert (masked == masked[:1]).all()
         assert (masked.sum(-1) == kept_count(GRID[1], 0.25)).all()
+
+
+@pytest.mark.parametrize("token", ["p", "f_m", "mix", "z_tau"])
+def test_mr_step_runs_under_bf16_autocast(token):
+    """The GPU training precision (bf16 autocast, fp32 weights) on CPU: packed rows come back
+    in bf16 and are scattered into the fp32 filler (mask tokens)."""
+    torch.manual_seed(0)
+    mr_model = MaskGWMDiT(ModelConfig(preset="tiny", view_blocks=True, actions=True),
+                          mask_config=dataclasses.replace(OURS, token=token))
+    settings = ObjectiveSettings(mr_model.mask_config)
+    indices = one_of_each_branch(settings, FRAME_SHAPE, GRID, seed=0)
+    z0, text, pooled, actions = batch(2)
+    mr_model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = training_loss(mr_model, z0, text, pooled, indices, 0, settings, actions)
+    terms.loss.backward()
+    assert torch.isfinite(terms.loss)
+    assert terms.branches.get("spatial") == 1 and terms.branches.get("temporal") == 1
+    assert all(torch.isfinite(p.grad).all() for p in mr_model.parameters() if p.grad is not None)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks, run on a lent GPU machine (see README "GPU checks"):
+#   bash scripts/gpu_checks.sh OUT_DIR
+# 1. the CUDA tests (tests/maskgwm/test_cuda.py, test_attention.py's flash test);
+# 2. the trainer's CUDA path: a smoke-scale stage-1c run (small preset, bf16 autocast);
+# 3. sd3-medium at 512x288 (latent 36x64), bf16: MR vs full training steps (time, memory,
+#    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison.
+# Each step has its own time limit and writes its log and JSON under OUT_DIR, so a failure or
+# a timeout in one step still returns the others.
+set -u
+out=${1:?usage: gpu_checks.sh OUT_DIR}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $((SECONDS - start)) s" | tee -a "$out/steps.txt"
+  tail -n 5 "$out/$name.log"
+}
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+torch.cuda.get_device_name(0))"; } > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+step tests 150 python3 -m pytest -q -p no:cacheprovider tests/maskgwm/test_cuda.py \
+  tests/maskgwm/test_attention.py
+step train_smoke 150 python3 -m maskgwm.train.bench --steps 30 --workers 2 \
+  --out "$out/train_gpu.json"
+step model_sd3_medium 330 python3 -m maskgwm.model.bench_model --preset sd3-medium \
+  --frames 8 --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" \
+  --attention-preset sd3-medium --out "$out/model_gpu.json"
+nvidia-smi --query-gpu=memory.used,memory.total --format=csv >> "$out/machine.txt" 2>&1
