@@ -28,6 +28,6 @@ step tests 150 python3 -m pytest -q -p no:cacheprovider tests/maskgwm/test_cuda.
 step train_smoke 150 python3 -m maskgwm.train.bench --steps 30 --workers 2 \
   --out "$out/train_gpu.json"
 step model_sd3_medium 330 python3 -m maskgwm.model.bench_model --preset sd3-medium \
-  --frames 8 --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" \
+  --frames "${FRAMES:-16}" --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" \
   --attention-preset sd3-medium --out "$out/model_gpu.json"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv >> "$out/machine.txt" 2>&1

@@ -75,9 +75,10 @@ class SD3VAE:
         return cls(vae.to(device), where=f"SD3 VAE {folder}")
 
     @classmethod
-    def random(cls, seed: int = 0) -> "SD3VAE":
-        """A tiny random VAE (16 latent channels, 8x downsampling) for tests and smoke runs;
-        its frames are meaningless. The global RNG is left untouched."""
+    def random(cls, seed: int = 0, device: str | torch.device = "cpu") -> "SD3VAE":
+        """A tiny random VAE (16 latent channels, 8x downsampling) for tests and smoke runs,
+        initialised on the CPU (the same weights on any device) and moved to `device`; its
+        frames are meaningless. The global RNG is left untouched."""
         from diffusers import AutoencoderKL
 
         with torch.random.fork_rng(devices=[]):
@@ -88,7 +89,7 @@ class SD3VAE:
                                 block_out_channels=(8, 8, 8, 8), layers_per_block=1,
                                 norm_num_groups=4, scaling_factor=SD3_SCALING,
                                 shift_factor=SD3_SHIFT)
-        return cls(vae)
+        return cls(vae.to(device))
 
     # ------------------------------------------------------------------ properties
     @property

@@ -285,4 +285,4 @@ class BatchLatents:
         frames = batch["frames"]
         b, t, v = frames.shape[:3]
         latents = self.vae.encode(frames.reshape(b * t * v, *frames.shape[3:]).to(self.device))
-        return latents.reshape(b, t, v, *latents.shape[1:]).float()
+        return latents.reshape(b, t, v, *latents.shape[1:]).to(self.device).float()

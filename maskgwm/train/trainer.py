@@ -137,8 +137,9 @@ class Trainer:
         settings = ObjectiveSettings.from_config(config.stage, config.mask)
         self.module = self._wrap(LossModule(self.model, settings, config.seed))
         self.params = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr,
-                                           weight_decay=config.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr,   # fused: one
+                                           weight_decay=config.optim.weight_decay,  # kernel
+                                           fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.optim.warmup_steps))
         self.ema = None

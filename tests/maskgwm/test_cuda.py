@@ -112,3 +112,18 @@ def test_cuda_sampling_is_deterministic_by_seed(model_and_inputs):
     model.to("cpu")
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a[:, :1], cond)
+
+
+def test_trainer_runs_a_bf16_mr_stage_on_cuda(tmp_path):
+    """The trainer's CUDA path end to end: frames encoded by the VAE on the GPU (the random
+    VAE of the ci scale included), bf16 autocast, the MR objective, fused AdamW."""
+    from maskgwm.config.resolve import resolve_run_config
+    from maskgwm.train.options import TrainOptions
+    from maskgwm.train.trainer import Trainer
+
+    config = resolve_run_config("1c", "ci", "ours", {"stage.steps": 2})
+    trainer = Trainer(config, tmp_path / "run",
+                      options=TrainOptions(workers=0, checkpoint_every=0,
+                                           cache_dir=str(tmp_path / "cache")))
+    assert trainer.run()["status"] == "done"
+    assert trainer.device.type == "cuda"
