@@ -5,6 +5,9 @@ Stdlib only: this runs from a bare `python3` on a fresh machine.
     python3 -m repro.bootstrap smoke [repro submit args...]   # set up, run the smoke job
     python3 -m repro.bootstrap test [pytest args...]          # set up, run the test suite
 
+`test` without pytest args runs the tests not marked `slow` (under 20 minutes on 2 cores), then,
+when CI is set (or REPRO_TEST_SLOW=1), the slow ones in a second pytest run.
+
 The environment lives in `.venv/` at the repository root (`REPRO_VENV` overrides it) and is
 reinstalled only when `pyproject.toml` or this file changes. Without CUDA the CPU torch wheel
 `torch==2.13.0` is installed first (DESIGN.md section 7: the resolver needs torch and the
@@ -125,6 +128,24 @@ def ensure_reference_env() -> Path | None:
     return python
 
 
+def run_tests(python: Path) -> int:
+    """The default run: every test not marked slow; then, under CI (or REPRO_TEST_SLOW=1), the
+    slow ones too. Exit status: the first non-zero of the two runs."""
+    runs = [["-m", "not slow"]]
+    if os.environ.get("CI") or os.environ.get("REPRO_TEST_SLOW") == "1":
+        runs.append(["-m", "slow"])
+    else:
+        print("bootstrap: tests marked slow are left out (REPRO_TEST_SLOW=1 runs them; CI does)",
+              flush=True)
+    status = 0
+    for marker in runs:
+        cmd = [str(python), "-m", "pytest", *marker]
+        print("+", " ".join(cmd), flush=True)
+        code = subprocess.run(cmd).returncode
+        status = status or code
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in {"smoke", "test", "setup"}:
@@ -137,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if what == "test":
         ensure_reference_env()
+        if not rest:
+            return run_tests(python)
         cmd = [str(python), "-m", "pytest", *rest]
     else:
         cmd = [str(venv_dir() / "bin" / "repro"), "submit", "smoke", *rest]

@@ -15,7 +15,7 @@ from repro import submit as submit_module
 from repro.jobs import load_target, resolve_target
 from repro.runner import run_dir, run_state
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]   # ~6-8 min of real preemptions
 
 
 def stage1a_run(steps: int, minutes: float | None = None, preset: str = "tiny"):
