@@ -1,4 +1,5 @@
-"""The `repro` command-line interface: list, submit, status, table, eval, weights, data, sample."""
+"""The `repro` command-line interface: list, submit, status, table, eval, weights, data, sample,
+vista."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ from .paths import work_dir
 from .samplecmd import add_parsers as add_sample_parsers
 from .executors import CLUSTERS, SlurmUnavailable
 from .submit import dry_run, submit
+from .vista.cli import add_parsers as add_vista_parsers
 
 USER_ERRORS = (JobFileError, UnknownTarget, ConfigError, UnwritableError, SlurmUnavailable,
                ValueError, FileNotFoundError)
@@ -68,6 +70,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from .vista.cli import set_paths
+    set_paths(args.vista_checkout, args.vista_ckpt)   # recorded in the Vista runs' specs
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     if args.dry_run:
@@ -84,10 +88,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     failed = [e for e in entries if states[e.run.run_id][0] != "done"]
     for entry in failed:
         print(f"not done: {entry.run.name} (run {entry.run.run_id}); log {entry.stderr or '-'}")
-    placeholders = sum(1 for state, record in states.values() if record.get("placeholder"))
-    if placeholders:
-        print(f"NOTE: {placeholders} runs are placeholders (Vista sampling is not implemented "
-              "yet); they only recorded their resolved configs")
     print(f"{len(entries) - len(failed)}/{len(entries)} runs done for {target.name} ({scale})")
     from .eval_job import eval_state
     evals_failed = [e for e in evals if eval_state(e.directory)[0] != "done"]
@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", default=None, help="Slurm partition (overrides the job file)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the closing collect, table and plots (run when jobs finish here)")
+    p.add_argument("--vista-checkout", help="Vista checkout for the target's Vista run "
+                   "(default $REPRO_VISTA_CHECKOUT; README: Comparing with Vista)")
+    p.add_argument("--vista-ckpt", help="Vista checkpoint (default $REPRO_VISTA_CKPT, else "
+                   "<checkout>/ckpts/vista.safetensors)")
     add_seeds_argument(p, "train and evaluate every run with paper cells with N seeds: seed 0 "
                        "is the run itself, seeds 1..N-1 replicas from the same parent "
                        "(default 1)")
@@ -216,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parsers(sub)
     add_data_parsers(sub)
     add_sample_parsers(sub)
+    add_vista_parsers(sub)
     train = sub.add_parser("train", help="train one stage (1a, 1b, 1c, 2, 3) into a folder")
     train_cli.add_arguments(train)
     train.set_defaults(func=train_cli.main)

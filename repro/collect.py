@@ -30,7 +30,9 @@ from .paths import results_dir, work_dir
 COLUMNS = ("table", "cell", "metric", "seed", "value", "ci_low", "ci_high", "n", "seed_mean",
            "seed_std", "n_seeds", "scale", "seconds", "random_weights", "run_id", "git_commit",
            "config_hash", "protocol", "protocol_hash", "clip_list_hash", "detector_sha256",
-           "created")
+           "created", "source")
+"""`source`: who generated the clips when not our model, e.g. "Vista (official checkpoint,
+this suite's evaluation)" or "Vista TEST DOUBLE (not the official checkpoint)"."""
 METRICS = (("fid", "FID"), ("fvd", "FVD"))  # result key -> spelling in the paper CSVs
 
 
@@ -93,6 +95,7 @@ def rows_from_result(result: dict[str, Any], run: ResolvedRun, scale: str,
             "protocol": protocol["name"], "protocol_hash": result["protocol_hash"],
             "clip_list_hash": result.get("clip_list_hash") or "",
             "detector_sha256": _detector_text(result), "created": result.get("created", ""),
+            "source": prov.get("vista_label", ""),
         }
         rows = []
         for cell_id in run.cells:

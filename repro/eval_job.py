@@ -19,6 +19,12 @@ by whichever job needs it (repro/evalsets.py, atomic). Multi-view protocols (dri
 sample the views of a scene jointly and shard by scene (maskgwm/sample_mview.py); their scores
 count each (scene, view) as one video.
 
+A Vista run (stage "vista") has the same layout: its shards run Vista's own sample.py in
+`vista-stage/<i>-of-<n>/` from the bundle in `vista-input/` and ingest its PNGs into
+`samples/` (repro/vista/job.py); result.json's provenance records the Vista checkout commit,
+sample.py's and the checkpoint's SHA-256 and Vista's settings instead of our checkpoint, and
+`vista_label` says whether it was the official checkpoint or the test double.
+
 Settings per scale are in `EVAL_OPTIONS` (assumed; paper: 30 Euler steps and CFG 4.0 as the
 paper's sampling, shards are an operational choice). Detectors: ci/smoke use seeded
 random-weights detectors (every number labelled); lite/paper read the weights folder from
@@ -26,13 +32,13 @@ REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS), falling back to labelled random detec
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import submitit
 
+from evals.weights import sha256_file
 from maskgwm.config import content_hash
 
 from .fsio import atomic_write_json, read_json
@@ -66,16 +72,23 @@ def node_id(run_id: str, protocol: str, kind: str, shard: int = 0, shards: int =
                                       else "score")
 
 
-def eval_spec(run_spec: dict[str, Any], protocol: str, workdir: Path) -> dict[str, Any]:
-    """The evaluation of one run under one protocol (written to <eval>/spec.json)."""
+def eval_spec(run_spec: dict[str, Any], protocol: str, workdir: Path,
+              shards: int | None = None) -> dict[str, Any]:
+    """The evaluation of one run under one protocol (written to <eval>/spec.json); a Vista
+    run's also holds its checkout, checkpoint and sample.py settings (repro/vista/)."""
     options = EVAL_OPTIONS[run_spec["scale"]]
-    return {"run_id": run_spec["run_id"], "target": run_spec["target"],
+    spec = {"run_id": run_spec["run_id"], "target": run_spec["target"],
             "name": run_spec["name"], "stage": run_spec["stage"], "scale": run_spec["scale"],
             "protocol": protocol, "config_hash": content_hash(run_spec["config"]),
             "vae_seed": run_spec["config"]["seed"], "workdir": str(Path(workdir).resolve()),
             "steps": options["steps"], "guidance": options["guidance"],
-            "shards": options["shards"],
+            "shards": shards or options["shards"],
             "seed": options["seed"] + run_spec["config"].get("seed", 0)}  # + the run's seed
+    if run_spec["stage"] == "vista":
+        from .vista.job import settings_for
+        settings = settings_for(protocol, run_spec["scale"], run_spec["config"].get("seed", 0))
+        spec["vista"] = {**(run_spec.get("vista") or {}), "settings": settings.to_dict()}
+    return spec
 
 
 def eval_state(directory: Path) -> tuple[str, dict[str, Any]]:
@@ -150,6 +163,11 @@ def sample_shard(spec_path: str | Path, shard: int) -> dict[str, Any]:
     spec_path = Path(spec_path)
     spec, directory = read_json(spec_path), spec_path.parent
     shards = spec["shards"]
+    if spec["stage"] == "vista":    # Vista's own sample.py, staged per shard
+        from .vista.job import run_shard
+        _vista_record(spec)
+        return _guarded(shard_state_dir(directory, shard, shards),
+                        lambda: run_shard(spec, directory, shard))
 
     def work() -> dict[str, Any]:
         model = _checkpoint(spec)
@@ -166,14 +184,6 @@ def sample_shard(spec_path: str | Path, shard: int) -> dict[str, Any]:
                 "out": str(out)}
 
     return _guarded(shard_state_dir(directory, shard, shards), work)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detector_weights(scale: str) -> Path | None:
@@ -201,7 +211,8 @@ def score(spec_path: str | Path) -> dict[str, Any]:
         if unfinished:
             raise RuntimeError(f"evaluation {directory}: sample shards {unfinished} of {shards} "
                                "are not done; submit the target again")
-        model = _checkpoint(spec)
+        model = _vista_shards_agree(spec, directory) if spec["stage"] == "vista" \
+            else _checkpoint(spec)
         evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
         parts = [shard_dir(directory / "samples", i, shards) for i in range(shards)]
         generated = merge_videosets(parts, directory / "generated", reference=evalset.real_dir)
@@ -218,11 +229,7 @@ def score(spec_path: str | Path) -> dict[str, Any]:
             "name": spec["name"], "scale": spec["scale"], "config_hash": spec["config_hash"],
             "protocol": evalset.protocol.name, "protocol_hash": evalset.protocol.hash,
             "clip_list_hash": evalset.clip_list_hash, "detector_weights": detectors,
-            "sample_count": len(generated), "checkpoint": str(model),
-            "checkpoint_sha256": _sha256(model),
-            "sampling": {k: spec[k] for k in ("steps", "guidance", "shards", "seed")},
-            "vae": (f"SD3VAE.random(seed={spec['vae_seed']})"
-                    if spec["scale"] in RANDOM_DETECTOR_SCALES else "SD3 VAE"),
+            "sample_count": len(generated), **_model_provenance(spec, model),
             "scored": _now()}
         atomic_write_json(directory / "result.json", result)
         points = [{"fid": p["fid"]["value"], "fvd": p["fvd"]["value"]} for p in result["points"]]
@@ -232,6 +239,54 @@ def score(spec_path: str | Path) -> dict[str, Any]:
         return read_json(directory / "score" / "done.json") \
             if (directory / "score" / "done.json").is_file() else {}
     return _guarded(directory / "score", work)
+
+
+def _vista_record(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Vista run's prepare record (checkout commit, sample.py and checkpoint SHA-256)."""
+    run = run_dir(Path(spec["workdir"]), spec["run_id"])
+    state, record = run_state(run)
+    if state != "done" or "vista" not in record:
+        raise RuntimeError(f"Vista run {spec['run_id']} ({spec['name']}) is {state}, not "
+                           "prepared; submit the target again")
+    return record["vista"]
+
+
+def _vista_shards_agree(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """The prepare record, after checking every shard ran the same sample.py and checkpoint."""
+    record = _vista_record(spec)
+    keys = ("vista_sample_py_sha256", "vista_ckpt_sha256")
+    for shard in range(spec["shards"]):
+        done = run_state(shard_state_dir(directory, shard, spec["shards"]))[1]
+        if any(done.get(key) != record[key] for key in keys):
+            raise RuntimeError(f"sample shard {shard} of {directory} ran another Vista "
+                               "sample.py or checkpoint than the run recorded; delete "
+                               f"{directory} and {run_dir(Path(spec['workdir']), spec['run_id'])}"
+                               "/done.json, then submit again")
+    return record
+
+
+def _model_provenance(spec: dict[str, Any], model: Path | dict[str, Any]) -> dict[str, Any]:
+    """What generated the clips: our checkpoint and sampling, or Vista's (repro/vista/)."""
+    if spec["stage"] == "vista":
+        from .vista.export import SMALL_SCALES
+        settings = spec["vista"]["settings"]
+        return {**model, "sampler": "vista", "sampling": {**settings, "shards": spec["shards"]},
+                "vista_resolution": (f"{settings['width']}x{settings['height']} (the evaluation "
+                                     "set's size: ci/smoke)" if spec["scale"] in SMALL_SCALES
+                                     else f"{settings['width']}x{settings['height']} (Vista's)"),
+                "vista_label": vista_label(model)}
+    return {"checkpoint": str(model), "checkpoint_sha256": sha256_file(model),
+            "sampling": {k: spec[k] for k in ("steps", "guidance", "shards", "seed")},
+            "vae": (f"SD3VAE.random(seed={spec['vae_seed']})"
+                    if spec["scale"] in RANDOM_DETECTOR_SCALES else "SD3 VAE")}
+
+
+VISTA_LABEL = "Vista (official checkpoint, this suite's evaluation)"
+VISTA_DOUBLE_LABEL = "Vista TEST DOUBLE (not the official checkpoint)"
+
+
+def vista_label(record: dict[str, Any]) -> str:
+    return VISTA_DOUBLE_LABEL if record.get("vista_test_double") else VISTA_LABEL
 
 
 class SampleJob(submitit.helpers.Checkpointable):

@@ -6,18 +6,6 @@ from pathlib import Path
 
 from .fsio import atomic_write_text
 
-SENSITIVITY_VARIANTS = (
-    ("base protocol", {}),
-    ("FVD on the first 16 frames", {"fvd.num_frames": 16}),
-    ("condition frames excluded from FVD", {"fvd.first_frame": "cond"}),
-    ("condition frames counted for FID", {"fid.exclude_cond_frames": "flip"}),
-    ("FID resize swapped (tf <-> torch bilinear)", {"fid.resize": "swap"}),
-    ("FVD resize swapped (tf <-> torch bilinear)", {"fvd.resize": "swap"}),
-    ("centre crop to a square before resizing", {"fid.crop": "center", "fvd.crop": "center"}),
-    ("FVD detector: StyleGAN-V TorchScript I3D", {"fvd.detector": "i3d-torchscript"}),
-)
-
-
 def parse_shard(text: str | None) -> tuple[int, int]:
     if not text:
         return (0, 1)
@@ -69,54 +57,47 @@ def cmd_eval_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _variant(protocol, changes: dict):
-    resolved = {}
-    for key, value in changes.items():
-        section, name = key.split(".")
-        current = getattr(getattr(protocol, section), name)
-        if value == "swap":
-            value = "torch_bilinear" if current == "tf_bilinear" else "tf_bilinear"
-        elif value == "flip":
-            value = not current
-        elif value == "cond":
-            value = protocol.cond_frames
-        resolved[key] = value
-    return protocol.replace(**resolved)
-
-
 def cmd_eval_sensitivity(args: argparse.Namespace) -> int:
-    from evals.evaluate import evaluate
-    from evals.extractors import build_extractors, rebind
+    """One set: the table `--out`. With `--also NAME=DIR` (repeatable) and `--page FILE`: the
+    same variants for every set, and a results page comparing them (repro/sensitivity.py)."""
+    import shlex
+    import sys
+
+    from evals.extractors import build_extractors
+
+    from .runner import git_commit
+    from .sensitivity import page_markdown, score_variants, table_markdown
     base = _protocol(args)
+    if args.scale:
+        from .evalsets import scaled_protocol
+        base = scaled_protocol(args.protocol, args.scale)
+        if args.n_boot is not None:
+            base = base.replace(**{"bootstrap.n_boot": args.n_boot})
     weights = _weights(args)
     out = Path(args.out)
-    base_extractors = build_extractors(base, weights, args.device)
-    rows, base_values = [], None
-    for label, changes in SENSITIVITY_VARIANTS:
-        if changes.get("fvd.detector") == "i3d-torchscript" and weights is None:
-            rows.append(f"| {label} | skipped: needs the real TorchScript file | | | | |")
-            continue
-        protocol = _variant(base, changes)
-        same_detectors = protocol.fvd.detector == base.fvd.detector
-        extractors = rebind(base_extractors, protocol) if same_detectors else None
-        result = evaluate(protocol, args.generated, args.reference,
-                          out.with_suffix(f".{protocol.hash}.json"), weights_dir=weights,
-                          cache_dir=args.cache_dir, device=args.device, progress=False,
-                          extractors=extractors)
-        point = result["points"][0]
-        values = (point["fid"]["value"], point["fvd"]["value"])
-        base_values = base_values or values
-        rows.append(f"| {label} | {protocol.hash} | {values[0]:.2f} | {values[1]:.2f} | "
-                    f"{values[0] - base_values[0]:+.2f} | {values[1] - base_values[1]:+.2f} |")
-        print(rows[-1], flush=True)
-    label = result["label"] if rows else ""
-    text = "\n".join([f"# Protocol sensitivity: {base.name}", "",
-                      f"generated `{args.generated}`, reference `{args.reference}`"
-                      + (f"; **{label}**" if label else ""), "",
-                      "| variant | protocol hash | FID | FVD | Δ FID | Δ FVD |",
-                      "|---|---|---|---|---|---|", *rows]) + "\n"
-    atomic_write_text(out, text)
-    print(f"written to {out}")
+    extractors = build_extractors(base, weights, args.device)
+    sets = {args.name: Path(args.generated)}
+    for item in args.also or []:
+        name, _, folder = item.partition("=")
+        if not folder:
+            raise ValueError(f"--also {item!r}: expected NAME=DIR")
+        sets[name] = Path(folder)
+    scored = {}
+    for index, (name, folder) in enumerate(sets.items()):
+        stem = out if index == 0 else out.with_name(f"{out.stem}.{index}{out.suffix}")
+        scored[name] = {**score_variants(base, folder, Path(args.reference), stem, weights,
+                                         args.cache_dir, args.device, extractors),
+                        "path": str(folder)}
+        atomic_write_text(stem, table_markdown(base, str(folder), args.reference, scored[name]))
+        print(f"written to {stem}")
+    if args.page:
+        command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+            if Path(sys.argv[0]).name in ("repro", "cli.py", "__main__.py") else \
+            "repro eval-sensitivity ..."
+        atomic_write_text(Path(args.page), page_markdown(
+            base, args.reference, scored, git_commit(), args.command or command,
+            args.title, args.banner))
+        print(f"results page written to {args.page}")
     return 0
 
 
@@ -162,7 +143,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="score one generated set under protocol variants, as a table")
     p.add_argument("--protocol", required=True)
     common(p)
-    p.add_argument("--out", required=True, help="Markdown table to write")
+    p.add_argument("--out", required=True, help="Markdown table to write (further sets: "
+                   "OUT.1.md, ...)")
+    p.add_argument("--name", default="generated", help="name of --generated on the page")
+    p.add_argument("--also", action="append", metavar="NAME=DIR",
+                   help="another generated set scored the same way (e.g. Vista's), repeatable")
+    p.add_argument("--page", help="write a results page comparing every set (Markdown)")
+    p.add_argument("--scale", help="score with the protocol as scaled for this suite scale "
+                   "(ci, smoke: the small synthetic evaluation sets)")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--banner", help="a prominent note at the top of the page")
+    p.add_argument("--command", help="the command shown on the page (default: this one)")
     p.set_defaults(func=cmd_eval_sensitivity)
 
     p = sub.add_parser("weights", help="detector weight files")

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from . import paper  # noqa: E402
 from .jobs import Target  # noqa: E402
 from .paths import results_dir  # noqa: E402
-from .table import (RANDOM_WEIGHTS_NOTE, filter_seeds, load_ours,  # noqa: E402
+from .table import (RANDOM_WEIGHTS_NOTE, filter_seeds, load_ours, source_labels,  # noqa: E402
                     max_seeds)
 
 OUR_METRICS = ("FVD", "FID")  # what an evaluation produces (Table 4a's Time is not ours)
@@ -112,6 +112,7 @@ def plot_curves(table: str, ours: pd.DataFrame, scale: str, root: Path | None = 
     ref = paper.load_paper_table(table)
     labels = _cell_labels(ref)
     ours = ours[ours["table"].astype(str) == table] if len(ours) else ours
+    sources = source_labels(ours, table)     # Vista's rows: whose clips (repro/table.py)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes, OUR_METRICS):
@@ -123,7 +124,8 @@ def plot_curves(table: str, ours: pd.DataFrame, scale: str, root: Path | None = 
                 mine = _seed_mean(mine.assign(_s=mine["seconds"].map(_float)), "_s")
                 mine = mine.sort_values("_s")
                 x, y = mine["_s"].to_numpy(), mine["value"].map(_float).to_numpy()
-                ax.plot(x, y, marker="o", color=colour, label=f"{labels[cell]} (ours)")
+                ax.plot(x, y, marker="o", color=colour,
+                        label=sources.get(cell, f"{labels[cell]} (ours)"))
                 if "ci_low" in mine.columns:
                     low, high = mine["ci_low"].map(_float), mine["ci_high"].map(_float)
                     if low.notna().any():
@@ -161,6 +163,7 @@ def plot_bars(table: str, ours: pd.DataFrame, scale: str, root: Path | None = No
     cells = list(labels)
     metrics = [m for m in dict.fromkeys(ref["metric"]) if m in OUR_METRICS]
     ours = ours[ours["table"].astype(str) == table] if len(ours) else ours
+    sources = source_labels(ours, table)
     fig, axes = plt.subplots(len(metrics), 1, squeeze=False, layout="constrained",
                              figsize=(max(6.0, 0.8 * len(cells) + 2), 3.8 * len(metrics)))
     width = 0.38
@@ -176,6 +179,9 @@ def plot_bars(table: str, ours: pd.DataFrame, scale: str, root: Path | None = No
                 row = _seed_mean(mine).iloc[-1]
                 v, lo, hi = (_float(row.get(c)) for c in ("value", "ci_low", "ci_high"))
                 ax.bar(i + width / 2, v, width, color="tab:blue", label="ours")
+                if cell in sources:
+                    ax.annotate(sources[cell], (i + width / 2, v), fontsize=6, rotation=90,
+                                ha="center", va="bottom")
                 if not (math.isnan(lo) or math.isnan(hi)):  # the interval need not hold v
                     ax.errorbar([i + width / 2], [(lo + hi) / 2], yerr=[[(hi - lo) / 2]],
                                 fmt="none", ecolor="black", capsize=3)

@@ -23,8 +23,12 @@ map.json lists, `samples/` and (single view) `sweeps/`; Waymo v2 `camera_image/*
 
 Not checked: parent checkpoints (the job graph trains them), `text_embeddings.pt` (optional:
 zeros stand in), the nuScenes CAN bus (optional), individual frames (the readers check them),
-and Vista runs (placeholders). Runs and evaluations already done need nothing. At ci and
-smoke scale (synthetic data, random VAE, random-weights detectors) nothing is checked.
+Vista runs (stage "vista"): the Vista checkout (sample.py with every flag we pass,
+configs/inference/vista.yaml, sample_utils.py) and checkpoint (repro/vista/checkout.py), at
+lite/paper always and at ci/smoke whenever REPRO_VISTA_CHECKOUT is set (without it the Vista
+runs are left out there, repro/vista/graph.py). Runs and evaluations already done need nothing.
+Otherwise at ci and smoke scale (synthetic data, random VAE, random-weights detectors) nothing
+is checked.
 """
 from __future__ import annotations
 
@@ -223,8 +227,9 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
     `scale` that is not there; [] at ci and smoke scale. Roots default to REPRO_WEIGHTS,
     REPRO_DATA_ROOT and REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS); with `workdir`, runs and
     evaluations already done and evaluation sets already built are not checked."""
+    vista = _vista_missing(runs, scale, workdir)
     if scale not in CHECKED_SCALES:
-        return []
+        return vista
     from maskgwm.model.vae import WEIGHT_FILES
     from maskgwm.train.data import REAL_LAYOUT
     from maskgwm.train.options import env_path
@@ -240,7 +245,7 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
     detectors = _detector_root(scale, detector_root)
     found, verified = _Found(), {}
     for run in runs:
-        if run.stage not in STAGES:       # Vista placeholders need nothing yet
+        if run.stage not in STAGES:       # Vista runs: _vista_missing
             continue
         if workdir is not None and run_state(run_dir(workdir, run.run_id))[0] == "done":
             continue
@@ -260,13 +265,25 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
                 eval_state(eval_dir(workdir, run.run_id, run.protocol))[0] == "done":
             continue
         user = (f"evaluation ({run.protocol})", run.name)
-        _sd3(found, weights, "vae", WEIGHT_FILES, user)
+        if run.stage in STAGES:           # Vista's evaluation decodes with its own VAE
+            _sd3(found, weights, "vae", WEIGHT_FILES, user)
         _detectors(found, run.protocol, detectors, user, verified)
         if workdir is None or not (evalset_dir(workdir, run.protocol, scale) / SET_FILE).is_file():
             dataset, split, _, _ = EVALSET_SOURCES[run.protocol]
             _dataset(found, data, dataset, DATA_FOLDERS[dataset], split,
                      reader_version(dataset), user)
-    return list(found.items.values())
+    return vista + list(found.items.values())
+
+
+def _vista_missing(runs: list[ResolvedRun], scale: str, workdir: Path | None) -> list[Missing]:
+    """The Vista checkout and checkpoint of unfinished Vista runs (repro/vista/graph.py)."""
+    from .eval_job import eval_dir, eval_state
+    from .vista.graph import missing
+    if workdir is not None:
+        runs = [run for run in runs if run.stage != "vista" or
+                eval_state(eval_dir(workdir, run.run_id, run.protocol))[0] != "done"]
+    return [Missing(what, path, fix, list(users)) for what, path, fix, users
+            in missing(runs, scale)]
 
 
 def check_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = None,

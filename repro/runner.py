@@ -4,7 +4,9 @@ A run directory `<workdir>/runs/<run_id>/` holds `spec.json` (what to run), `run
 then `done.json` or `failed.json`. Training stages run the trainer into `<run>/train/`
 (from the parent run's `train/model.pt`; preemption-safe, see train_job.py). Sampling and
 scoring are separate jobs after training (eval_job.py, state under `<run>/eval/<protocol>/`);
-Vista runs are placeholders until the Vista issue: they record their resolved config and say so.
+A Vista run's job (stage "vista") is a prepare step: it validates the Vista checkout and
+checkpoint its spec names and records their commit and SHA-256s (repro/vista/job.py); its
+sample shards then run Vista's own sample.py (eval_job.py).
 
     python -m repro.runner <workdir>/runs/<run_id>/spec.json
 """
@@ -87,7 +89,7 @@ def execute(spec_path: str | Path) -> dict[str, Any]:
             training = run_training(spec, directory, parent)
             record = {"finished": _now(), "training": training, **_provenance()}
         else:
-            record = _placeholder(spec, directory)
+            record = _prepare_external(spec, directory)
     except JobRequeued as requeued:
         if main:
             atomic_write_json(directory / "running.json",
@@ -113,17 +115,15 @@ def _global_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
 
 
-def _placeholder(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
-    what = f"stage '{spec['stage']}' (sampling with the external Vista program)"
-    message = (f"PLACEHOLDER: {what} is not implemented yet (Vista issue); "
-               f"this job only recorded the resolved config of run {spec['run_id']} "
-               f"in {directory / 'config.json'}")
+def _prepare_external(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Stage "vista": check the checkout and checkpoint, record them and the resolved config."""
+    from .vista.job import prepare
     atomic_write_json(directory / "config.json",
                       {"run_id": spec["run_id"], "parent_id": spec["parent_id"],
                        "stage": spec["stage"], "variant": spec["variant"],
-                       "scale": spec["scale"], "config": spec["config"]})
-    print(message, flush=True)
-    return {"finished": _now(), "placeholder": True, "message": message, **_provenance()}
+                       "scale": spec["scale"], "config": spec["config"],
+                       "vista": spec.get("vista")})
+    return {"finished": _now(), **prepare(spec, directory), **_provenance()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,16 +46,18 @@ TRAIN_OPTIONS = {"ci": {"checkpoint_every": 1, "workers": 0, "log_every": 1},
 
 
 def run_spec(run: ResolvedRun) -> dict[str, Any]:
+    from .vista.graph import spec_fields
     return {"run_id": run.run_id, "parent_id": run.parent_id, "target": run.target,
             "name": run.name, "stage": run.stage, "variant": run.variant, "scale": run.scale,
             "config": run.config, "cells": list(run.cells), "protocol": run.protocol,
-            "train_options": TRAIN_OPTIONS.get(run.scale, {})}
+            "train_options": TRAIN_OPTIONS.get(run.scale, {}), **spec_fields(run)}
 
 
 def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
             echo: Callable[[str], None] = print, seeds: int = 1) -> float:
     """Print each run's Slurm options, command and GPU-hours; return the total. Writes nothing."""
-    runs = resolve_target(target, scale, seeds)
+    from .vista.graph import split_runs
+    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
     names = {run.run_id: run.name for run in runs}
     echo(f"# dry run: target {target.name}, scale {scale}, {len(runs)} runs (nothing submitted)")
     total = 0.0
@@ -68,7 +70,8 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
              f"  parent {run.parent_id or '-'}  [{state}]")
         echo(f"   steps {run.steps}  protocol {run.protocol}"
              f"  cells {', '.join(run.cells) or '-'}")
-        options = sbatch_options(run, dependency, partition)
+        options = sbatch_options(run if not run.external else prepare_run(run), dependency,
+                                 partition)
         echo("   sbatch " + " ".join(f"--{key}={value}" for key, value in options.items()))
         echo(f"   command: {run_command(run_dir(workdir, run.run_id) / 'spec.json')}")
         echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
@@ -78,6 +81,11 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
             echo(f"   then: sample array of {shards} shards (afterok on this job), score job "
                  f"(afterok on the array) -> "
                  f"{eval_dir(workdir, run.run_id, run.protocol) / 'result.json'}")
+            if run.external:
+                from .vista.plan import echo_plan
+                echo_plan(run, workdir, partition, echo)
+    if left_out:
+        echo("\n# " + left_out)
     echo(f"\n# total estimated GPU-hours (runs not yet done): {total:,.0f} "
          f"(training only; see repro/estimate.py)")
     warn_missing(runs, scale, workdir, os.environ.get(EVAL_ENV, "1") != "0", echo)
@@ -85,9 +93,22 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
 
 
 
+PREPARE_HOURS = 0.5   # a Vista run's own job: check the checkout, hash the checkpoint
+
+
+def prepare_run(run: ResolvedRun) -> ResolvedRun:
+    """A Vista run as its prepare job needs it: one node, one task, no GPU, half an hour."""
+    import dataclasses
+    res = dataclasses.replace(run.resources, nodes=1, gpus_per_node=0,
+                              time_hours=PREPARE_HOURS)
+    return dataclasses.replace(run, resources=res)
+
+
 def _executor(cluster: str, workdir: Path, run: ResolvedRun, dependency: str | None,
               partition: str | None):
-    """A training job: the run's nodes, one task per GPU."""
+    """A training job: the run's nodes, one task per GPU (a Vista run: prepare_run's)."""
+    if run.external:
+        run = prepare_run(run)
     res = run.resources
     return make_executor(cluster, workdir / "logs" / run.run_id / "%j",
                           f"{run.target}-{run.name}-{run.run_id}", res.time_hours, res,
@@ -114,7 +135,10 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
         evaluate = os.environ.get(EVAL_ENV, "1") != "0"
     if cluster not in CLUSTERS:
         raise ValueError(f"unknown cluster '{cluster}' (known: {', '.join(CLUSTERS)})")
-    runs = resolve_target(target, scale, seeds)
+    from .vista.graph import split_runs
+    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
+    if left_out:
+        echo(left_out)
     check_inputs(runs, scale, workdir, evaluate)   # lite/paper: refuse before writing anything
     _check_writable(workdir)
     if cluster == "slurm":
@@ -157,6 +181,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
             if eval_state(e.directory)[0] != "done":
                 echo(f"eval not done: {e.run.name} (run {e.run.run_id}, {e.run.protocol}): "
                      f"{e.message or e.action}")
+    if left_out:
+        echo(left_out)
     return list(by_id.values())
 
 

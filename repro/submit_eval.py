@@ -20,9 +20,9 @@ from .runner import run_dir, run_state
 
 
 def evaluated_runs(runs: list[ResolvedRun]) -> list[ResolvedRun]:
-    """Runs that get sample and score jobs: trained (stage 1a-3) and filling paper cells.
-    Vista runs stay placeholders."""
-    return [run for run in runs if run.cells and run.stage in STAGES]
+    """Runs that get sample and score jobs: trained (stage 1a-3) or Vista runs (their shards
+    run Vista's sample.py, repro/vista/), filling paper cells."""
+    return [run for run in runs if run.cells and (run.stage in STAGES or run.stage == "vista")]
 
 
 @dataclass
@@ -64,7 +64,8 @@ def _eval_executor(cluster: str, workdir: Path, run: ResolvedRun, kind: str, hou
 
 
 def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: Path,
-                train: Submitted, partition: str | None, commit: str) -> EvalSubmitted:
+                train: Submitted, partition: str | None, commit: str,
+                shards: int | None = None) -> EvalSubmitted:
     """Submit the unfinished sample shards of `run` (after its training job) and the score job
     (after every shard), unless its result exists or its jobs are still queued."""
     from .eval_job import (EVAL_OPTIONS, eval_dir, eval_spec, eval_state, node_id,
@@ -73,7 +74,7 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
     if eval_state(directory)[0] == "done":
         return EvalSubmitted(run, directory, "skipped")
     options = EVAL_OPTIONS[run.scale]
-    shards = options["shards"]
+    shards = shards or options["shards"]
     previous = previous_job(directory) or {}
     if cluster == "slurm" and previous.get("cluster") == "slurm":
         ids = [j for j in list(previous.get("sample_jobs", {}).values())
@@ -90,9 +91,10 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
         wait_run(train)
         if run_state(run_dir(workdir, run.run_id))[0] != "done":
             return EvalSubmitted(run, directory, "blocked", shards,
-                                 message="its training run is not done")
+                                 message="its training run is not done" if not run.external
+                                 else "its Vista prepare step failed (checkout or checkpoint)")
     spec_path = directory / "spec.json"
-    spec = eval_spec(spec, run.protocol, workdir)
+    spec = eval_spec(spec, run.protocol, workdir, shards)
     atomic_write_json(spec_path, {**spec, "submitted_from_commit": commit,
                                   "nodes": [node_id(run.run_id, run.protocol, "sample", i, shards)
                                             for i in range(shards)]

@@ -151,6 +151,15 @@ def _with_our_times(frame: pd.DataFrame, table: str, ours: pd.DataFrame) -> pd.D
         .sort_values(["_cell", "_time"], kind="stable").drop(columns=["_cell", "_time"])
 
 
+def source_labels(ours: pd.DataFrame, table: str) -> dict[str, str]:
+    """cell -> the `source` of our rows when another model made them (Vista)."""
+    if not len(ours) or "source" not in ours.columns:
+        return {}
+    mine = ours[(ours["table"].astype(str) == table) & ours["source"].notna()
+                & (ours["source"].astype(str) != "")]
+    return {str(cell): str(group["source"].iloc[0]) for cell, group in mine.groupby("cell")}
+
+
 def table_markdown(table: str, ours: pd.DataFrame) -> str:
     frame = paper.load_paper_table(table)
     variants = paper.variant_columns(frame)
@@ -168,9 +177,12 @@ def table_markdown(table: str, ours: pd.DataFrame) -> str:
         header += [f"vs {base_cell} {metric}"] if compare else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     base: dict[str, tuple[float, float, int]] = {}
+    sources = source_labels(ours, table)
     for group in groups:
         first = group.iloc[0]
         row = [str(first[c]) for c in key_columns]
+        if str(first["cell"]) in sources:      # e.g. Vista re-scored: say whose clips
+            row[0] += f" (ours: {sources[str(first['cell'])]})"
         for metric in metrics:
             hit = group[group["metric"] == metric]
             paper_value = float(hit["value"].iloc[0]) if len(hit) else math.nan

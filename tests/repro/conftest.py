@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from repro.cli import main
+from repro.jobs import Target, load_target_file
 
 
 @dataclass
@@ -34,3 +35,37 @@ def cli(capsys: pytest.CaptureFixture, isolated: Path):
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
     return run
+
+
+TARGET_HEADER = """
+[target]
+title = "{title}"
+protocol = "{protocol}"
+
+[resources.paper]
+nodes = 1
+gpus_per_node = 1
+cpus_per_task = 2
+mem_gb = 8
+time_hours = 1
+
+[resources.smoke]
+nodes = 1
+gpus_per_node = 0
+cpus_per_task = 1
+mem_gb = 4
+time_hours = 1
+"""
+
+
+def write_target(folder: Path, name: str, protocol: str, runs: str, title: str) -> "Target":
+    """A small job file `<folder>/<name>.toml` (one node, no GPU at ci/smoke) with `runs`."""
+    path = folder / f"{name}.toml"
+    path.write_text(TARGET_HEADER.format(title=title, protocol=protocol) + runs)
+    return load_target_file(path)
+
+
+@pytest.fixture(scope="session")
+def make_target():
+    """`write_target` as a fixture: make_target(folder, name, protocol, runs, title)."""
+    return write_target

@@ -24,31 +24,12 @@ from evals.extractors import RANDOM_WEIGHTS_LABEL
 from evals.videoset import VideoSet
 from repro.eval_job import eval_dir, eval_state, sample_shard
 from repro.evalsets import ensure_evalset, scaled_protocol
-from repro.jobs import load_target_file, resolve_target
+from repro.jobs import resolve_target
 from repro.report import report
 from repro.runner import run_dir, run_state
 from repro.status import collect_status, format_status
 from repro.submit import submit
 
-HEADER = """
-[target]
-title = "{title}"
-protocol = "{protocol}"
-
-[resources.paper]
-nodes = 1
-gpus_per_node = 1
-cpus_per_task = 2
-mem_gb = 8
-time_hours = 1
-
-[resources.smoke]
-nodes = 1
-gpus_per_node = 0
-cpus_per_task = 1
-mem_gb = 4
-time_hours = 1
-"""
 MINI_RUNS = """
 [runs.base]
 stage = "1a"
@@ -57,18 +38,13 @@ cells = ["table3b/no-mr"]
 """
 
 
-def mini_target(folder: Path, name: str = "evalmini", protocol: str = "opendv_ablation",
-                runs: str = MINI_RUNS, title: str = "one trained run, scored (test)"):
-    path = folder / f"{name}.toml"
-    path.write_text(HEADER.format(title=title, protocol=protocol) + runs)
-    return load_target_file(path)
-
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory):
+def graph(tmp_path_factory, make_target):
     """The mini target submitted once through the local executor."""
     root = tmp_path_factory.mktemp("evalgraph")
-    target = mini_target(root)
+    target = make_target(root, "evalmini", "opendv_ablation", MINI_RUNS,
+                         "one trained run, scored (test)")
     lines: list[str] = []
     evals: list = []
     started = time.monotonic()
@@ -205,12 +181,12 @@ overrides = { "model.view_blocks" = true, "model.view_attention" = "KW" }
 """
 
 
-def test_debug_submit_samples_and_scores_a_multiview_run(tmp_path):
+def test_debug_submit_samples_and_scores_a_multiview_run(tmp_path, make_target):
     """drivewm_mview at ci: a stage-1a run with view blocks (a stand-in for the stage-3 chain)
     is trained, its 2 scenes x 6 views sampled scene by scene in 2 shards, and scored as 12
     single-view videos."""
     from evals.multiview import group_views
-    target = mini_target(tmp_path, "mview", "drivewm_mview", MVIEW_RUNS,
+    target = make_target(tmp_path, "mview", "drivewm_mview", MVIEW_RUNS,
                          "one multi-view run, scored (test)")
     lines: list[str] = []
     submit(target, "ci", "debug", tmp_path / "work", echo=lines.append, evaluate=True)

@@ -1,0 +1,128 @@
+"""`repro vista check | export | sample`: the Vista comparison by hand (README: Comparing with
+Vista). `sample` runs the same jobs as a target's Vista run (same run id, same evaluation
+folder), so `repro submit table1` later finds its result."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .checkout import CHECKOUT_ENV, CKPT_ENV, VistaError, describe, problems, resolve_paths
+
+
+def set_paths(checkout: str | None, ckpt: str | None) -> None:
+    """Flags override the environment, for this process and the spec files it writes."""
+    if checkout:
+        os.environ[CHECKOUT_ENV] = str(Path(checkout).resolve())
+    if ckpt:
+        os.environ[CKPT_ENV] = str(Path(ckpt).resolve())
+
+
+def _paths(args: argparse.Namespace) -> None:
+    set_paths(getattr(args, "checkout", None), getattr(args, "ckpt", None))
+
+
+def vista_run(protocol: str, scale: str):
+    """The Vista run of the target that scores `protocol` (table1, table2, fig6)."""
+    from ..jobs import load_all_targets, resolve_target
+    for target in load_all_targets():
+        for run in resolve_target(target, scale):
+            if run.stage == "vista" and run.protocol == protocol:
+                return run
+    raise VistaError(f"no target has a Vista run scored with protocol '{protocol}' "
+                     "(Vista runs: table1 vista_nuscenes, table2 waymo_zeroshot, "
+                     "fig6 opendv_long)")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _paths(args)
+    wrong = problems(*resolve_paths(None, None))
+    if wrong:
+        print("Vista cannot run:\n" + describe(wrong))
+        return 2
+    from ..paths import work_dir
+    from .checkout import validate
+    found = validate(None, None, work_dir())
+    for key, value in found.provenance().items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..evalsets import ensure_evalset
+    from ..paths import work_dir
+    from .export import export_bundle
+    from .job import settings_for
+    settings = settings_for(args.protocol, args.scale)
+    evalset = ensure_evalset(args.protocol, args.scale, work_dir())
+    out = export_bundle(evalset, Path(args.out), settings.n_conds,
+                        (settings.width, settings.height), settings.n_frames)
+    print(f"{out}: annos/nuScenes_val.json, data/nuscenes/, index_map.json "
+          f"({settings.n_conds} condition frames at {settings.width}x{settings.height})")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    _paths(args)
+    from ..paths import work_dir
+    from ..runner import git_commit, run_dir, run_state
+    from ..submit import submit_run
+    from ..submit_eval import submit_eval
+    from ..executors import check_slurm, wait_run
+    from .checkout import validate
+    from .plan import echo_plan
+    workdir = work_dir()
+    run = vista_run(args.protocol, args.scale)
+    if args.dry_run:
+        print(f"# dry run: Vista run {run.run_id} ({run.target}/{run.name}), protocol "
+              f"{run.protocol}, scale {args.scale} (nothing submitted)")
+        echo_plan(run, workdir, args.partition, shards=args.shards)
+        return 0
+    validate(None, None, workdir)          # refuse before anything is submitted
+    if args.cluster == "slurm":
+        check_slurm()
+    commit = git_commit()
+    entry = submit_run(run, args.cluster, workdir, {}, args.partition, commit)
+    print(f"{entry.action:>9}  Vista prepare job, run {run.run_id}"
+          + (f"  job {entry.job_id}" if entry.job_id else ""))
+    if args.cluster != "slurm":
+        wait_run(entry)
+        if run_state(run_dir(workdir, run.run_id))[0] != "done":
+            print(f"the prepare step failed: {run_dir(workdir, run.run_id) / 'failed.json'}")
+            return 1
+    from ..submit import run_spec
+    item = submit_eval(run, run_spec(run), args.cluster, workdir, entry, args.partition,
+                       commit, args.shards)
+    print(f"eval {item.action}: {item.describe()}")
+    return 0 if args.cluster == "slurm" or item.action in ("skipped", "submitted") else 1
+
+
+def add_parsers(sub) -> None:
+    from maskgwm.config import SCALES
+    vista = sub.add_parser("vista", help="compare with Vista's official checkpoint "
+                           "(check, export, sample)")
+    inner = vista.add_subparsers(dest="vista_command", required=True)
+
+    def paths(p):
+        p.add_argument("--checkout", help=f"Vista checkout (default ${CHECKOUT_ENV})")
+        p.add_argument("--ckpt", help=f"checkpoint (default ${CKPT_ENV}, else "
+                       "<checkout>/ckpts/vista.safetensors)")
+
+    p = inner.add_parser("check", help="is the checkout usable (files, flags, checkpoint)")
+    paths(p)
+    p.set_defaults(func=cmd_check)
+    p = inner.add_parser("export", help="an evaluation set as Vista's manifest + frames")
+    p.add_argument("protocol")
+    p.add_argument("--scale", choices=SCALES, default="paper")
+    p.add_argument("--out", required=True, help="folder to write (Vista's working-dir layout)")
+    p.set_defaults(func=cmd_export)
+    p = inner.add_parser("sample", help="run Vista's sample.py over an evaluation set "
+                         "(sharded, resumable), then score it")
+    p.add_argument("protocol")
+    paths(p)
+    p.add_argument("--scale", choices=SCALES, default="paper")
+    p.add_argument("--shards", type=int, default=None)
+    p.add_argument("--cluster", default="local", choices=("local", "slurm", "debug"))
+    p.add_argument("--partition", default=None)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_sample)

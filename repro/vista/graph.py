@@ -1,0 +1,55 @@
+"""Vista runs in a target's job graph: given, skipped (ci/smoke without a checkout), or refused.
+
+At lite and paper scale a target with a Vista run needs a usable checkout and checkpoint
+(`repro submit` refuses before anything is submitted, preflight.py). At ci and smoke scale a
+Vista run without a checkout is left out of the submission and the output says why (a checkout
+given there is checked like at lite/paper, e.g. the test double in CI).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .checkout import CHECKOUT_ENV, describe, problems, resolve_paths
+
+CHECKED_SCALES = ("lite", "paper")
+
+
+def vista_runs(runs: list) -> list:
+    return [run for run in runs if run.stage == "vista"]
+
+
+def given() -> bool:
+    """Whether a Vista checkout is configured (REPRO_VISTA_CHECKOUT)."""
+    return resolve_paths(None, None)[0] is not None
+
+
+def split_runs(runs: list, scale: str) -> tuple[list, str]:
+    """(runs to submit, a message naming the Vista runs left out and why, or "")."""
+    left_out = vista_runs(runs) if scale not in CHECKED_SCALES and not given() else []
+    if not left_out:
+        return runs, ""
+    names = ", ".join(f"{run.name} ({', '.join(run.cells) or '-'})" for run in left_out)
+    return [run for run in runs if run not in left_out], (
+        f"NOT RUN: Vista runs {names}: no Vista checkout given ({CHECKOUT_ENV} is not set) at "
+        f"scale '{scale}'; set {CHECKOUT_ENV} (and REPRO_VISTA_CKPT) to compare with Vista "
+        "(README: Comparing with Vista)")
+
+
+def missing(runs: list, scale: str) -> list[tuple[str, str, str, list[tuple[str, str]]]]:
+    """(what, path, fix, needed_by) for a target's Vista runs: at lite/paper always, at
+    ci/smoke when a checkout is given."""
+    runs = vista_runs(runs)
+    if not runs or (scale not in CHECKED_SCALES and not given()):
+        return []
+    users = [("Vista sampling", run.name) for run in runs]
+    return [(what, path, fix, users) for what, path, fix in problems(*resolve_paths(None, None))]
+
+
+def spec_fields(run) -> dict[str, Any]:
+    """The "vista" entry of a Vista run's spec.json (paths as given at submit time)."""
+    from .job import run_spec_fields
+    return {"vista": run_spec_fields()} if run.stage == "vista" else {}
+
+
+def describe_missing(runs: list, scale: str) -> str:
+    return describe([(w, p, f) for w, p, f, _ in missing(runs, scale)])

@@ -1,0 +1,130 @@
+"""Vista's part of the job graph: the prepare step, one sample shard, and the dry-run plan.
+
+- `prepare(spec, directory)` (the Vista run's own job, runner.py): validates the checkout and
+  checkpoint and records the checkout commit, sample.py's SHA-256 and the checkpoint's SHA-256
+  in the run's done.json.
+- `run_shard(spec, directory, shard)` (the sample array task, eval_job.sample_shard): exports
+  the bundle once, ingests what a killed earlier attempt left, stages the clips still missing,
+  runs `sample.py`, ingests its output into `samples/` (the layout our sampler writes, so
+  `merge_videosets` and scoring run unchanged). Resumable per clip.
+- `settings_for(protocol, scale, seed)`: n_conds = the protocol's condition frames (1 for
+  nuScenes and Waymo, 3 for opendv_long), n_rounds so 25 + 22 (k - 1) frames cover the
+  protocol's longest point, Vista's 576x1024 at lite/paper, the eval set's size at ci/smoke.
+  Seed 23 (sample.py's default, which it re-sets before every clip) plus the run's seed
+  replica; sampling steps, guidance and noise augmentation stay at sample.py's defaults
+  (50, 2.5, 0; recorded from the checkout). Assumed: Vista's own defaults are the settings
+  its paper evaluated with (its evaluation code is unreleased, DESIGN.md section 4).
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .checkout import VistaError, resolve_paths, validate
+from .export import export_bundle, rounds_for, vista_size
+from .ingest import check_complete, ingest
+from .staging import OUT, VistaSettings, command, index_map, stage
+
+VISTA_SEED = 23          # sample.py's default seed; a run's seed replica adds to it
+BUNDLE, STAGE = "vista-input", "vista-stage"
+PYTHON_ENV = "REPRO_VISTA_PYTHON"   # the interpreter of Vista's own environment (default: ours)
+LOW_VRAM_ENV = "REPRO_VISTA_LOW_VRAM"   # =1: pass --low_vram (Vista: for GPUs under 80 GB)
+
+
+def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings:
+    from evals.frames import frames_needed
+
+    from ..evalsets import scaled_protocol
+    protocol = scaled_protocol(protocol_name, scale)
+    if protocol.dataset == "nuscenes_mview":
+        raise VistaError(f"protocol {protocol_name} is multi-view; Vista is single-view")
+    import os
+    width, height = vista_size(scale, protocol)
+    return VistaSettings(n_conds=protocol.cond_frames,
+                         n_rounds=rounds_for(frames_needed(protocol)),
+                         width=width, height=height, seed=VISTA_SEED + seed,
+                         low_vram=os.environ.get(LOW_VRAM_ENV) == "1")
+
+
+def run_spec_fields(checkout: str | Path | None = None, ckpt: str | Path | None = None
+                    ) -> dict[str, Any]:
+    """The "vista" entry of a Vista run's spec (flags, else REPRO_VISTA_CHECKOUT/_CKPT),
+    recorded at submit time so that Slurm jobs see the same paths."""
+    import os
+    root, ckpt_path = resolve_paths(checkout, ckpt)
+    return {"checkout": str(root) if root else None, "ckpt": str(ckpt_path) if ckpt_path
+            else None, "python": os.environ.get(PYTHON_ENV) or None}
+
+
+def prepare(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """The Vista run's job: a usable checkout and checkpoint, recorded (done.json)."""
+    vista = spec.get("vista") or {}
+    workdir = Path(directory).parent.parent
+    found = validate(vista.get("checkout"), vista.get("ckpt"), workdir)
+    print(f"Vista checkout {found.root} (commit {found.commit}), checkpoint {found.ckpt} "
+          f"(sha256 {found.ckpt_sha256[:12]})" + ("; TEST DOUBLE" if found.test_double else ""),
+          flush=True)
+    return {"vista": found.provenance()}
+
+
+def run_shard(spec: dict[str, Any], directory: Path, shard: int,
+              log=print) -> dict[str, Any]:
+    """Sample shard `shard` of `spec["shards"]` with Vista (see the module doc)."""
+    from evals.videoset import VideoSet
+    from maskgwm.sample import _record_settings, shard_dir
+
+    from ..evalsets import ensure_evalset
+    shards = spec["shards"]
+    vista = spec["vista"]
+    found = validate(vista["checkout"], vista["ckpt"], Path(spec["workdir"]))
+    settings = VistaSettings(**vista["settings"])
+    evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
+    size = (evalset.protocol.width, evalset.protocol.height)
+    bundle = export_bundle(evalset, directory / BUNDLE, settings.n_conds,
+                           (settings.width, settings.height), settings.n_frames, log)
+    real = VideoSet.open(evalset.real_dir)
+    target = shard_dir(directory / "samples", shard, shards)
+    target.mkdir(parents=True, exist_ok=True)
+    _record_settings(target, {"sampler": "vista", **settings.to_dict(),
+                              "ingest_size": list(size)}, str(found.ckpt))
+    stage_dir = directory / STAGE / f"{shard}-of-{shards}"
+    if index_map(stage_dir) and (stage_dir / OUT).is_dir():   # what a killed attempt left
+        leftover = ingest(stage_dir / OUT, index_map(stage_dir), real, target,
+                          settings.frames, size)
+        if leftover.added:
+            log(f"[{shard}/{shards}] ingested {len(leftover.added)} clips an earlier attempt "
+                "left")
+    mine = [entry.clip_id for i, entry in enumerate(real.clips) if i % shards == shard]
+    done = set(c.clip_id for c in VideoSet.open(target).clips) \
+        if (target / "manifest.json").is_file() else set()
+    todo = [clip_id for clip_id in mine if clip_id not in done]
+    argv = command(found.root, settings, vista.get("python"))
+    if todo:
+        stage(stage_dir, bundle, found.root, found.ckpt, todo)
+        log(f"[{shard}/{shards}] Vista: {len(todo)} clips; cwd {stage_dir}\n  "
+            + " ".join(argv))
+        code = run_vista(argv, stage_dir)
+        report = ingest(stage_dir / OUT, todo, real, target, settings.frames, size)
+        if code != 0:
+            raise VistaError(f"Vista's sample.py exited with status {code} after "
+                             f"{len(report.added)} of {len(todo)} clips (see this job's log); "
+                             "submitting again resumes with the remaining clips")
+        check_complete(report, stage_dir / OUT)
+    return {"shard": shard, "shards": shards, "clips": len(mine), "new": len(todo),
+            "out": str(target), "argv": argv, "cwd": str(stage_dir), **found.provenance()}
+
+
+def run_vista(argv: list[str], cwd: Path) -> int:
+    """Run sample.py (its output goes to this job's log); its exit status."""
+    return subprocess.run(argv, cwd=cwd).returncode
+
+
+def plan(spec: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+    """Dry run: per shard, the staging directory and exact argv (nothing written)."""
+    settings = VistaSettings(**spec["vista"]["settings"])
+    root, _ = resolve_paths(spec["vista"]["checkout"], spec["vista"]["ckpt"])
+    return [{"shard": i, "cwd": str(directory / STAGE / f"{i}-of-{spec['shards']}"),
+             "argv": command(root or Path("<vista checkout>"), settings,
+                             spec["vista"].get("python"))}
+            for i in range(spec["shards"])]

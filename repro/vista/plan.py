@@ -1,0 +1,44 @@
+"""What a Vista run will submit, without submitting: the sample array's Slurm parameters and,
+per shard, the staging directory and the exact `sample.py` command line (dry runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from .checkout import describe, problems, resolve_paths
+
+
+def sample_plan(run, workdir: Path, partition: str | None = None,
+                shards: int | None = None) -> dict[str, Any]:
+    """{"sbatch": {...}, "array": N, "shards": [{"shard", "cwd", "argv"}], "settings": {...}}"""
+    from ..eval_job import EVAL_OPTIONS, eval_dir
+    from ..executors import _slurm_time
+    from .job import plan, run_spec_fields, settings_for
+    options = EVAL_OPTIONS[run.scale]
+    shards = shards or options["shards"]
+    res = run.resources
+    sbatch = {"job-name": f"{run.target}-{run.name}-sample-{run.run_id}", "nodes": "1",
+              "ntasks-per-node": "1", "cpus-per-task": str(res.cpus_per_task),
+              "mem": f"{res.mem_gb}G", "time": _slurm_time(options["sample_hours"]),
+              "array": f"0-{shards - 1}"}
+    if res.gpus_per_node:
+        sbatch["gpus-per-node"] = "1"
+    if partition or res.partition:
+        sbatch["partition"] = partition or res.partition
+    settings = settings_for(run.protocol, run.scale, run.config.get("seed", 0))
+    spec = {"shards": shards, "vista": {**run_spec_fields(), "settings": settings.to_dict()}}
+    return {"sbatch": sbatch, "array": shards, "settings": settings.to_dict(),
+            "shards": plan(spec, eval_dir(workdir, run.run_id, run.protocol))}
+
+
+def echo_plan(run, workdir: Path, partition: str | None, echo: Callable[[str], None] = print,
+              shards: int | None = None) -> dict[str, Any]:
+    found = sample_plan(run, workdir, partition, shards)
+    echo(f"   Vista sample array ({found['array']} shards, afterok on the prepare job): sbatch "
+         + " ".join(f"--{k}={v}" for k, v in found["sbatch"].items()))
+    first = found["shards"][0]
+    echo(f"   shard 0 of {found['array']}: cd {first['cwd']} && {' '.join(first['argv'])}")
+    wrong = problems(*resolve_paths(None, None))
+    if wrong:
+        echo("   WARNING: Vista cannot run as configured:\n" + describe(wrong))
+    return found

@@ -1,0 +1,172 @@
+"""Export -> Vista (its TEST DOUBLE, tests/doubles/vista_checkout) -> ingest -> score -> table,
+at ci scale; resuming a killed shard; an output folder with a missing frame."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evals.videoset import VideoSet, write_videoset
+from repro.vista.checkout import VistaError
+from repro.vista.ingest import check_complete, frame_file, ingest
+
+DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "vista_checkout"
+DOUBLE_LABEL = "Vista TEST DOUBLE (not the official checkpoint)"
+
+
+@pytest.fixture(autouse=True)
+def vista_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    ckpt = tmp_path / "vista.safetensors"
+    ckpt.write_bytes(b"stand-in checkpoint bytes")
+    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(DOUBLE))
+    monkeypatch.setenv("REPRO_VISTA_CKPT", str(ckpt))
+    monkeypatch.delenv("REPRO_VISTA_PYTHON", raising=False)
+    monkeypatch.delenv("REPRO_VISTA_DOUBLE_STOP_AFTER", raising=False)
+    return ckpt
+
+
+def test_export_sample_ingest_score_table(cli, isolated):
+    res = cli("vista", "sample", "vista_nuscenes", "--scale", "ci", "--cluster", "debug")
+    assert res.code == 0, res.out + res.err
+    run_dirs = list((isolated / "work" / "runs").iterdir())
+    assert len(run_dirs) == 1
+    directory = run_dirs[0] / "eval" / "vista_nuscenes"
+    bundle = json.loads((directory / "vista-input" / "annos" / "nuScenes_val.json").read_text())
+    assert len(bundle) == 3 and all(len(e["frames"]) == 25 for e in bundle)
+    assert all(e["traj"] == [] and e["speed"] == [] for e in bundle)   # no actions
+    result = json.loads((directory / "result.json").read_text())
+    prov = result["provenance"]
+    assert prov["vista_test_double"] is True and prov["vista_label"] == DOUBLE_LABEL
+    assert prov["sampler"] == "vista" and prov["sampling"]["n_conds"] == 1
+    assert prov["vista_sample_py_sha256"] and prov["vista_ckpt_sha256"]
+    assert prov["sample_count"] == 3
+    real = VideoSet.open(isolated / "work" / "evalsets" / "vista_nuscenes-ci" / "real")
+    generated = VideoSet.open(directory / "generated")
+    assert [c.clip_id for c in generated.clips] == [c.clip_id for c in real.clips]
+    clip = generated.clips[0]
+    assert generated.read(clip).shape == real.read(real.clip(clip.clip_id)).shape
+    assert cli("collect", "table1", "--scale", "ci", "--partial").code == 0
+    table = cli("table", "table1", "--scale", "ci").out
+    row = next(line for line in table.splitlines() if line.startswith("| vista"))
+    assert f"vista (ours: {DOUBLE_LABEL})" in row and "| 89.4 |" in row   # paper value beside
+
+
+def _shard_spec(workdir: Path, shards: int = 1) -> dict:
+    from repro.vista.job import run_spec_fields, settings_for
+    return {"shards": shards, "workdir": str(workdir), "protocol": "vista_nuscenes",
+            "scale": "ci", "vista": {**run_spec_fields(),
+                                     "settings": settings_for("vista_nuscenes", "ci").to_dict()}}
+
+
+def test_killed_shard_reruns_only_the_remaining_clips(isolated, monkeypatch):
+    import repro.vista.job as job
+    spec, directory = _shard_spec(isolated / "work"), isolated / "eval"
+    real_run = job.run_vista
+
+    def killed_after_vista(argv, cwd):   # Vista wrote 2 clips, then the job died
+        monkeypatch.setenv("REPRO_VISTA_DOUBLE_STOP_AFTER", "2")
+        real_run(argv, cwd)
+        raise KeyboardInterrupt("job killed before ingesting")
+
+    monkeypatch.setattr(job, "run_vista", killed_after_vista)
+    with pytest.raises(KeyboardInterrupt):
+        job.run_shard(spec, directory, 0)
+    samples, stage = directory / "samples", directory / "vista-stage" / "0-of-1"
+    assert not (samples / "manifest.json").exists()          # nothing ingested yet
+    first = json.loads((stage / "index_map.json").read_text())["clip_ids"]
+    assert len(first) == 3
+    monkeypatch.setattr(job, "run_vista", real_run)
+    monkeypatch.delenv("REPRO_VISTA_DOUBLE_STOP_AFTER")
+    record = job.run_shard(spec, directory, 0)
+    assert record["new"] == 1                                 # 2 recovered from out/, 1 rerun
+    assert json.loads((stage / "index_map.json").read_text())["clip_ids"] == first[2:]
+    assert len(json.loads((stage / "annos" / "nuScenes_val.json").read_text())) == 1
+    assert [c.clip_id for c in VideoSet.open(samples).clips] == first
+
+
+def test_vista_failure_midway_keeps_finished_clips(isolated, monkeypatch):
+    import repro.vista.job as job
+    spec, directory = _shard_spec(isolated / "work"), isolated / "eval"
+    monkeypatch.setenv("REPRO_VISTA_DOUBLE_STOP_AFTER", "1")
+    with pytest.raises(VistaError, match="exited with status 3 after 1 of 3 clips"):
+        job.run_shard(spec, directory, 0)
+    monkeypatch.delenv("REPRO_VISTA_DOUBLE_STOP_AFTER")
+    assert job.run_shard(spec, directory, 0)["new"] == 2
+    stage = directory / "vista-stage" / "0-of-1"
+    assert len(json.loads((stage / "index_map.json").read_text())["clip_ids"]) == 2
+
+
+def test_missing_frame_names_the_clip_and_file(tmp_path):
+    rng = np.random.default_rng(0)
+    real = write_videoset(tmp_path / "real", [
+        (f"scene-{i}/tok", rng.integers(0, 255, (25, 8, 16, 3), dtype=np.uint8))
+        for i in range(2)], fps=10.0, cond_frames=1)
+    out = tmp_path / "out"
+    frame_file(out, 0, 0).parent.mkdir(parents=True)
+    from PIL import Image
+    for index in range(2):
+        for t in range(25):
+            if (index, t) != (1, 7):
+                Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(frame_file(out, index, t))
+    report = ingest(out, ["scene-0/tok", "scene-1/tok"], real, tmp_path / "gen", 25, (16, 8))
+    assert report.added == ["scene-0/tok"]
+    with pytest.raises(VistaError) as err:
+        check_complete(report, out)
+    assert "scene-1/tok" in str(err.value) and "NUSCENES_000001_0007.png" in str(err.value)
+    assert [c.clip_id for c in VideoSet.open(tmp_path / "gen").clips] == ["scene-0/tok"]
+
+
+def test_one_shard_exports_the_bundle_the_others_wait(tmp_path, monkeypatch):
+    from repro.vista.export import _Lock
+    monkeypatch.setattr(_Lock, "POLL_S", 0.01)
+    done = tmp_path / "export.json"
+    first, second = _Lock(tmp_path / "b.lock"), _Lock(tmp_path / "b.lock")
+    assert first.acquire(done.is_file, print)
+    calls = []
+
+    def finished() -> bool:     # the first shard finishes while the second waits
+        calls.append(1)
+        if len(calls) == 3:
+            done.write_text("{}")
+            first.release()
+        return done.is_file()
+    assert not second.acquire(finished, print) and not (tmp_path / "b.lock").exists()
+    stale = _Lock(tmp_path / "c.lock")
+    (tmp_path / "c.lock").touch()
+    import os
+    os.utime(tmp_path / "c.lock", (0, 0))                   # its builder died long ago
+    assert stale.acquire(lambda: False, print) and stale.held
+
+
+VISTA_RUNS = """
+[runs.vista]
+stage = "vista"
+cells = ["table1/vista"]
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_prepare_then_vista_array_then_score(tmp_path, slurm_cluster, make_target):
+    """On the real single-node Slurm: the prepare job, the sample array (each task runs the
+    double in its staging directory) and the score job, in dependency order."""
+    from repro.eval_job import eval_dir
+    from repro.jobs import resolve_target
+    from repro.submit import submit
+    target = make_target(tmp_path, "vistaonly", "vista_nuscenes", VISTA_RUNS,
+                         "a Vista run only (test)")
+    work, lines, evals = tmp_path / "work", [], []
+    submit(target, "ci", "slurm", work, wait=True, partition=slurm_cluster.partition,
+           echo=lines.append, evaluate=True, evals_out=evals)
+    assert "1/1 evaluations done for vistaonly (ci)" in lines, lines
+    (run,) = resolve_target(target, "ci")
+    spec = json.loads((work / "runs" / run.run_id / "spec.json").read_text())
+    assert spec["vista"]["checkout"] == str(DOUBLE)
+    directory = eval_dir(work, run.run_id, "vista_nuscenes")
+    for shard in range(2):
+        done = json.loads((directory / "sample" / f"{shard}-of-2" / "done.json").read_text())
+        assert done["slurm_job_id"] and done["vista_test_double"] is True
+    result = json.loads((directory / "result.json").read_text())
+    assert result["provenance"]["vista_label"] == DOUBLE_LABEL
