@@ -16,6 +16,10 @@ from .jobs import ResolvedRun
 
 CLUSTERS = ("local", "slurm", "debug")
 SIGNAL_DELAY_S = 120
+MAX_TIMEOUTS = 50
+"""Times a job may hit its time limit and requeue (assumed; submitit's default is 3, which would
+stop a long training run after its fourth time limit although every attempt resumes from its
+checkpoint). Preemptions do not count."""
 
 
 class SlurmUnavailable(RuntimeError):
@@ -74,13 +78,12 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 def make_executor(cluster: str, folder: Path, name: str, hours: float, res, nodes: int,
                    tasks: int, gpus: int, dependency: str | None, partition: str | None,
-                   max_timeouts: int | None = None):
+                   max_timeouts: int = MAX_TIMEOUTS):
     """A submitit executor; on Slurm with the resources given and USR2 this long before the
-    time limit, so the job checkpoints and requeues (train_job.py)."""
+    time limit, so the job checkpoints and requeues (train_job.py), up to `max_timeouts` times."""
     import submitit
 
-    extra = {"slurm_max_num_timeout": max_timeouts} \
-        if cluster == "slurm" and max_timeouts is not None else {}
+    extra = {"slurm_max_num_timeout": max_timeouts} if cluster == "slurm" else {}
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **extra)
     timeout_min = max(1, round(hours * 60))
     params: dict[str, Any] = {"name": name, "timeout_min": timeout_min}

@@ -86,14 +86,16 @@ def test_usr2_checkpoints_requeues_and_finishes(isolated, slurm_cluster, monkeyp
 
 
 def test_time_limit_checkpoints_requeues_and_finishes(isolated, slurm_cluster, monkeypatch):
-    """A 1-minute limit: USR2 30 s before it (Slurm delivers it up to ~30 s late), checkpoint,
-    requeue, resume. The `small` preset makes 300 steps last about a minute here (about 5
-    steps/s), so the run needs at least two attempts."""
+    """A 1-minute limit: USR2 30 s before it, checkpoint, requeue, resume. slurmctld checks
+    limits on a ~30 s cycle, so an attempt trains anywhere from ~5 to ~60 s; the `small` preset
+    runs about 2.5 steps/s here, so 150 steps need at least two attempts and, with more than 3
+    attempts reaching the limit, also exercise MAX_TIMEOUTS (submitit's default of 3 stopped
+    such a run)."""
     workdir = isolated / "work"
-    run = stage1a_run(steps=300, minutes=1, preset="small")
+    run = stage1a_run(steps=150, minutes=1, preset="small")
     entry = submit(run, workdir, slurm_cluster.partition, monkeypatch, checkpoint_every=0)
     directory = run_dir(workdir, run.run_id)
-    finish(entry, directory, 300, 600)
+    finish(entry, directory, 150, 900)
     assert restarts(entry.job_id) >= 1
 
 
