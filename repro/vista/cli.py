@@ -99,6 +99,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     from maskgwm.config import SCALES
+
+    from ..executors import CLUSTERS
     vista = sub.add_parser("vista", help="compare with Vista's official checkpoint "
                            "(check, export, sample)")
     inner = vista.add_subparsers(dest="vista_command", required=True)
@@ -122,7 +124,7 @@ def add_parsers(sub) -> None:
     paths(p)
     p.add_argument("--scale", choices=SCALES, default="paper")
     p.add_argument("--shards", type=int, default=None)
-    p.add_argument("--cluster", default="local", choices=("local", "slurm", "debug"))
+    p.add_argument("--cluster", default="local", choices=CLUSTERS)
     p.add_argument("--partition", default=None)
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_sample)

@@ -2,6 +2,7 @@
 per shard, the staging directory and the exact `sample.py` command line (dry runs)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,19 +13,17 @@ def sample_plan(run, workdir: Path, partition: str | None = None,
                 shards: int | None = None) -> dict[str, Any]:
     """{"sbatch": {...}, "array": N, "shards": [{"shard", "cwd", "argv"}], "settings": {...}}"""
     from ..eval_job import EVAL_OPTIONS, eval_dir
-    from ..executors import _slurm_time
+    from ..executors import sbatch_options
     from .job import plan, run_spec_fields, settings_for
     options = EVAL_OPTIONS[run.scale]
     shards = shards or options["shards"]
-    res = run.resources
-    sbatch = {"job-name": f"{run.target}-{run.name}-sample-{run.run_id}", "nodes": "1",
-              "ntasks-per-node": "1", "cpus-per-task": str(res.cpus_per_task),
-              "mem": f"{res.mem_gb}G", "time": _slurm_time(options["sample_hours"]),
+    res = run.resources   # a sample task: one node, one task, one GPU where training had GPUs
+    task = dataclasses.replace(run, resources=dataclasses.replace(
+        res, nodes=1, gpus_per_node=min(res.gpus_per_node, 1),
+        time_hours=options["sample_hours"]))
+    sbatch = {**sbatch_options(task, None, partition),
+              "job-name": f"{run.target}-{run.name}-sample-{run.run_id}",
               "array": f"0-{shards - 1}"}
-    if res.gpus_per_node:
-        sbatch["gpus-per-node"] = "1"
-    if partition or res.partition:
-        sbatch["partition"] = partition or res.partition
     settings = settings_for(run.protocol, run.scale, run.config.get("seed", 0))
     spec = {"shards": shards, "vista": {**run_spec_fields(), "settings": settings.to_dict()}}
     return {"sbatch": sbatch, "array": shards, "settings": settings.to_dict(),
