@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from maskgwm.config import SCALES, ConfigError
 from maskgwm.train import cli as train_cli
+from maskgwm.train.options import STRATEGIES
 
 from .datacmd import add_parsers as add_data_parsers
 from .evalcmd import add_parsers as add_eval_parsers
@@ -78,8 +79,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         dry_run(target, scale, work_dir(), args.partition, seeds=args.seeds or 1)
         return 0
     evals: list = []
+    options = {"strategy": args.strategy} if args.strategy else None
     entries = submit(target, scale, args.cluster, work_dir(), wait=args.wait,
-                     partition=args.partition, evals_out=evals, seeds=args.seeds or 1)
+                     partition=args.partition, evals_out=evals, seeds=args.seeds or 1,
+                     train_options=options)
     if args.cluster == "slurm" and not args.wait:
         print("submitted; follow with `repro status " + target.name + "`")
         return 0
@@ -173,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", default=None, help="Slurm partition (overrides the job file)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the closing collect, table and plots (run when jobs finish here)")
+    p.add_argument("--strategy", choices=STRATEGIES, default=None,
+                   help="multi-GPU training: ddp (default) or fsdp (shards parameters, "
+                   "gradients and optimizer state; same results)")
     p.add_argument("--vista-checkout", help="Vista checkout for the target's Vista run "
                    "(default $REPRO_VISTA_CHECKOUT; README: Comparing with Vista)")
     p.add_argument("--vista-ckpt", help="Vista checkpoint (default $REPRO_VISTA_CKPT, else "

@@ -45,12 +45,15 @@ TRAIN_OPTIONS = {"ci": {"checkpoint_every": 1, "workers": 0, "log_every": 1},
 """maskgwm.train.TrainOptions per scale (operational: they do not change results)."""
 
 
-def run_spec(run: ResolvedRun) -> dict[str, Any]:
+def run_spec(run: ResolvedRun, train_options: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
+    """The spec.json a run's jobs read; `train_options` override the scale's TRAIN_OPTIONS."""
     from .vista.graph import spec_fields
     return {"run_id": run.run_id, "parent_id": run.parent_id, "target": run.target,
             "name": run.name, "stage": run.stage, "variant": run.variant, "scale": run.scale,
             "config": run.config, "cells": list(run.cells), "protocol": run.protocol,
-            "train_options": TRAIN_OPTIONS.get(run.scale, {}), **spec_fields(run)}
+            "train_options": {**TRAIN_OPTIONS.get(run.scale, {}), **(train_options or {})},
+            **spec_fields(run)}
 
 
 def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
@@ -126,11 +129,12 @@ def _check_writable(workdir: Path) -> None:
 def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool = False,
            partition: str | None = None, echo: Callable[[str], None] = print,
            evaluate: bool | None = None, evals_out: list | None = None,
-           seeds: int = 1) -> list[Submitted]:
+           seeds: int = 1, train_options: dict[str, Any] | None = None) -> list[Submitted]:
     """Submit every unfinished run of `target` at `scale`, then (with `evaluate`) the sample
     and score jobs of every trained run with paper cells (repro/eval_job.py); local and debug
     jobs finish here. The evaluation entries are appended to `evals_out`. `evaluate` None:
-    on unless the environment sets REPRO_EVAL=0 (train only)."""
+    on unless the environment sets REPRO_EVAL=0 (train only). `train_options`: TrainOptions
+    fields for the training jobs (e.g. {"strategy": "fsdp"})."""
     if evaluate is None:
         evaluate = os.environ.get(EVAL_ENV, "1") != "0"
     if cluster not in CLUSTERS:
@@ -146,7 +150,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     commit = git_commit()
     by_id: dict[str, Submitted] = {}
     for run in runs:
-        by_id[run.run_id] = entry = submit_run(run, cluster, workdir, by_id, partition, commit)
+        by_id[run.run_id] = entry = submit_run(run, cluster, workdir, by_id, partition, commit,
+                                               train_options)
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
              + (f"  job {entry.job_id}" if entry.job_id else "")
              + (f"  log {entry.stdout}" if entry.stdout else ""))
@@ -202,7 +207,8 @@ def wait_for_slurm(entries: list[Submitted], workdir: Path, poll_s: float = 2.0)
 
 
 def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, Submitted],
-               partition: str | None, commit: str) -> Submitted:
+               partition: str | None, commit: str,
+               train_options: dict[str, Any] | None = None) -> Submitted:
     """Submit one run (its parent, if any, already in `by_id`) unless it is done or queued."""
     directory = run_dir(workdir, run.run_id)
     state, _ = run_state(directory)
@@ -225,7 +231,8 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
     if parent is not None and cluster == "slurm" and parent.job_id:
         dependency = f"afterok:{parent.job_id}"
     spec_path = directory / "spec.json"
-    atomic_write_json(spec_path, {**run_spec(run), "submitted_from_commit": commit})
+    atomic_write_json(spec_path, {**run_spec(run, train_options),
+                                  "submitted_from_commit": commit})
     executor = _executor(cluster, workdir, run, dependency, partition)
     job = executor.submit(TrainingJob(), str(spec_path))
     entry = Submitted(run, "submitted", str(job.job_id), job, str(job.paths.stdout),

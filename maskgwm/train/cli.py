@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from maskgwm.config.resolve import SCALES, STAGES, resolve_run_config, variant_names
+from maskgwm.train.options import STRATEGIES
 
 DEFAULT_VARIANT = {"1a": "no-mr", "1b": "no-mr", "1c": "ours", "2": "ours", "3": "ours"}
 KNOWN_ERRORS = ("ConfigError", "OutputDirError", "DataSetupError", "ModelSetupError",
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-last", type=int, default=3)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--sample-every", type=int, default=0)
-    parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="ddp",
+                        help="with several processes: ddp, or fsdp (FSDP2 sharding)")
     parser.add_argument("--activation-checkpointing", action="store_true")
     parser.add_argument("--ema", type=float, default=None, metavar="DECAY")
     parser.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK or cpu)")

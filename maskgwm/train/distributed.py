@@ -3,6 +3,13 @@
 Ranks come from RANK / WORLD_SIZE / LOCAL_RANK (torchrun) or SLURM_PROCID / SLURM_NTASKS /
 SLURM_LOCALID (srun); MASTER_ADDR / MASTER_PORT from the environment or, under Slurm, the
 first node of SLURM_JOB_NODELIST and a port derived from the job id. gloo on CPU, nccl on CUDA.
+
+Strategies (`wrap`): DDP, or FSDP (PyTorch's `fully_shard`, FSDP2) with the whole loss module
+as one unit: parameters, gradients and AdamW state are sharded between steps, the parameters
+are gathered once per step and the gradients reduce-scattered once. One unit because a rank
+runs one DiT pass per MR branch its samples drew, so ranks make different numbers of passes in
+a step; per-block units would issue different numbers of collectives and hang (assumed design,
+documented in the README). Works on CPU with gloo too.
 """
 from __future__ import annotations
 
@@ -95,6 +102,25 @@ def init(env: DistEnv, device: torch.device) -> bool:
         torch.cuda.set_device(device)
     dist.init_process_group(backend, rank=env.rank, world_size=env.world)
     return True
+
+
+def wrap(module: torch.nn.Module, strategy: str, device: torch.device) -> torch.nn.Module:
+    """`module` ready for a multi-process step: DDP (unused parameters found per step) or
+    FSDP2 sharded in place (see the module docstring). fp32 parameters in both; bf16 comes
+    from the trainer's autocast, so both strategies compute alike."""
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        fully_shard(module)
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(module,
+                                   device_ids=[device] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def local_value(value: torch.Tensor) -> torch.Tensor:
+    """A replicated DTensor (what FSDP2 gives for a gradient norm) as a plain tensor."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
 
 
 def local_batch(global_batch: int, world: int) -> int:

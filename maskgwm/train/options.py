@@ -26,7 +26,7 @@ class TrainOptions:
     sample_every: int = 0              # steps between sample videos (0: off)
     sample_steps: int = 10             # Euler steps of those samples
     workers: int = 2                   # DataLoader worker processes
-    strategy: str = "ddp"              # ddp | fsdp (multi-process only; fsdp untested on CPU)
+    strategy: str = "ddp"              # ddp | fsdp (multi-process only; distributed.wrap)
     activation_checkpointing: bool = False
     ema_decay: float | None = None     # None: no EMA (hashed: changes model.pt)
     device: str | None = None          # None: cuda:<local rank> when CUDA is available, else cpu

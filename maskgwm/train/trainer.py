@@ -60,6 +60,7 @@ class LossModule(nn.Module):
     def __init__(self, model: MaskGWMDiT, settings: ObjectiveSettings, seed: int):
         super().__init__()
         self.model, self.settings, self.seed = model, settings, seed
+        self.touch_all = False
 
     def forward(self, z0, encoder_hidden_states, pooled, sample_index, actions=None):
         terms = training_loss(self.model, z0, encoder_hidden_states, pooled, sample_index,
@@ -69,7 +70,11 @@ class LossModule(nn.Module):
                                                                    "temporal")],
                                 dtype=torch.float32, device=z0.device)
         contrastive = terms.contrastive if terms.contrastive is not None else zero
-        return {"loss": terms.loss, "flow": terms.flow, "contrastive": contrastive,
+        loss = terms.loss
+        if self.touch_all:     # FSDP: every rank reduces the same gradients (zeros if unused)
+            trainable = [p.reshape(-1)[0] for p in self.model.parameters() if p.requires_grad]
+            loss = loss + 0.0 * torch.stack(trainable).sum()
+        return {"loss": loss, "flow": terms.flow, "contrastive": contrastive,
                 "branches": branches}
 
 
@@ -157,27 +162,8 @@ class Trainer:
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not self.env.distributed:
             return module
-        if self.options.strategy == "fsdp":    # untested: needs CUDA (see the reply/README)
-            if self.device.type != "cuda":
-                raise dist_.DistributedError("strategy 'fsdp' needs CUDA devices (PyTorch's "
-                                             "FSDP has no CPU path); use 'ddp' on the CPU")
-            from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision
-            from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-            from diffusers.models.attention import JointTransformerBlock
-
-            from maskgwm.model.blocks import TemporalBlock, ViewBlock
-            precision = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
-                                       buffer_dtype=torch.float32) \
-                if self.device.type == "cuda" else None
-            return FullyShardedDataParallel(
-                module, auto_wrap_policy=ModuleWrapPolicy({JointTransformerBlock,
-                                                           TemporalBlock, ViewBlock}),
-                mixed_precision=precision, use_orig_params=True,
-                device_id=self.device if self.device.type == "cuda" else None)
-        from torch.nn.parallel import DistributedDataParallel
-        return DistributedDataParallel(
-            module, device_ids=[self.device] if self.device.type == "cuda" else None,
-            find_unused_parameters=True)
+        module.touch_all = self.options.strategy == "fsdp"
+        return dist_.wrap(module, self.options.strategy, self.device)
 
     @property
     def fsdp(self) -> bool:
@@ -314,10 +300,7 @@ class Trainer:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
         clip = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
-        if self.fsdp:
-            grad_norm = self.module.clip_grad_norm_(clip)
-        else:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        grad_norm = dist_.local_value(torch.nn.utils.clip_grad_norm_(self.params, clip))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()

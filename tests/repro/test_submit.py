@@ -69,8 +69,13 @@ def test_failing_run_is_reported_with_its_log(cli, isolated):
     assert Path(log).exists() and "Error" in Path(log).read_text()
 
     (run_dir(work, bad) / "train").unlink()          # fixed: a resubmit runs only it
-    retry = cli("submit", "table4a", "--scale", "ci")
+    retry = cli("submit", "table4a", "--scale", "ci", "--strategy", "fsdp")
     assert retry.code == 0 and retry.out.count("submitted") == 1
+    spec = json.loads((run_dir(work, bad) / "spec.json").read_text())
+    assert spec["train_options"] == {"checkpoint_every": 1, "workers": 0, "log_every": 1,
+                                     "strategy": "fsdp"}
+    summary = json.loads((run_dir(work, bad) / "train" / "summary.json").read_text())
+    assert summary["strategy"] == "single"           # one process: nothing to shard
 
 
 def test_unwritable_workdir_submits_nothing(cli, isolated, monkeypatch):

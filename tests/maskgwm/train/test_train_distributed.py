@@ -1,4 +1,5 @@
-"""Two gloo processes (torchrun) equal one process with the same global batch; rank setup."""
+"""Two gloo processes (torchrun; DDP and FSDP) equal one process with the same global batch;
+FSDP checkpoints and resumes; rank setup."""
 from __future__ import annotations
 
 import json
@@ -26,10 +27,12 @@ SCRIPT = textwrap.dedent("""
     from maskgwm.config.resolve import resolve_run_config
     from maskgwm.train.options import TrainOptions
     from maskgwm.train.trainer import Trainer
-    out, cache = sys.argv[1], sys.argv[2]
-    config = resolve_run_config("1c", "ci", "ours", {"stage.steps": 3, "stage.batch_size": 2})
-    Trainer(config, out, options=TrainOptions(workers=0, cache_dir=cache,
-                                              checkpoint_every=0)).run()
+    out, cache, strategy, batch, stop_at = sys.argv[1:6]
+    config = resolve_run_config("1c", "ci", "ours", {"stage.steps": 3,
+                                                     "stage.batch_size": int(batch)})
+    trainer = Trainer(config, out, options=TrainOptions(workers=0, cache_dir=cache,
+                                                        checkpoint_every=0, strategy=strategy))
+    print(trainer.run(stop=lambda: trainer.step >= int(stop_at)))
 """)
 
 
@@ -39,7 +42,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run(tmp_path: Path, out: str, nproc: int) -> None:
+def run(tmp_path: Path, out: str, nproc: int, strategy: str = "ddp", batch: int = 2,
+        stop_at: int = 10**9) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items()
@@ -50,27 +54,50 @@ def run(tmp_path: Path, out: str, nproc: int) -> None:
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script)]
-    done = subprocess.run(cmd + [str(tmp_path / out), str(tmp_path / "cache")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    args = [str(tmp_path / out), str(tmp_path / "cache"), strategy, str(batch), str(stop_at)]
+    done = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def assert_same_training(tmp_path: Path, one: str, two: str) -> None:
+    """Per-step losses, MR branch counts, gradient norms and final weights agree."""
+    rows = {}
+    for name in (one, two):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        rows[name] = [json.loads(line) for line in lines]
+    assert [r["step"] for r in rows[one]] == [r["step"] for r in rows[two]] == [1, 2, 3]
+    for a, b in zip(rows[one], rows[two]):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["branches"] == b["branches"]
+        assert abs(a["grad_norm"] - b["grad_norm"]) < 1e-4
+    first = load_model(tmp_path / one / "model.pt")[0].state_dict()
+    second = load_model(tmp_path / two / "model.pt")[0].state_dict()
+    assert first.keys() == second.keys()
+    assert max(float((first[k] - second[k]).abs().max()) for k in first) < 1e-5
 
 
 def test_two_processes_equal_one(tmp_path):
     run(tmp_path, "one", 1)
     run(tmp_path, "two", 2)
-    rows = {}
-    for name in ("one", "two"):
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        rows[name] = [json.loads(line) for line in lines]
-    assert [r["step"] for r in rows["one"]] == [r["step"] for r in rows["two"]] == [1, 2, 3]
-    for a, b in zip(rows["one"], rows["two"]):
-        assert abs(a["loss"] - b["loss"]) < 1e-5 and a["branches"] == b["branches"]
-        assert abs(a["grad_norm"] - b["grad_norm"]) < 1e-4
-    one = load_model(tmp_path / "one" / "model.pt")[0].state_dict()
-    two = load_model(tmp_path / "two" / "model.pt")[0].state_dict()
-    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-5
+    assert_same_training(tmp_path, "one", "two")
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["local_batch"] == 1
+
+
+def test_fsdp_two_processes_equal_one_across_a_resume(tmp_path):
+    """FSDP2 over gloo, 2 samples per rank (so the ranks draw different MR branches and make
+    different numbers of passes), stopped after step 1 (gathered checkpoint) and resumed
+    (sharded optimizer state restored): the same training as one process."""
+    run(tmp_path, "one", 1, batch=4)
+    run(tmp_path, "fsdp", 2, "fsdp", batch=4, stop_at=1)
+    assert [p.name for p in (tmp_path / "fsdp" / "checkpoints").iterdir()] == \
+        ["step-00000001.pt"]
+    assert not (tmp_path / "fsdp" / "model.pt").exists()
+    run(tmp_path, "fsdp", 2, "fsdp", batch=4)
+    assert_same_training(tmp_path, "one", "fsdp")
+    rows = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["branches"]["spatial"] and r["branches"]["temporal"] for r in rows)
+    summary = json.loads((tmp_path / "fsdp" / "summary.json").read_text())
+    assert summary["strategy"] == "fsdp" and summary["local_batch"] == 2
 
 
 def test_slurm_launch_equals_torchrun(tmp_path):
@@ -82,8 +109,8 @@ def test_slurm_launch_equals_torchrun(tmp_path):
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
     env.update(OMP_NUM_THREADS="1", SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
                MASTER_PORT=str(free_port()))
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "slurm"),
-                               str(tmp_path / "cache")],
+    args = [str(tmp_path / "slurm"), str(tmp_path / "cache"), "ddp", "2", str(10**9)]
+    procs = [subprocess.Popen([sys.executable, str(script), *args],
                               env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in range(2)]
