@@ -57,23 +57,25 @@ def one_of_each_branch(settings: ObjectiveSettings, frame_shape, grid, seed: int
 
 
 def timed_rounds(steps: dict, rounds: int) -> dict[str, list[float]]:
-    """One warm-up each, then `rounds` rounds running the two steps back to back (order
-    alternating between rounds); per round the wall-clock and CPU-time ratio mr / full."""
+    """One warm-up each, then `rounds` rounds running the steps back to back (the order
+    rotating between rounds); per round each step's wall-clock seconds and, for every step
+    but "full", its wall-clock and CPU-time ratio to "full" in the same round."""
     for run in steps.values():
         run()
-    out: dict[str, list[float]] = {"mr_vs_full_wall": [], "mr_vs_full_cpu": [],
-                                   "mr_seconds": [], "full_seconds": []}
+    names = list(steps)
+    out: dict[str, list[float]] = {}
     for index in range(rounds):
         wall, cpu = {}, {}
-        for name in (("mr", "full") if index % 2 == 0 else ("full", "mr")):
+        for name in names[index % len(names):] + names[:index % len(names)]:
             start_wall, start_cpu = time.perf_counter(), time.process_time()
             steps[name]()
             wall[name] = time.perf_counter() - start_wall
             cpu[name] = time.process_time() - start_cpu
-        out["mr_vs_full_wall"].append(wall["mr"] / wall["full"])
-        out["mr_vs_full_cpu"].append(cpu["mr"] / cpu["full"])
-        out["mr_seconds"].append(wall["mr"])
-        out["full_seconds"].append(wall["full"])
+        for name in names:
+            out.setdefault(f"{name}_seconds", []).append(wall[name])
+            if name != "full":
+                out.setdefault(f"{name}_vs_full_wall", []).append(wall[name] / wall["full"])
+                out.setdefault(f"{name}_vs_full_cpu", []).append(cpu[name] / cpu["full"])
     return out
 
 
@@ -142,17 +144,23 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
     indices = one_of_each_branch(with_mr, tuple(z0.shape[1:]), grid, seed=0)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
 
-    def step(settings: ObjectiveSettings):
-        def run():
+    def step(settings: ObjectiveSettings, per_sample: bool = False):
+        def run():   # per_sample: the same loss with one pass per sample (so per branch)
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                terms = training_loss(model, z0, text, pooled, indices, 0, settings)
-            terms.loss.backward()
+                if per_sample:
+                    loss = sum(training_loss(model, z0[i:i + 1], text[i:i + 1],
+                                             pooled[i:i + 1], indices[i:i + 1], 0,
+                                             settings).loss for i in range(2)) / 2
+                else:
+                    loss = training_loss(model, z0, text, pooled, indices, 0, settings).loss
+            loss.backward()
             optimiser.step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
         return run
-    times = timed_rounds({"mr": step(with_mr), "full": step(without)}, repeats)
+    times = timed_rounds({"mr": step(with_mr), "full": step(without),
+                          "mr_per_branch": step(with_mr, per_sample=True)}, repeats)
     memory_mr, how, total_mr = peak_memory(step(with_mr), device)
     memory_full, _, total_full = peak_memory(step(without), device)
     flops = {name: step_flops(step(settings)) for name, settings in
@@ -167,6 +175,11 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         "ratio_statistic": "median over rounds of (MR step / full step) timed back to back; "
                            "cpu_time: the same with process CPU time (less sensitive to "
                            "other processes on a shared machine)",
+        "mr_vs_mr_per_branch_step_time_ratio": round(statistics.median(
+            m / b for m, b in zip(times["mr_seconds"], times["mr_per_branch_seconds"])), 4),
+        "mr_per_branch": "the MR step as before mixed_forward: one DiT pass per branch (here "
+                         "per sample, batch 1 each); the ratio shows what sharing the passes "
+                         "saves",
         "mr_vs_full_peak_memory_ratio": round(memory_ratio, 4),
         "mr_token_bound": round(bound, 4),
         "within_1.05x_of_bound": {"time": time_ratio <= 1.05 * bound,

@@ -10,7 +10,8 @@ transformer_blocks, norm_out, proj_out); the new blocks live in `temporal_blocks
 
 Mask reconstruction (Eq. 2, training only): `masked_forward` runs the encoder (all but the last
 `mask.decoder_layers` layers) on the packed visible tokens, fills the dropped positions with the
-mask token, repairs them with F_s or F_t, and runs the decoder layers on all tokens.
+mask token, repairs them with F_s or F_t, and runs the decoder layers on all tokens;
+`mixed_forward` does so for a batch whose samples take different branches (training steps).
 
 Sign (assumed, to match flow.py): forward returns the paper's velocity G = z_0 - eps, which is
 minus SD3's output (SD3 predicts eps - z_0). Text conditioning is fixed tensors from the caller
@@ -209,6 +210,19 @@ class MaskGWMDiT(nn.Module):
             branch, cond_frames, actions, action_keep, return_features)
 
     # ------------------------------------------------------------------ SD3 loading
+    def mixed_forward(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                      encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
+                      eps: torch.Tensor, keep: torch.Tensor, branches: list[str | None],
+                      cond_frames: torch.Tensor | None = None,
+                      actions: torch.Tensor | None = None,
+                      action_keep: torch.Tensor | None = None,
+                      return_features: bool = False):
+        """Training-time G with a path per sample (None, "spatial" or "temporal") in shared
+        passes; see `reconstruction.mixed_forward`."""
+        return reconstruction.mixed_forward(
+            self, latents, timesteps, encoder_hidden_states, pooled_projections, eps, keep,
+            branches, cond_frames, actions, action_keep, return_features)
+
     def load_sd3_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load an SD3Transformer2DModel state_dict; only new-block keys may be missing."""
         own = self.state_dict()

@@ -139,37 +139,35 @@ def training_loss(model, z0: torch.Tensor, encoder_hidden_states: torch.Tensor,
     z_tau = impose_condition(noisy_latents(z0, eps, tau), clean, cond)
     timesteps = frame_timesteps(tau, cond)
 
-    outputs, order, branches = [], [], {}
-    student, teacher = [], []
-    for branch in (None, "spatial", "temporal"):
-        index = [i for i, d in enumerate(draws) if d.branch == branch]
-        branches[branch or "plain"] = len(index)
-        if not index:
-            continue
-        rows = torch.tensor(index, device=device)
-        args = (z_tau[rows], timesteps[rows], encoder_hidden_states[rows],
-                pooled_projections[rows])
-        extra = dict(cond_frames=cond[rows], actions=None if actions is None else actions[rows],
-                     action_keep=action_keep[rows])
-        if branch is None:
-            outputs.append(model(*args, **extra))
-        else:
-            keep = torch.stack([draws[i].keep for i in index]).to(device)
-            output = model.masked_forward(*args, eps[rows], keep, branch, **extra,
-                                          return_features=settings.mask.contrastive)
-            if settings.mask.contrastive:
-                output, features = output
-                student.append(features)
-                with torch.no_grad():
-                    teacher.append(encoder_features(model, *args, **extra))
-            outputs.append(output)
-        order += index
-    prediction = torch.cat(outputs)[torch.tensor(order, device=device).argsort()]
+    branch_of = [d.branch for d in draws]
+    branches = {name or "plain": branch_of.count(name) for name in (None, "spatial", "temporal")}
+    extra = dict(cond_frames=cond, actions=actions, action_keep=action_keep)
+    student = teacher = None
+    if branches["plain"] == batch:
+        prediction = model(z_tau, timesteps, encoder_hidden_states, pooled_projections, **extra)
+    else:
+        grid_keep = torch.ones(batch, frames, views, *grid, dtype=torch.bool)
+        for i, d in enumerate(draws):
+            if d.keep is not None:
+                grid_keep[i] = d.keep
+        prediction = model.mixed_forward(z_tau, timesteps, encoder_hidden_states,
+                                         pooled_projections, eps, grid_keep.to(device),
+                                         branch_of, **extra,
+                                         return_features=settings.mask.contrastive)
+        if settings.mask.contrastive:
+            prediction, student = prediction
+            masked = torch.tensor([i for i, b in enumerate(branch_of) if b], device=device)
+            with torch.no_grad():
+                teacher = encoder_features(
+                    model, z_tau[masked], timesteps[masked], encoder_hidden_states[masked],
+                    pooled_projections[masked], cond_frames=cond[masked],
+                    actions=None if actions is None else actions[masked],
+                    action_keep=action_keep[masked])
     flow = flow_loss(prediction, z0, eps, ~cond, per_sample=True)
     contrastive = None
     loss = flow
-    if student:
-        contrastive = info_nce(torch.cat(student), torch.cat(teacher),
+    if student is not None:
+        contrastive = info_nce(student, teacher,
                                settings.mask.contrastive_temperature)
         loss = flow + settings.mask.contrastive_weight * contrastive
     return LossTerms(loss, flow, contrastive, branches)

@@ -4,7 +4,8 @@ The encoder E (all but the last `mask.decoder_layers` DiT layers) runs on the vi
 only, packed to the same count per row; the dropped positions are filled with the mask token
 m_tau; F repairs them; the decoder D (the last layers) runs on all tokens.
 
-Branches, one per call (each sample of a batch draws one, see objective.py):
+Branches (each sample of a batch draws one, see objective.py; `mixed_forward` runs a batch
+with its branches mixed, `masked_forward` one branch):
   spatial   M_spatial (one mask for all frames), packed as one row of gh * gw tokens (with
             `view_rows`: a row-wise tube mask, packed row by row, so that cross-view KW
             attention runs over rows, (T H)[K (1 - r) W]); packed positions line up across
@@ -22,6 +23,7 @@ Visible tokens outside the packing (the extra tokens of unmasked condition frame
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -88,6 +90,163 @@ def check_branch(model: "MaskGWMDiT", branch: str) -> None:
                          f"got '{branch}'")
 
 
+def fold(x: torch.Tensor) -> torch.Tensor:
+    """[b, T, K, ...] -> [b K, T, ...] (one row of images per view)."""
+    return x.transpose(1, 2).reshape(-1, x.shape[1], *x.shape[3:])
+
+
+def unfold(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Inverse of `fold`: [b K, T, ...] -> [b, T, K, ...]."""
+    return x.reshape(batch, -1, *x.shape[1:]).transpose(1, 2)
+
+
+@dataclass
+class BranchPack:
+    """One MR branch's samples packed for the encoder: `tokens` [b, T, K, rows, Wk, C] are the
+    visible ones; the rest is what `unpack_branch` needs to put them back on the grid."""
+    branch: str
+    index: list[int]                 # the samples' positions in the batch
+    tokens: torch.Tensor
+    pack: torch.Tensor               # [b K, T, rows, W] bool: the packed positions
+    row_keep: torch.Tensor           # [b K, T, rows, W] bool: the visible positions
+    full: torch.Tensor               # [b K, T, rows, W, C]: every token before the encoder
+    grid: tuple[int, int]
+    time_pack: torch.Tensor | None = None    # masked temporal attention (no shift) only
+    time_mask: torch.Tensor | None = None
+
+
+def pack_branch(model: "MaskGWMDiT", tokens: torch.Tensor, keep: torch.Tensor, branch: str,
+                index: list[int]) -> BranchPack:
+    """Pack the visible tokens [b, T, K, gh, gw, C] of samples taking `branch` (module doc)."""
+    mask = model.mask_config
+    batch, frames, views, grid_h, grid_w, _ = tokens.shape
+    one_row = not (mask.view_rows if branch == "spatial" else mask.row)
+    rows, width = (1, grid_h * grid_w) if one_row else (grid_h, grid_w)
+
+    def as_rows(x: torch.Tensor) -> torch.Tensor:  # [b K, T, gh, gw, ...] -> packable rows
+        return x.reshape(x.shape[0], frames, rows, width, *x.shape[4:])
+
+    row_keep = as_rows(fold(keep.to(tokens.device)))
+    pack = encoder_pack(row_keep, branch)
+    full = as_rows(fold(tokens))
+    found = BranchPack(branch, index, unfold(gather_rows(full, pack), batch), pack, row_keep,
+                       full, (grid_h, grid_w))
+    if branch == "temporal" and not mask.shift:
+        found.time_pack = unfold(pack, batch)
+        found.time_mask = masked_attention_mask(
+            found.time_pack.reshape(batch, frames, views * rows, width))
+    return found
+
+
+def unpack_branch(model: "MaskGWMDiT", packed: BranchPack, encoded: torch.Tensor,
+                  eps: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """Encoder output [b, T, K, rows, Wk, C] back on the grid, the dropped positions filled
+    with m_tau and repaired by F: [b, T, K, gh, gw, C]."""
+    filler = packed.full
+    if model.mask_config.token != "z_tau":
+        masked = fold(mask_tokens(model, eps, tau, *packed.grid)).reshape(packed.full.shape)
+        filler = torch.where(packed.row_keep[..., None], packed.full, masked)
+    tokens = unfold(scatter_rows(fold(encoded), packed.pack, base=filler), len(packed.index))
+    tokens = tokens.reshape(*tokens.shape[:3], *packed.grid, tokens.shape[-1])
+    return reconstruct(model, tokens, tau, packed.branch)
+
+
+def encoder_groups(model: "MaskGWMDiT", packs: list[BranchPack]) -> list[list[BranchPack]]:
+    """Branches whose packed tokens can share one encoder pass: the same tokens per image, no
+    temporal attention mask, and (with view blocks, which attend along rows) the same rows."""
+    if len(packs) == 2 and all(p.time_mask is None for p in packs):
+        a, b = (p.tokens.shape[3:5] for p in packs)
+        if a == b or (a[0] * a[1] == b[0] * b[1] and not model.model_config.view_blocks):
+            return [packs]
+    return [[p] for p in packs]
+
+
+def select(state: "DiTState", index: list[int], tokens: torch.Tensor) -> "DiTState":
+    """The state of the samples `index` (images are sample-major), holding `tokens`."""
+    from maskgwm.model.dit import DiTState
+    per_sample = state.temb.shape[0] // state.tokens.shape[0]
+    rows = torch.tensor(index, device=state.temb.device)
+    images = (rows[:, None] * per_sample + torch.arange(per_sample, device=rows.device))
+    images = images.reshape(-1)
+    return DiTState(tokens, state.context[images], state.temb[images], state.tau[rows])
+
+
+def mixed_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.Tensor,
+                  encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
+                  eps: torch.Tensor, keep: torch.Tensor, branches: list[str | None],
+                  cond_frames: torch.Tensor | None = None,
+                  actions: torch.Tensor | None = None,
+                  action_keep: torch.Tensor | None = None,
+                  return_features: bool = False):
+    """Training-time G for a batch [B, T, K, C, h, w] whose sample i takes `branches[i]`:
+    None (all tokens, as `forward`), "spatial" or "temporal" (Eq. 2, masked by keep[i], [T, K,
+    gh, gw] bool, True = visible; ignored for None). One embedding, one encoder pass per token
+    layout (the plain samples; the MR branches, one pass when `encoder_groups` allows), then one
+    decoder pass and head over the whole batch, so a step launches about as many kernels as a
+    plain one. With `return_features`, also the encoder output of the MR samples mean-pooled
+    over their visible tokens, [n_MR, C], in batch order (for the contrastive loss)."""
+    from maskgwm.model.dit import DiTState
+
+    if len(branches) != latents.shape[0]:
+        raise ValueError(f"one branch per sample: {len(branches)} for {latents.shape[0]}")
+    for branch in set(branches) - {None}:
+        check_branch(model, branch)
+    if tuple(eps.shape) != tuple(latents.shape):
+        raise ValueError(f"eps must have the latents' shape {list(latents.shape)}, "
+                         f"got {list(eps.shape)}")
+    state = model.embed(latents, timesteps, encoder_hidden_states, pooled_projections,
+                        cond_frames)
+    batch, frames, views, grid_h, grid_w, dim = state.tokens.shape
+    if tuple(keep.shape) != (batch, frames, views, grid_h, grid_w):
+        raise ValueError(f"keep must be [{batch}, {frames}, {views}, {grid_h}, {grid_w}], "
+                         f"got {list(keep.shape)}")
+    encoder_layers = model.preset.num_layers - model.mask_config.decoder_layers
+
+    def encode(index: list[int], tokens: torch.Tensor, time_pack=None, time_mask=None):
+        sub = select(state, index, tokens)
+        sub.time_pack, sub.time_mask = time_pack, time_mask
+        return model.run_layers(sub, 0, encoder_layers,
+                                None if actions is None else actions[index],
+                                None if action_keep is None else action_keep[index])
+
+    done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # sample -> (tokens, context)
+    features: dict[int, torch.Tensor] = {}
+    plain = [i for i, b in enumerate(branches) if b is None]
+    if plain:
+        encoded = encode(plain, state.tokens[plain])
+        for j, i in enumerate(plain):
+            done[i] = encoded.tokens[j], encoded.context[j * frames * views:][:frames * views]
+    packs = [pack_branch(model, state.tokens[index], keep[index], branch, index)
+             for branch in ("spatial", "temporal")
+             if (index := [i for i, b in enumerate(branches) if b == branch])]
+    for group in encoder_groups(model, packs):
+        index = [i for p in group for i in p.index]
+        same = len({p.tokens.shape[3:5] for p in group}) == 1
+        tokens = torch.cat([p.tokens if same else p.tokens.flatten(3, 4)[:, :, :, None]
+                            for p in group])
+        encoded = encode(index, tokens, group[0].time_pack, group[0].time_mask)
+        start = 0
+        for p in group:
+            size = len(p.index)
+            part = encoded.tokens[start:start + size].reshape(p.tokens.shape)
+            rows = torch.tensor(p.index, device=eps.device)
+            grid = unpack_branch(model, p, part, eps[rows], state.tau[rows])
+            for j, i in enumerate(p.index):
+                images = slice((start + j) * frames * views, (start + j + 1) * frames * views)
+                done[i] = grid[j], encoded.context[images]
+                features[i] = part[j].mean(dim=(0, 1, 2, 3))
+            start += size
+    tokens = torch.stack([done[i][0] for i in range(batch)])
+    context = torch.cat([done[i][1] for i in range(batch)])
+    decoded = model.run_layers(DiTState(tokens, context, state.temb, state.tau),
+                               encoder_layers, model.preset.num_layers, actions, action_keep)
+    output = model.head(decoded)
+    if return_features:
+        return output, torch.stack([features[i] for i in sorted(features)]) if features \
+            else output.new_zeros(0, dim)
+    return output
+
+
 def masked_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.Tensor,
                    encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
                    eps: torch.Tensor, keep: torch.Tensor, branch: str,
@@ -95,59 +254,13 @@ def masked_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.
                    actions: torch.Tensor | None = None,
                    action_keep: torch.Tensor | None = None,
                    return_features: bool = False):
-    """Training-time G (Eq. 2), [B, T, K, C, h, w]; keep [B, T, K, gh, gw] bool (True =
-    visible). With `return_features`, also the encoder output mean-pooled over the visible
-    tokens, [B, C] (for the contrastive loss)."""
-    from maskgwm.model.dit import DiTState
-
+    """Training-time G (Eq. 2), [B, T, K, C, h, w], every sample on `branch`; keep [B, T, K,
+    gh, gw] bool (True = visible). With `return_features`, also the encoder output mean-pooled
+    over the visible tokens, [B, C] (for the contrastive loss)."""
     check_branch(model, branch)
-    if tuple(eps.shape) != tuple(latents.shape):
-        raise ValueError(f"eps must have the latents' shape {list(latents.shape)}, "
-                         f"got {list(eps.shape)}")
-    mask = model.mask_config
-    state = model.embed(latents, timesteps, encoder_hidden_states, pooled_projections,
-                        cond_frames)
-    batch, frames, views, grid_h, grid_w, dim = state.tokens.shape
-    if tuple(keep.shape) != (batch, frames, views, grid_h, grid_w):
-        raise ValueError(f"keep must be [{batch}, {frames}, {views}, {grid_h}, {grid_w}], "
-                         f"got {list(keep.shape)}")
-    one_row = not (mask.view_rows if branch == "spatial" else mask.row)
-    rows, width = (1, grid_h * grid_w) if one_row else (grid_h, grid_w)
-
-    def fold(x: torch.Tensor) -> torch.Tensor:     # [B, T, K, ...] -> [B K, T, ...]
-        return x.transpose(1, 2).reshape(batch * views, frames, *x.shape[3:])
-
-    def unfold(x: torch.Tensor) -> torch.Tensor:   # [B K, T, ...] -> [B, T, K, ...]
-        return x.reshape(batch, views, frames, *x.shape[2:]).transpose(1, 2)
-
-    def as_rows(x: torch.Tensor) -> torch.Tensor:  # [B K, T, gh, gw, ...] -> packable rows
-        return x.reshape(x.shape[0], frames, rows, width, *x.shape[4:])
-
-    row_keep = as_rows(fold(keep.to(state.tokens.device)))
-    pack = encoder_pack(row_keep, branch)
-    full = as_rows(fold(state.tokens))
-    state.tokens = unfold(gather_rows(full, pack))
-    if branch == "temporal" and not mask.shift:
-        state.time_pack = unfold(pack)
-        state.time_mask = masked_attention_mask(
-            state.time_pack.reshape(batch, frames, views * rows, width))
-    encoder_layers = model.preset.num_layers - mask.decoder_layers
-    encoded = model.run_layers(state, 0, encoder_layers, actions, action_keep)
-    if mask.token == "z_tau":
-        filler = full
-    else:
-        masked = as_rows(fold(mask_tokens(model, eps, state.tau, grid_h, grid_w)))
-        filler = torch.where(row_keep[..., None], full, masked)
-    tokens = scatter_rows(fold(encoded.tokens), pack, base=filler)
-    tokens = unfold(tokens).reshape(batch, frames, views, grid_h, grid_w, dim)
-    tokens = reconstruct(model, tokens, state.tau, branch)
-    decoded = model.run_layers(
-        DiTState(tokens=tokens, context=encoded.context, temb=state.temb, tau=state.tau),
-        encoder_layers, model.preset.num_layers, actions, action_keep)
-    output = model.head(decoded)
-    if return_features:
-        return output, encoded.tokens.mean(dim=(1, 2, 3, 4))
-    return output
+    return mixed_forward(model, latents, timesteps, encoder_hidden_states, pooled_projections,
+                         eps, keep, [branch] * latents.shape[0], cond_frames, actions,
+                         action_keep, return_features)
 
 
 def mask_tokens(model: "MaskGWMDiT", eps: torch.Tensor, tau: torch.Tensor, grid_h: int,

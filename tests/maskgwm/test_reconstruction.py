@@ -17,13 +17,13 @@ TINY = get_preset("tiny")
 MR = MaskConfig(ratio=0.25, spatial=True, temporal=True, row=True, shift=True)  # 2 decoder layers
 
 
-def view_keep(kind, batch, frames, views, cond, seed=0):
+def view_keep(kind, batch, frames, views, cond, seed=0, **options):
     """[B, T, K, gh, gw] keep from masks.py, an independent mask per view; kind is spatial,
-    temporal (row-wise) or time (per frame, not row-wise)."""
+    temporal (row-wise) or time (per frame, not row-wise); `options` go to the mask maker."""
     make = {"spatial": spatial_mask, "temporal": row_mask, "time": temporal_mask}[kind]
     grid_h, grid_w = TINY.latent_height // 2, TINY.latent_width // 2
     keep = make(batch * views, frames, grid_h, grid_w, 0.25, torch.Generator().manual_seed(seed),
-                cond_frames=torch.full((batch * views,), cond))
+                cond_frames=torch.full((batch * views,), cond), **options)
     return keep.view(batch, views, frames, grid_h, grid_w).transpose(1, 2)
 
 
@@ -34,8 +34,8 @@ def pixels(keep):
 def trained_looking(tiny_sd3, mask_config, **model_fields):
     """A tiny MR model whose new blocks have random non-zero weights (every path carries
     signal); the same seed gives the same weights for every mask config."""
-    model = MaskGWMDiT.from_sd3(tiny_sd3, ModelConfig(preset="tiny", view_blocks=True,
-                                                      **model_fields),
+    model = MaskGWMDiT.from_sd3(tiny_sd3, ModelConfig(**{"preset": "tiny", "view_blocks": True,
+                                                         **model_fields}),
                                 mask_config=mask_config).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -195,3 +195,45 @@ def test_view_rows_packs_spatial_masks_by_row(tiny_sd3, inputs):
         out = model.masked_forward(latents, tau, text, pooled, eps, keep, "spatial")
         out_changed = model.masked_forward(changed, tau, text, pooled, eps, keep, "spatial")
     torch.testing.assert_close(out_changed, out)
+
+
+@pytest.mark.parametrize("mask_fields, view_blocks, encoder_passes", [
+    ({}, True, 3),                        # view blocks attend along rows: 1 row vs 4 rows
+    ({"view_rows": True}, True, 2),       # both branches packed row by row: one pass
+    ({}, False, 2),                       # no view blocks: one pass over flattened tokens
+    ({"shift": False}, False, 3),         # masked temporal attention needs its own mask
+    ({"token": "z_tau"}, False, 2),
+])
+def test_mixed_forward_equals_each_sample_on_its_own(tiny_sd3, inputs, mask_fields, view_blocks,
+                                                     encoder_passes, monkeypatch):
+    """A batch mixing plain, spatial and temporal samples gives each sample's own output and
+    encoder features, in one encoder pass per layout and one decoder pass."""
+    config = dataclasses.replace(MR, **mask_fields)
+    model = trained_looking(tiny_sd3, config, view_blocks=view_blocks)
+    latents, tau, text, pooled = inputs(TINY, batch=4, frames=3)
+    cond = torch.tensor([[True, False, False]] * 4)
+    branches = [None, "spatial", "temporal", "spatial"]
+    keep = torch.ones(4, 3, 2, 4, 8, dtype=torch.bool)
+    rows = {"rows": True} if config.view_rows else {}
+    keep[1], keep[3] = view_keep("spatial", 2, 3, 2, cond=1, seed=3, **rows)
+    keep[2] = view_keep("temporal" if config.row else "time", 1, 3, 2, cond=1, seed=4)[0]
+    eps = torch.randn_like(latents)
+    calls = []
+    run_layers = model.run_layers
+    monkeypatch.setattr(model, "run_layers",
+                        lambda *a, **k: calls.append(1) or run_layers(*a, **k))
+    with torch.no_grad():
+        mixed, features = model.mixed_forward(latents, tau, text, pooled, eps, keep, branches,
+                                              cond, return_features=True)
+        assert len(calls) == encoder_passes + 1
+        for i, branch in enumerate(branches):
+            one = slice(i, i + 1)
+            args = (latents[one], tau[one], text[one], pooled[one])
+            if branch is None:
+                torch.testing.assert_close(mixed[one], model(*args, cond[one]))
+                continue
+            alone, feature = model.masked_forward(*args, eps[one], keep[one], branch,
+                                                  cond[one], return_features=True)
+            torch.testing.assert_close(mixed[one], alone, atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(features[[1, 2, 3].index(i)], feature[0], atol=2e-5,
+                                       rtol=1e-4)
