@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 import warnings
@@ -24,6 +23,7 @@ import scipy
 import scipy.linalg
 
 from .atomic import atomic_write_text
+from .commit import git_commit
 from .frechet import frechet_distance
 
 
@@ -159,9 +159,7 @@ def bench_pipeline(n_clips: int = 4, frames: int = 16, width: int = 512, height:
 
 def provenance() -> dict:
     """Where a benchmark ran: the checkout's commit and the machine."""
-    out = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
-                         capture_output=True, text=True)
-    return {"git_commit": out.stdout.strip() or "unknown",
+    return {"git_commit": git_commit(),
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpus": os.cpu_count()}}
 

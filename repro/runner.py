@@ -15,12 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import subprocess
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
+from evals.commit import git_commit as commit_of
 from maskgwm.config.resolve import STAGES
 
 from .fsio import atomic_write_json, read_json
@@ -44,15 +44,7 @@ def run_state(directory: Path) -> tuple[str, dict[str, Any]]:
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    commit = out.stdout.strip() if out.returncode == 0 else "unknown"
-    dirty = subprocess.run(["git", "-C", str(repo_root()), "status", "--porcelain"],
-                           capture_output=True, text=True).stdout.strip()
-    return commit + ("+dirty" if dirty and commit != "unknown" else "")
+    return commit_of(repo_root())
 
 
 def _now() -> str:

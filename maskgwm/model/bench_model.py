@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from evals.atomic import atomic_write_json
+from evals.commit import git_commit
 from maskgwm.config.schema import MaskConfig, ModelConfig
 from maskgwm.model import bench_attention
 from maskgwm.model.dit import MaskGWMDiT
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     latent = tuple(int(x) for x in args.latent.split("x"))
-    result = {"benchmark": "maskgwm.model.bench_model", "git_commit": bench_attention.git_commit(),
+    result = {"benchmark": "maskgwm.model.bench_model", "git_commit": git_commit(),
               "machine": bench_attention.machine_description(), "device": str(device),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "command": "python -m maskgwm.model.bench_model " + " ".join(

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,24 +17,13 @@ from pathlib import Path
 import torch
 
 from evals.atomic import atomic_write_json
+from evals.commit import git_commit
 from maskgwm.config.resolve import resolve_run_config
 from maskgwm.config.schema import to_dict
 from maskgwm.train.options import TrainOptions
 from maskgwm.train.trainer import Trainer
 
 TARGET_DATA_WAIT = 0.10
-
-
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def rates(rows: list[dict], batch: int) -> dict:
