@@ -4,7 +4,9 @@
 # 1. the CUDA tests (tests/maskgwm/test_cuda.py, test_attention.py's flash test);
 # 2. the trainer's CUDA path: a smoke-scale stage-1c run (small preset, bf16 autocast);
 # 3. sd3-medium at 512x288 (latent 36x64), bf16: MR vs full training steps (time, memory,
-#    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison.
+#    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison;
+#    the MR step is also timed the old way (one pass per branch) as a same-run baseline.
+# Environment: FRAMES (16), REPEATS (60), COMPILE=1 (regional torch.compile of the blocks).
 # Each step has its own time limit and writes its log and JSON under OUT_DIR, so a failure or
 # a timeout in one step still returns the others.
 set -u
@@ -29,5 +31,5 @@ step train_smoke 150 python3 -m maskgwm.train.bench --steps 30 --workers 2 \
   --out "$out/train_gpu.json"
 step model_sd3_medium 330 python3 -m maskgwm.model.bench_model --preset sd3-medium \
   --frames "${FRAMES:-16}" --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" \
-  --attention-preset sd3-medium --out "$out/model_gpu.json"
+  --attention-preset sd3-medium ${COMPILE:+--compile} --out "$out/model_gpu.json"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv >> "$out/machine.txt" 2>&1

@@ -19,6 +19,7 @@ in bf16. The attention comparison of shifted vs masked temporal attention is mea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import statistics
@@ -130,10 +131,13 @@ def peak_memory(step, device: torch.device) -> tuple[int, str, int | None]:
 
 
 def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repeats: int,
-                        device: torch.device, dtype: torch.dtype) -> dict:
+                        device: torch.device, dtype: torch.dtype, compiled: bool = False
+                        ) -> dict:
     torch.manual_seed(0)
     with torch.device(device):   # initialised where it runs (a 2B model is slow to init on CPU)
         model = MaskGWMDiT(ModelConfig(preset=preset), mask_config=MR)
+    if compiled:   # the warm-up round compiles (one run of each step)
+        model.compile_blocks()
     p = model.preset
     generator = torch.Generator().manual_seed(0)
     z0 = torch.randn(2, frames, 1, p.in_channels, *latent, generator=generator).to(device)
@@ -162,10 +166,14 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         return run
     times = timed_rounds({"mr": step(with_mr), "full": step(without),
                           "mr_per_branch": step(with_mr, per_sample=True)}, repeats)
-    memory_mr, how, total_mr = peak_memory(step(with_mr), device)
-    memory_full, _, total_full = peak_memory(step(without), device)
-    flops = {name: step_flops(step(settings)) for name, settings in
-             (("mr", with_mr), ("full", without))}
+    def eager():   # FLOPs are the same compiled or not; the CPU memory measure hooks autograd
+        return torch.compiler.set_stance("force_eager") if compiled else contextlib.nullcontext()
+    with eager() if device.type == "cpu" else contextlib.nullcontext():
+        memory_mr, how, total_mr = peak_memory(step(with_mr), device)
+        memory_full, _, total_full = peak_memory(step(without), device)
+    with eager():
+        flops = {name: step_flops(step(settings)) for name, settings in
+                 (("mr", with_mr), ("full", without))}
     bound = token_bound(p.num_layers, MR.decoder_layers, MR.recon_layers, MR.ratio)
     time_ratio = statistics.median(times["mr_vs_full_wall"])
     memory_ratio = memory_mr / memory_full
@@ -196,15 +204,18 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
             times[f"{name}_seconds"]) / 1e12, 4) for name in flops},
         "shapes": {"preset": preset, "batch": 2, "frames": frames, "views": 1,
                    "latent": list(latent), "tokens_per_frame": grid[0] * grid[1],
-                   "branches": "one spatial, one row-wise temporal sample", "dtype": str(dtype)},
+                   "branches": "one spatial, one row-wise temporal sample", "dtype": str(dtype),
+                   "compiled": compiled},
     }
 
 
 def bench_sampling(preset: str, frames: int, latent: tuple[int, int], steps: int,
-                   device: torch.device) -> dict:
+                   device: torch.device, compiled: bool = False) -> dict:
     torch.manual_seed(0)
     with torch.device(device):
         model = MaskGWMDiT(ModelConfig(preset=preset)).eval()
+    if compiled:
+        model.compile_blocks()
     p = model.preset
     text = torch.zeros(1, 8, p.joint_attention_dim, device=device)
     pooled = torch.zeros(1, p.pooled_projection_dim, device=device)
@@ -216,11 +227,12 @@ def bench_sampling(preset: str, frames: int, latent: tuple[int, int], steps: int
     times = bench_attention.time_alternating({"clip": lambda: euler_sample(
         velocity, (1, frames, 1, p.in_channels, *latent), steps=steps, guidance=4.0,
         cond_latents=cond, cond_frames=1, generator=torch.Generator().manual_seed(0),
-        device=device)}, warmup=int(device.type == "cuda"), repeats=1)
+        device=device)}, warmup=int(device.type == "cuda" or compiled), repeats=1)
     return {"seconds_per_clip": round(times["clip"]["min"], 3),
             "shapes": {"preset": preset, "frames": frames, "latent": list(latent),
                        "steps": steps, "guidance": 4.0, "vae_decode": "not included",
-                       "precision": "bf16 autocast" if device.type == "cuda" else "fp32"}}
+                       "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+                       "compiled": compiled}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                         "known dense bf16 peaks of H100/H200/A100/A800)")
     parser.add_argument("--attention-preset", default="small",
                         help="preset whose temporal heads the attention comparison uses")
+    parser.add_argument("--compile", action="store_true",
+                        help="regional torch.compile of the blocks (MaskGWMDiT.compile_blocks)")
     parser.add_argument("--out", help="JSON file (e.g. results/bench/model.json)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -245,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python -m maskgwm.model.bench_model " + " ".join(
                   sys.argv[1:] if argv is None else argv)}
     result.update(bench_training_step(args.preset, args.frames, latent, args.repeats, device,
-                                      dtype))
+                                      dtype, args.compile))
     result["mfu"] = {name: mfu(value, device, args.peak_tflops)
                      for name, value in result["achieved_tflops"].items()}
     sample_latent = tuple(int(x) for x in args.sample_latent.split("x"))
-    result["sampling"] = bench_sampling(args.preset, 25, sample_latent, 30, device)
+    result["sampling"] = bench_sampling(args.preset, 25, sample_latent, 30, device,
+                                        args.compile)
     attention_args = ["--threads", "0", "--no-secondary", "--preset", args.attention_preset]
     if device.type == "cuda":
         attention_args += ["--device", "cuda", "--dtype", "bfloat16", "--repeats", "50"]

@@ -223,6 +223,22 @@ class MaskGWMDiT(nn.Module):
             self, latents, timesteps, encoder_hidden_states, pooled_projections, eps, keep,
             branches, cond_frames, actions, action_keep, return_features)
 
+    def compile_blocks(self) -> int:
+        """Regional torch.compile: every DiT block (spatial, temporal, view) and F block
+        compiled in place (nn.Module.compile: parameter names and checkpoints stay); returns
+        the count. Blocks of one kind share compiled code, so compile time is that of a few
+        blocks, and each block's norms, modulation, MLP and attention glue fuse into fewer
+        kernels (the GPU step is launch-bound, results/bench/gpu_h200.md). Shapes are dynamic
+        from the start (frame counts, packed token counts and batch sizes change from step to
+        step), so only structural differences recompile (the last joint block, batch 1)."""
+        count = 0
+        for name in ("transformer_blocks", "temporal_blocks", "view_blocks", "recon_spatial",
+                     "recon_temporal"):
+            for block in getattr(self, name, []):
+                block.compile(dynamic=True)
+                count += 1
+        return count
+
     def load_sd3_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load an SD3Transformer2DModel state_dict; only new-block keys may be missing."""
         own = self.state_dict()

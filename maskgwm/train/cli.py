@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=STRATEGIES, default="ddp",
                         help="with several processes: ddp, or fsdp (FSDP2 sharding)")
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="regional torch.compile of the DiT and F blocks (GPU speed; the "
+                        "first steps compile)")
     parser.add_argument("--ema", type=float, default=None, metavar="DECAY")
     parser.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK or cpu)")
     parser.add_argument("--cache-dir", help="synthetic data and latent cache "
@@ -87,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
                                log_every=args.log_every, sample_every=args.sample_every,
                                workers=args.workers, strategy=args.strategy,
                                activation_checkpointing=args.activation_checkpointing,
+                               compile=args.compile,
                                ema_decay=args.ema, device=args.device,
                                cache_dir=args.cache_dir)
         trainer = Trainer(config, out, parent_checkpoint=args.parent, data_root=args.data_root,

@@ -2,8 +2,8 @@
 
 Only `ema_decay` changes what a run produces (the final `model.pt` holds the EMA weights when
 it is set), so it is the one option in the run's hash (`run_hash`). Everything else here
-(checkpoint cadence, workers, strategy, activation checkpointing, device, caches) leaves the
-per-step losses unchanged up to floating-point reduction order and is not hashed.
+(checkpoint cadence, workers, strategy, activation checkpointing, compile, device, caches)
+leaves the per-step losses unchanged up to floating-point reduction order and is not hashed.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class TrainOptions:
     workers: int = 2                   # DataLoader worker processes
     strategy: str = "ddp"              # ddp | fsdp (multi-process only; distributed.wrap)
     activation_checkpointing: bool = False
+    compile: bool = False              # regional torch.compile (MaskGWMDiT.compile_blocks)
     ema_decay: float | None = None     # None: no EMA (hashed: changes model.pt)
     device: str | None = None          # None: cuda:<local rank> when CUDA is available, else cpu
     latent_cache: bool = True          # cache each clip's VAE latents (CPU path; float32)

@@ -134,6 +134,8 @@ class Trainer:
         modelsetup.set_trainable(model, names)
         if opts.activation_checkpointing:
             modelsetup.enable_activation_checkpointing(model)
+        if opts.compile:
+            self.provenance["compiled_blocks"] = model.compile_blocks()
         self.model = model.to(self.device)
         self.text, text_note = modelsetup.load_text(config.model.preset, self.weights_root,
                                                          config.scale)
