@@ -30,7 +30,7 @@ def sbatch_options(run: ResolvedRun, dependency: str | None, partition: str | No
                    ) -> dict[str, str]:
     res = run.resources
     options = {"job-name": f"{run.target}-{run.name}-{run.run_id}", "nodes": str(res.nodes),
-               "ntasks-per-node": str(max(res.gpus_per_node, 1)),
+               "ntasks-per-node": str(res.tasks),
                "cpus-per-task": str(res.cpus_per_task), "mem": f"{res.mem_gb}G",
                "time": _slurm_time(res.time_hours)}
     if res.gpus_per_node:

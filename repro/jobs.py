@@ -34,7 +34,7 @@ BASE_VARIANT = "no-mr"
 
 RESOURCE_KEYS = {"nodes": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": int,
                  "time_hours": (int, float)}
-RESOURCE_OPTIONAL = {"partition": str}
+RESOURCE_OPTIONAL = {"partition": str, "tasks_per_node": int}
 TARGET_KEYS = {"title": str, "protocol": str}
 TARGET_OPTIONAL = {"description": str}
 RUN_KEYS = {"stage": str, "cells": list}
@@ -58,10 +58,16 @@ class Resources:
     mem_gb: int
     time_hours: float
     partition: str | None = None
+    tasks_per_node: int | None = None   # training processes per node (default: one per GPU)
 
     @property
     def gpus(self) -> int:
         return self.nodes * self.gpus_per_node
+
+    @property
+    def tasks(self) -> int:
+        """Training processes per node: tasks_per_node, else one per GPU, else one."""
+        return self.tasks_per_node or max(self.gpus_per_node, 1)
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,11 @@ def load_target_file(path: Path) -> Target:
             raise JobFileError(f"{path} [resources]: unknown scale '{scale}' "
                                f"(known: {', '.join(SCALES)})")
         _check_keys(f"{path} [resources.{scale}]", body, RESOURCE_KEYS, RESOURCE_OPTIONAL)
+        tasks = body.get("tasks_per_node")
+        if tasks is not None and (tasks < 1 or body["gpus_per_node"] not in (0, tasks)):
+            raise JobFileError(f"{path} [resources.{scale}] tasks_per_node = {tasks}: give "
+                               f"1 or more, and with GPUs one task per GPU (gpus_per_node = "
+                               f"{body['gpus_per_node']}); leave it out for one per GPU")
         resources[scale] = Resources(**body)
     for scale in ("paper", "smoke"):
         if scale not in resources:

@@ -102,7 +102,7 @@ PREPARE_HOURS = 0.5   # a Vista run's own job: check the checkout, hash the chec
 def prepare_run(run: ResolvedRun) -> ResolvedRun:
     """A Vista run as its prepare job needs it: one node, one task, no GPU, half an hour."""
     import dataclasses
-    res = dataclasses.replace(run.resources, nodes=1, gpus_per_node=0,
+    res = dataclasses.replace(run.resources, nodes=1, gpus_per_node=0, tasks_per_node=None,
                               time_hours=PREPARE_HOURS)
     return dataclasses.replace(run, resources=res)
 
@@ -115,7 +115,7 @@ def _executor(cluster: str, workdir: Path, run: ResolvedRun, dependency: str | N
     res = run.resources
     return make_executor(cluster, workdir / "logs" / run.run_id / "%j",
                           f"{run.target}-{run.name}-{run.run_id}", res.time_hours, res,
-                          res.nodes, max(res.gpus_per_node, 1), res.gpus_per_node, dependency,
+                          res.nodes, res.tasks, res.gpus_per_node, dependency,
                           partition, MAX_TIMEOUT_REQUEUES)
 
 

@@ -118,9 +118,19 @@ def wrap(module: torch.nn.Module, strategy: str, device: torch.device) -> torch.
                                    find_unused_parameters=True)
 
 
-def local_value(value: torch.Tensor) -> torch.Tensor:
-    """A replicated DTensor (what FSDP2 gives for a gradient norm) as a plain tensor."""
+def full(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor (FSDP2's sharded parameters, a replicated gradient norm) as the whole plain
+    tensor (a collective: every rank calls it); a plain tensor as it is."""
     return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A whole tensor laid out as `like` (this rank's shard when `like` is a DTensor)."""
+    value = value.to(like.device)
+    if not hasattr(like, "device_mesh"):
+        return value
+    from torch.distributed.tensor import distribute_tensor
+    return distribute_tensor(value, like.device_mesh, like.placements)
 
 
 def local_batch(global_batch: int, world: int) -> int:

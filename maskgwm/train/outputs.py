@@ -32,9 +32,10 @@ def write_sample(trainer) -> Path:
 
 
 @contextlib.contextmanager
-def export_weights(trainer, full_state: dict | None):
-    """The model holding the weights model.pt gets: EMA if on, the gathered FSDP state."""
-    if trainer.ema is None and full_state is None:
+def export_weights(trainer, full_state: dict | None, ema: dict | None):
+    """The model holding the weights model.pt gets: the `ema` weights if given (whole
+    tensors), on the gathered FSDP state if given."""
+    if ema is None and full_state is None:
         yield
         return
     saved = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()} \
@@ -44,9 +45,9 @@ def export_weights(trainer, full_state: dict | None):
     with torch.no_grad():
         if full_state is not None:
             target.load_state_dict(full_state)
-        if trainer.ema is not None:
+        if ema is not None:
             params = dict(target.named_parameters())
-            for name, value in trainer.ema.items():
+            for name, value in ema.items():
                 params[name].copy_(value)
     original = trainer.model
     trainer.model = target

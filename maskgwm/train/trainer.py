@@ -150,10 +150,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.optim.warmup_steps))
         self.ema = None
-        if opts.ema_decay is not None:
-            if opts.strategy == "fsdp" and self.env.distributed:
-                raise modelsetup.ModelSetupError("EMA with FSDP is not implemented; use "
-                                                 "strategy 'ddp' or no EMA")
+        if opts.ema_decay is not None:       # under FSDP: sharded like the parameters
             self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()
                         if p.requires_grad}
         if resume is not None:
@@ -219,7 +216,7 @@ class Trainer:
             if not data.get("ema"):
                 raise ckpt.CheckpointMismatchError(f"{data['path']} has no EMA weights")
             for name, value in data["ema"].items():
-                self.ema[name].copy_(value)
+                self.ema[name].copy_(dist_.shard_like(value, self.ema[name]))
         ckpt.set_rng_state(data["rng"])
 
     def _model_state(self) -> dict[str, torch.Tensor]:
@@ -230,6 +227,12 @@ class Trainer:
                 full_state_dict=True, cpu_offload=True))
             return {k.removeprefix("model."): v for k, v in state.items()}
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def _full_ema(self) -> dict[str, torch.Tensor] | None:
+        """The EMA weights, whole and on the CPU (under FSDP every rank must call this)."""
+        if self.ema is None:
+            return None
+        return {k: dist_.full(v).detach().cpu() for k, v in self.ema.items()}
 
     def _model_payload(self) -> dict[str, Any]:
         extra = {"resolution": [self.config.data.width, self.config.data.height],
@@ -262,11 +265,10 @@ class Trainer:
                 StateDictOptions(full_state_dict=True, cpu_offload=True)))
         else:
             optimizer = self.optimizer.state_dict()
+        ema = self._full_ema()
         if self.env.is_main:
             payload = {"model": model, "optimizer": optimizer,
-                       "scheduler": self.scheduler.state_dict(),
-                       "ema": ({k: v.detach().cpu() for k, v in self.ema.items()}
-                               if self.ema is not None else None),
+                       "scheduler": self.scheduler.state_dict(), "ema": ema,
                        "rng": ckpt.rng_state(), "step": self.step,
                        "data": {"step": self.step, "epoch": 0,
                                 "next_sample": self.step * self.global_batch},
@@ -302,7 +304,7 @@ class Trainer:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
         clip = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
-        grad_norm = dist_.local_value(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        grad_norm = dist_.full(torch.nn.utils.clip_grad_norm_(self.params, clip))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -384,12 +386,13 @@ class Trainer:
             return {"status": "done", "step": self.step, "model": str(model_path),
                     "summary": str(summary_path), "already_done": True}
         state = self._model_state() if self.fsdp else None
+        ema = self._full_ema()
         if self.env.is_main:
             extra = {"resolution": [self.config.data.width, self.config.data.height],
                      "step": self.step, "run_config_hash": self.config_hash,
                      "stage": self.config.stage.name, "ema_decay": self.options.ema_decay,
                      "provenance": self.provenance}
-            with outputs.export_weights(self, state):
+            with outputs.export_weights(self, state, ema):
                 save_model(model_path, self.model, self.text, extra)
             summary = {"status": "done", "step": self.step, "stage": self.config.stage.name,
                        "scale": self.config.scale, "config_hash": self.config_hash,

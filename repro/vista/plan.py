@@ -19,7 +19,7 @@ def sample_plan(run, workdir: Path, partition: str | None = None,
     shards = shards or options["shards"]
     res = run.resources   # a sample task: one node, one task, one GPU where training had GPUs
     task = dataclasses.replace(run, resources=dataclasses.replace(
-        res, nodes=1, gpus_per_node=min(res.gpus_per_node, 1),
+        res, nodes=1, gpus_per_node=min(res.gpus_per_node, 1), tasks_per_node=None,
         time_hours=options["sample_hours"]))
     sbatch = {**sbatch_options(task, None, partition),
               "job-name": f"{run.target}-{run.name}-sample-{run.run_id}",

@@ -103,6 +103,9 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_a_valid_custom_file_loads(tmp_path):
     target = load_target_file(write(tmp_path, GOOD))
     assert [r.name for r in resolve_target(target, "ci")] == ["stage1a", "stage1b", "ours"]
+    assert target.resources["paper"].tasks == 8 and target.resources["smoke"].tasks == 1
+    cpu_processes = GOOD.replace("time_hours = 1", "time_hours = 1\ntasks_per_node = 2")
+    assert load_target_file(write(tmp_path, cpu_processes)).resources["smoke"].tasks == 2
 
 
 @pytest.mark.parametrize("change, message", [
@@ -127,6 +130,7 @@ def test_a_valid_custom_file_loads(tmp_path):
     (("nodes = 1\n", ""), "missing required key 'nodes'"),
     (("[runs.ours]", "[runs.stage1b]"), "reserved for the shared base chain"),
     (("[target]", "[target\n"), "not valid TOML"),
+    (("time_hours = 24", "time_hours = 24\ntasks_per_node = 4"), "one task per GPU"),
 ])
 def test_malformed_files_name_file_and_key(tmp_path, change, message):
     old, new = change

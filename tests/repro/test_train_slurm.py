@@ -1,6 +1,7 @@
 """Training jobs on the real single-node Slurm survive preemption, time limits and requeues:
 (a) `scancel --signal=USR2`, (b) the time limit, (c) `scontrol requeue` (a hard kill). In each
-case the job finishes and every step appears exactly once in the run's metrics."""
+case the job finishes and every step appears exactly once in the run's metrics. A job of two
+Slurm tasks trains with FSDP over gloo, its ranks and rendezvous taken from Slurm."""
 from __future__ import annotations
 
 import dataclasses
@@ -109,3 +110,19 @@ def test_hard_requeue_resumes_from_the_last_periodic_checkpoint(isolated, slurm_
     subprocess.run(["scontrol", "requeue", entry.job_id], check=True)
     finish(entry, directory, 150, 600)
     assert restarts(entry.job_id) >= 1
+
+
+def test_two_task_fsdp_job_takes_its_ranks_from_slurm(isolated, slurm_cluster, monkeypatch):
+    """tasks_per_node = 2 on a CPU node: srun starts two processes, which find their ranks in
+    SLURM_PROCID / SLURM_NTASKS and rendezvous at the node list's first host on a port from the
+    job id; only rank 0 writes the run's files."""
+    workdir = isolated / "work"
+    run = stage1a_run(steps=3)
+    run.config["stage"]["batch_size"] = 2
+    run = dataclasses.replace(run, resources=dataclasses.replace(
+        run.resources, tasks_per_node=2, cpus_per_task=1))
+    entry = submit(run, workdir, slurm_cluster.partition, monkeypatch, strategy="fsdp")
+    directory = run_dir(workdir, run.run_id)
+    finish(entry, directory, 3, 300)
+    summary = json.loads((directory / "train" / "summary.json").read_text())
+    assert (summary["world_size"], summary["local_batch"], summary["strategy"]) == (2, 1, "fsdp")

@@ -27,11 +27,12 @@ SCRIPT = textwrap.dedent("""
     from maskgwm.config.resolve import resolve_run_config
     from maskgwm.train.options import TrainOptions
     from maskgwm.train.trainer import Trainer
-    out, cache, strategy, batch, stop_at = sys.argv[1:6]
+    out, cache, strategy, batch, stop_at, ema = sys.argv[1:7]
     config = resolve_run_config("1c", "ci", "ours", {"stage.steps": 3,
                                                      "stage.batch_size": int(batch)})
-    trainer = Trainer(config, out, options=TrainOptions(workers=0, cache_dir=cache,
-                                                        checkpoint_every=0, strategy=strategy))
+    trainer = Trainer(config, out, options=TrainOptions(
+        workers=0, cache_dir=cache, checkpoint_every=0, strategy=strategy,
+        ema_decay=None if ema == "none" else float(ema)))
     print(trainer.run(stop=lambda: trainer.step >= int(stop_at)))
 """)
 
@@ -43,7 +44,7 @@ def free_port() -> int:
 
 
 def run(tmp_path: Path, out: str, nproc: int, strategy: str = "ddp", batch: int = 2,
-        stop_at: int = 10**9) -> None:
+        stop_at: int = 10**9, ema: str = "none") -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items()
@@ -54,7 +55,8 @@ def run(tmp_path: Path, out: str, nproc: int, strategy: str = "ddp", batch: int 
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script)]
-    args = [str(tmp_path / out), str(tmp_path / "cache"), strategy, str(batch), str(stop_at)]
+    args = [str(tmp_path / out), str(tmp_path / "cache"), strategy, str(batch), str(stop_at),
+            ema]
     done = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -85,15 +87,20 @@ def test_two_processes_equal_one(tmp_path):
 
 def test_fsdp_two_processes_equal_one_across_a_resume(tmp_path):
     """FSDP2 over gloo, 2 samples per rank (so the ranks draw different MR branches and make
-    different numbers of passes), stopped after step 1 (gathered checkpoint) and resumed
-    (sharded optimizer state restored): the same training as one process."""
-    run(tmp_path, "one", 1, batch=4)
-    run(tmp_path, "fsdp", 2, "fsdp", batch=4, stop_at=1)
+    different numbers of passes), with EMA, stopped after step 1 (gathered checkpoint) and
+    resumed (sharded optimizer state and EMA restored): the same training as one process, and
+    model.pt holds the same EMA weights."""
+    run(tmp_path, "one", 1, batch=4, ema="0.5")
+    run(tmp_path, "fsdp", 2, "fsdp", batch=4, stop_at=1, ema="0.5")
     assert [p.name for p in (tmp_path / "fsdp" / "checkpoints").iterdir()] == \
         ["step-00000001.pt"]
     assert not (tmp_path / "fsdp" / "model.pt").exists()
-    run(tmp_path, "fsdp", 2, "fsdp", batch=4)
+    run(tmp_path, "fsdp", 2, "fsdp", batch=4, ema="0.5")
     assert_same_training(tmp_path, "one", "fsdp")
+    last = torch.load(tmp_path / "fsdp" / "checkpoints" / "step-00000003.pt", weights_only=True)
+    exported = load_model(tmp_path / "fsdp" / "model.pt")[0].state_dict()
+    assert last["ema"] and all(torch.equal(exported[k], v) for k, v in last["ema"].items())
+    assert any(not torch.equal(v, last["model"]["state_dict"][k]) for k, v in last["ema"].items())
     rows = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     assert any(r["branches"]["spatial"] and r["branches"]["temporal"] for r in rows)
     summary = json.loads((tmp_path / "fsdp" / "summary.json").read_text())
@@ -109,7 +116,7 @@ def test_slurm_launch_equals_torchrun(tmp_path):
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
     env.update(OMP_NUM_THREADS="1", SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
                MASTER_PORT=str(free_port()))
-    args = [str(tmp_path / "slurm"), str(tmp_path / "cache"), "ddp", "2", str(10**9)]
+    args = [str(tmp_path / "slurm"), str(tmp_path / "cache"), "ddp", "2", str(10**9), "none"]
     procs = [subprocess.Popen([sys.executable, str(script), *args],
                               env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
