@@ -209,41 +209,39 @@ def mixed_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.T
                                 None if actions is None else actions[index],
                                 None if action_keep is None else action_keep[index])
 
-    done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # sample -> (tokens, context)
-    features: dict[int, torch.Tensor] = {}
+    order, tokens, contexts, features = [], [], [], []   # per encoder pass, then reordered
     plain = [i for i, b in enumerate(branches) if b is None]
     if plain:
         encoded = encode(plain, state.tokens[plain])
-        for j, i in enumerate(plain):
-            done[i] = encoded.tokens[j], encoded.context[j * frames * views:][:frames * views]
+        order, tokens, contexts = [plain], [encoded.tokens], [encoded.context]
     packs = [pack_branch(model, state.tokens[index], keep[index], branch, index)
              for branch in ("spatial", "temporal")
              if (index := [i for i, b in enumerate(branches) if b == branch])]
     for group in encoder_groups(model, packs):
-        index = [i for p in group for i in p.index]
         same = len({p.tokens.shape[3:5] for p in group}) == 1
-        tokens = torch.cat([p.tokens if same else p.tokens.flatten(3, 4)[:, :, :, None]
-                            for p in group])
-        encoded = encode(index, tokens, group[0].time_pack, group[0].time_mask)
-        start = 0
-        for p in group:
-            size = len(p.index)
-            part = encoded.tokens[start:start + size].reshape(p.tokens.shape)
+        encoded = encode([i for p in group for i in p.index],
+                         torch.cat([p.tokens if same else p.tokens.flatten(3, 4)[:, :, :, None]
+                                    for p in group]),
+                         group[0].time_pack, group[0].time_mask)
+        parts = encoded.tokens.split([len(p.index) for p in group])
+        for p, part in zip(group, parts):
+            part = part.reshape(p.tokens.shape)
             rows = torch.tensor(p.index, device=eps.device)
-            grid = unpack_branch(model, p, part, eps[rows], state.tau[rows])
-            for j, i in enumerate(p.index):
-                images = slice((start + j) * frames * views, (start + j + 1) * frames * views)
-                done[i] = grid[j], encoded.context[images]
-                features[i] = part[j].mean(dim=(0, 1, 2, 3))
-            start += size
-    tokens = torch.stack([done[i][0] for i in range(batch)])
-    context = torch.cat([done[i][1] for i in range(batch)])
+            tokens.append(unpack_branch(model, p, part, eps[rows], state.tau[rows]))
+            features.append(part.mean(dim=(1, 2, 3, 4)))
+            order.append(p.index)
+        contexts.append(encoded.context)
+    flat = [i for index in order for i in index]
+    back = torch.tensor(flat, device=eps.device).argsort()
+    context = torch.cat(contexts).unflatten(0, (batch, -1))[back].flatten(0, 1)
+    tokens = torch.cat(tokens)[back]
     decoded = model.run_layers(DiTState(tokens, context, state.temb, state.tau),
                                encoder_layers, model.preset.num_layers, actions, action_keep)
     output = model.head(decoded)
     if return_features:
-        return output, torch.stack([features[i] for i in sorted(features)]) if features \
-            else output.new_zeros(0, dim)
+        masked = flat[len(plain):]
+        pooled = torch.cat(features) if features else output.new_zeros(0, dim)
+        return output, pooled[torch.tensor(masked, device=eps.device).argsort()]
     return output
 
 

@@ -357,7 +357,7 @@ class Trainer:
                     metrics.add(row)
                 progress.update(row, total)
                 every = self.options.sample_every
-                if every and self.step % every == 0 and self.env.is_main and not self.fsdp:
+                if every and self.step % every == 0:
                     self.write_sample()
                 if self.step < total and self.options.checkpoint_every and \
                         self.step % self.options.checkpoint_every == 0:
@@ -375,9 +375,17 @@ class Trainer:
         return self._finish()
 
     # ------------------------------------------------------------------ outputs
-    def write_sample(self) -> Path:
-        """A sample video of the first clip under <out>/samples/step-N (outputs.py)."""
-        return outputs.write_sample(self)
+    def write_sample(self) -> Path | None:
+        """A sample video of the first clip under <out>/samples/step-N (outputs.py), written by
+        rank 0; every rank calls (under FSDP the parameters are gathered for it)."""
+        if self.fsdp:
+            self.module.unshard()
+        try:
+            return outputs.write_sample(self) if self.env.is_main else None
+        finally:
+            if self.fsdp:
+                self.module.reshard()
+            dist_.barrier(self.env)
 
     def _finish(self, resumed_done: bool = False) -> dict[str, Any]:
         model_path, summary_path = self.out / "model.pt", self.out / "summary.json"

@@ -31,8 +31,8 @@ SCRIPT = textwrap.dedent("""
     config = resolve_run_config("1c", "ci", "ours", {"stage.steps": 3,
                                                      "stage.batch_size": int(batch)})
     trainer = Trainer(config, out, options=TrainOptions(
-        workers=0, cache_dir=cache, checkpoint_every=0, strategy=strategy,
-        ema_decay=None if ema == "none" else float(ema)))
+        workers=0, cache_dir=cache, checkpoint_every=0, strategy=strategy, sample_every=2,
+        sample_steps=2, ema_decay=None if ema == "none" else float(ema)))
     print(trainer.run(stop=lambda: trainer.step >= int(stop_at)))
 """)
 
@@ -97,6 +97,8 @@ def test_fsdp_two_processes_equal_one_across_a_resume(tmp_path):
     assert not (tmp_path / "fsdp" / "model.pt").exists()
     run(tmp_path, "fsdp", 2, "fsdp", batch=4, ema="0.5")
     assert_same_training(tmp_path, "one", "fsdp")
+    samples = tmp_path / "fsdp" / "samples" / "step-00000002"   # from the gathered weights
+    assert (samples / "manifest.json").is_file() or any(samples.glob("*.json"))
     last = torch.load(tmp_path / "fsdp" / "checkpoints" / "step-00000003.pt", weights_only=True)
     exported = load_model(tmp_path / "fsdp" / "model.pt")[0].state_dict()
     assert last["ema"] and all(torch.equal(exported[k], v) for k, v in last["ema"].items())
