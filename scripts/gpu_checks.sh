@@ -6,6 +6,7 @@
 # 3. sd3-medium at 512x288 (latent 36x64), bf16: MR vs full training steps (time, memory,
 #    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison;
 #    the MR step is also timed the old way (one pass per branch) as a same-run baseline.
+# 4. with 2+ GPUs: scripts/multi_gpu_check.sh (DDP and FSDP over NCCL against one process).
 # Environment: FRAMES (16), REPEATS (60), COMPILE=1 (regional torch.compile of the blocks).
 # Each step has its own time limit and writes its log and JSON under OUT_DIR, so a failure or
 # a timeout in one step still returns the others.
@@ -33,3 +34,6 @@ step model_sd3_medium 330 python3 -m maskgwm.model.bench_model --preset sd3-medi
   --frames "${FRAMES:-16}" --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" \
   --attention-preset sd3-medium ${COMPILE:+--compile} --out "$out/model_gpu.json"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv >> "$out/machine.txt" 2>&1
+if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+  step multi_gpu 240 bash scripts/multi_gpu_check.sh "$out/multi_gpu"
+fi

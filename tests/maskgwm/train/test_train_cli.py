@@ -1,10 +1,12 @@
-"""`python -m maskgwm.train STAGE ...`: a ci run, --resume when done, and the --out guard."""
+"""`python -m maskgwm.train STAGE ...`: a ci run, --resume when done, the --out guard, and the
+multi-GPU check script on the CPU."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def train(*args, cwd=None):
@@ -31,3 +33,17 @@ def test_cli_train_resume_and_guard(tmp_path):
     other = train("1a", "--scale", "ci", "--out", str(out), "--resume", "--set",
                   "optim.lr=0.001")
     assert other.returncode == 2 and "config hash" in other.stderr
+
+
+def test_multi_gpu_check_script_on_cpu(tmp_path):
+    """scripts/multi_gpu_check.sh (what gpu_checks.sh runs on 2+ GPUs) through the CLI under
+    torchrun: DDP and FSDP with 2 gloo processes agree with one process."""
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(root / "scripts" / "multi_gpu_check.sh"),
+                           str(tmp_path / "check")], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "check" / "compare.json").read_text())
+    assert report["ok"] and report["device"] == "cpu"
+    assert report["fsdp"]["strategy"] == "fsdp" and report["ddp"]["world_size"] == 2
