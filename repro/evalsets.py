@@ -138,10 +138,7 @@ def ensure_evalset(protocol_name: str, scale: str, workdir: Path,
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        if EVAL_SCALES[scale]["synthetic"]:
-            clips, dataroot = _synthetic_clips(protocol, scale, Path(workdir) / "cache")
-        else:
-            clips, dataroot = _real_clips(protocol, data_root)
+        clips, dataroot = picked_clips(protocol, scale, workdir, data_root)
         n_videos = _write_set(staging, protocol, scale, clips, dataroot)
         try:
             os.rename(staging, root)
@@ -186,6 +183,16 @@ def video_count(clips: list, protocol: Protocol) -> int:
 def reader_version(dataset: str) -> str:
     """The version its reader opens for a real evaluation split (also repro/preflight.py)."""
     return "v1.0-trainval" if dataset.startswith("nuscenes") else "v2"
+
+
+def picked_clips(protocol: Protocol, scale: str, workdir: Path,
+                 data_root: Path | None = None) -> tuple[list, Path]:
+    """The clips the evaluation set of (protocol, scale) is made of, and their data root:
+    synthetic ones written under <workdir>/cache at the synthetic scales, else real ones under
+    `data_root` (default REPRO_DATA_ROOT). The same clips in the same order every time."""
+    if EVAL_SCALES[scale]["synthetic"]:
+        return _synthetic_clips(protocol, scale, Path(workdir) / "cache")
+    return _real_clips(protocol, data_root)
 
 
 def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]:

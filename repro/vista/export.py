@@ -63,13 +63,13 @@ def source_clips(evalset):
     set, picked again through the readers that built it (same clips, same order)."""
     from maskgwm.data.loader import read_image_file
 
-    from ..evalsets import EVAL_SCALES, _real_clips, _synthetic_clips
-    if EVAL_SCALES[evalset.scale]["synthetic"]:
-        clips, root = _synthetic_clips(evalset.protocol, evalset.scale,
-                                       evalset.root.parent.parent / "cache")
-    else:
+    from ..evalsets import EVAL_SCALES, picked_clips
+    data_root = None
+    if not EVAL_SCALES[evalset.scale]["synthetic"]:
         record = json.loads((evalset.root / "evalset.json").read_text())
-        clips, root = _real_clips(evalset.protocol, Path(record["data_root"]).parent)
+        data_root = Path(record["data_root"]).parent
+    clips, root = picked_clips(evalset.protocol, evalset.scale, evalset.root.parent.parent,
+                               data_root)
     read = read_image_file
     if evalset.protocol.dataset == "waymo":
         from maskgwm.data.waymo import load_waymo_frame
