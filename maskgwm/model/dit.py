@@ -196,33 +196,17 @@ class MaskGWMDiT(nn.Module):
         return -output
 
     # ------------------------------------------------------------------ mask reconstruction
-    def masked_forward(self, latents: torch.Tensor, timesteps: torch.Tensor,
-                       encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
-                       eps: torch.Tensor, keep: torch.Tensor, branch: str,
-                       cond_frames: torch.Tensor | None = None,
-                       actions: torch.Tensor | None = None,
-                       action_keep: torch.Tensor | None = None,
-                       return_features: bool = False):
-        """Training-time G (Eq. 2); see `reconstruction.masked_forward`. keep [B, T, K, gh, gw]
-        bool (True = visible); `branch` "spatial" or "temporal", one branch per call."""
-        return reconstruction.masked_forward(
-            self, latents, timesteps, encoder_hidden_states, pooled_projections, eps, keep,
-            branch, cond_frames, actions, action_keep, return_features)
+    def masked_forward(self, *args, **kwargs):
+        """Training-time G (Eq. 2), every sample on one branch: see
+        `reconstruction.masked_forward` for the arguments."""
+        return reconstruction.masked_forward(self, *args, **kwargs)
 
-    # ------------------------------------------------------------------ SD3 loading
-    def mixed_forward(self, latents: torch.Tensor, timesteps: torch.Tensor,
-                      encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
-                      eps: torch.Tensor, keep: torch.Tensor, branches: list[str | None],
-                      cond_frames: torch.Tensor | None = None,
-                      actions: torch.Tensor | None = None,
-                      action_keep: torch.Tensor | None = None,
-                      return_features: bool = False):
+    def mixed_forward(self, *args, **kwargs):
         """Training-time G with a path per sample (None, "spatial" or "temporal") in shared
-        passes; see `reconstruction.mixed_forward`."""
-        return reconstruction.mixed_forward(
-            self, latents, timesteps, encoder_hidden_states, pooled_projections, eps, keep,
-            branches, cond_frames, actions, action_keep, return_features)
+        passes: see `reconstruction.mixed_forward` for the arguments."""
+        return reconstruction.mixed_forward(self, *args, **kwargs)
 
+    # ------------------------------------------------------------------ speed
     def compile_blocks(self) -> int:
         """Regional torch.compile: every DiT block (spatial, temporal, view) and F block
         compiled in place (nn.Module.compile: parameter names and checkpoints stay); returns
@@ -239,6 +223,7 @@ class MaskGWMDiT(nn.Module):
                 count += 1
         return count
 
+    # ------------------------------------------------------------------ SD3 loading
     def load_sd3_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load an SD3Transformer2DModel state_dict; only new-block keys may be missing."""
         own = self.state_dict()
