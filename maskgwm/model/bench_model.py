@@ -91,6 +91,23 @@ def step_flops(step) -> int:
     return int(counter.get_total_flops())
 
 
+def dispatched_ops(step) -> int:
+    """ATen operator calls of one step (forward, backward, optimiser): on a GPU nearly every
+    one is a kernel launch, so this counts launches on any device (the GPU step is
+    launch-bound, results/bench/gpu_h200.md)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+    with Count() as counter:
+        step()
+    return counter.calls
+
+
 def mfu(achieved_tflops: float, device: torch.device, peak_tflops: float | None) -> dict:
     """Model FLOPs utilisation against the device's dense bf16 peak (given, or known by name)."""
     if peak_tflops is None and device.type == "cuda":
@@ -174,6 +191,8 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
     with eager():
         flops = {name: step_flops(step(settings)) for name, settings in
                  (("mr", with_mr), ("full", without))}
+        ops = {"mr": dispatched_ops(step(with_mr)), "full": dispatched_ops(step(without)),
+               "mr_per_branch": dispatched_ops(step(with_mr, per_sample=True))}
     bound = token_bound(p.num_layers, MR.decoder_layers, MR.recon_layers, MR.ratio)
     time_ratio = statistics.median(times["mr_vs_full_wall"])
     memory_ratio = memory_mr / memory_full
@@ -200,6 +219,7 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         "total_peak_memory_bytes": {"mr": total_mr, "full": total_full},
         "parameters": sum(x.numel() for x in model.parameters()),
         "flops_per_step": flops,
+        "aten_ops_per_step": ops,
         "achieved_tflops": {name: round(flops[name] / statistics.median(
             times[f"{name}_seconds"]) / 1e12, 4) for name in flops},
         "shapes": {"preset": preset, "batch": 2, "frames": frames, "views": 1,
