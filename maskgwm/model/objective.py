@@ -167,7 +167,6 @@ def training_loss(model, z0: torch.Tensor, encoder_hidden_states: torch.Tensor,
     contrastive = None
     loss = flow
     if student is not None:
-        contrastive = info_nce(student, teacher,
-                               settings.mask.contrastive_temperature)
+        contrastive = info_nce(student, teacher, settings.mask.contrastive_temperature)
         loss = flow + settings.mask.contrastive_weight * contrastive
     return LossTerms(loss, flow, contrastive, branches)
