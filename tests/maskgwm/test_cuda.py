@@ -1,6 +1,7 @@
 """GPU paths (skipped without CUDA): the model on CUDA agrees with CPU, bf16 autocast stays
 close to fp32, the MR training step runs in bf16 with finite gradients, shifted and masked
-temporal attention agree on the GPU kernels, and sampling is deterministic by seed."""
+temporal attention agree on the GPU kernels, sampling is deterministic by seed, and compiled
+blocks match eager ones."""
 from __future__ import annotations
 
 import pytest
@@ -64,6 +65,30 @@ def test_bf16_mr_training_step_has_finite_gradients(model_and_inputs):
     model.to("cpu").eval()
     assert torch.isfinite(terms.loss) and grads
     assert all(torch.isfinite(g).all() for g in grads)
+
+def test_compiled_blocks_match_eager_on_cuda(model_and_inputs):
+    """--compile on the GPU (inductor/triton, bf16 autocast): the MR step's loss and gradients
+    stay at the eager ones (written without a GPU lent; run by scripts/gpu_checks.sh)."""
+    import copy
+    model, (latents, _, text, pooled) = model_and_inputs
+    settings = ObjectiveSettings(OURS, max_cond_frames=1)
+
+    def loss_and_gradients(m):
+        m.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            terms = training_loss(m, latents.cuda(), text.cuda(), pooled.cuda(), range(2), 0,
+                                  settings)
+        terms.loss.backward()
+        return float(terms.loss), torch.cat([p.grad.float().flatten()
+                                             for p in m.parameters() if p.grad is not None])
+    eager = copy.deepcopy(model).cuda().train()
+    compiled = copy.deepcopy(model).cuda().train()
+    assert compiled.compile_blocks() > 0
+    loss, gradients = loss_and_gradients(eager)
+    compiled_loss, compiled_gradients = loss_and_gradients(compiled)
+    assert abs(compiled_loss - loss) <= 2e-2 * abs(loss)
+    assert relative_error(compiled_gradients, gradients) < 5e-2
+
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_shifted_equals_masked_temporal_attention_on_gpu(dtype):
