@@ -33,8 +33,8 @@ def write_sample(trainer) -> Path:
 
 @contextlib.contextmanager
 def export_weights(trainer, full_state: dict | None, ema: dict | None):
-    """The model holding the weights model.pt gets: the `ema` weights if given (whole
-    tensors), on the gathered FSDP state if given."""
+    """The model whose weights model.pt gets: the gathered FSDP state (if given), with the
+    `ema` weights (whole tensors, if given) copied in."""
     if ema is None and full_state is None:
         yield
         return
