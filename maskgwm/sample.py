@@ -167,7 +167,7 @@ def shard_dir(out_dir: str | Path, shard: int, num_shards: int) -> Path:
     return out_dir if num_shards == 1 else out_dir / f"shard-{shard:03d}-of-{num_shards:03d}"
 
 
-def _record_settings(folder: Path, settings: dict[str, Any], checkpoint: str) -> None:
+def record_settings(folder: Path, settings: dict[str, Any], checkpoint: str) -> None:
     """Write sampling.json; a folder already holding clips of other settings is an error."""
     path = folder / SETTINGS_FILE
     if path.exists():
@@ -220,7 +220,7 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
                 "step": extra.get("step")}
     if views:
         settings["views"] = list(views)
-    _record_settings(target, settings, str(Path(checkpoint).resolve()))
+    record_settings(target, settings, str(Path(checkpoint).resolve()))
     options = {"steps": steps, "guidance": guidance, "window": window, "batch_size": batch_size}
     if views:
         from maskgwm.sample_mview import sample_scenes
@@ -278,7 +278,7 @@ def merge_videosets(parts: Sequence[str | Path], out: str | Path,
     settings = _merged_settings(sets)
     out.mkdir(parents=True, exist_ok=True)
     if settings is not None:
-        _record_settings(out, settings["settings"], settings.get("checkpoint", ""))
+        record_settings(out, settings["settings"], settings.get("checkpoint", ""))
     with VideoSetWriter(out, flush_every=16) as writer:
         for clip_id in order:
             if clip_id in writer:

@@ -22,7 +22,7 @@ from .runner import run_dir, run_state
 def evaluated_runs(runs: list[ResolvedRun]) -> list[ResolvedRun]:
     """Runs that get sample and score jobs: trained (stage 1a-3) or Vista runs (their shards
     run Vista's sample.py, repro/vista/), filling paper cells."""
-    return [run for run in runs if run.cells and (run.stage in STAGES or run.stage == "vista")]
+    return [run for run in runs if run.cells and (run.stage in STAGES or run.external)]
 
 
 @dataclass

@@ -315,7 +315,7 @@ def mview_clips(nusc, split_scenes, n_frames: int = 8, *, stride: int | None = N
     return clips
 
 
-def _vista_entry(clip: ClipRecord) -> dict:
+def vista_entry(clip: ClipRecord) -> dict:
     if clip.views[:1] != ["CAM_FRONT"] or len(clip.views) != 1:
         raise ManifestError(f"clip {clip.clip_id}: Vista's format holds CAM_FRONT clips only "
                             f"(views {clip.views})")
@@ -338,7 +338,7 @@ def export_vista_manifest(clips: list[ClipRecord], path: str | Path) -> Path:
     """Write Vista's `nuScenes_val.json`: a list of {frames, traj, cmd, speed, angle, z, goal}."""
     from evals.atomic import atomic_write_json
     path = Path(path)
-    atomic_write_json(path, [_vista_entry(clip) for clip in clips])
+    atomic_write_json(path, [vista_entry(clip) for clip in clips])
     return path
 
 

@@ -183,6 +183,7 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         return run
     times = timed_rounds({"mr": step(with_mr), "full": step(without),
                           "mr_per_branch": step(with_mr, per_sample=True)}, repeats)
+
     def eager():   # FLOPs are the same compiled or not; the CPU memory measure hooks autograd
         return torch.compiler.set_stance("force_eager") if compiled else contextlib.nullcontext()
     with eager() if device.type == "cpu" else contextlib.nullcontext():

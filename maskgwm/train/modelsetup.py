@@ -163,8 +163,9 @@ def load_vae(config: RunConfig, weights_root: Path | None, device: torch.device)
     """(SD3VAE, provenance label): random at ci/smoke scale, SD3's otherwise."""
     from maskgwm.model.vae import SD3VAE
     if config.scale in RANDOM_INIT_SCALES:
-        return SD3VAE.random(config.seed, device), (f"random VAE (SD3VAE.random(seed={config.seed}); "
-                                            f"frames meaningless, {config.scale} scale only)")
+        return SD3VAE.random(config.seed, device), (
+            f"random VAE (SD3VAE.random(seed={config.seed}); frames meaningless, "
+            f"{config.scale} scale only)")
     if weights_root is None:
         raise ModelSetupError(f"scale '{config.scale}' encodes frames with SD3's VAE: pass "
                               f"--weights (or REPRO_WEIGHTS) pointing at a folder with "

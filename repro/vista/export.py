@@ -11,7 +11,7 @@ expects (paths relative to it, DESIGN.md section 6):
     <out>/index_map.json            {"clip_ids": [...]}: manifest index -> our clip id
     <out>/export.json               protocol, scale, resolution, clip-list hash
 
-Waymo and OpenDV clips go in the same nuScenes format (`maskgwm.data.nuscenes._vista_entry`)
+Waymo and OpenDV clips go in the same nuScenes format (`maskgwm.data.nuscenes.vista_entry`)
 with empty actions: action-free `sample.py` (`--action free`) reads only `frames`, but asserts
 that all `--n_frames` of them exist and loads them. Assumed: the frames after the condition
 frames only feed Vista's "real" output (its generation uses the condition frames alone), so
@@ -50,10 +50,16 @@ def vista_size(scale: str, protocol) -> tuple[int, int]:
     return VISTA_SIZE
 
 
+def frames_written(rounds: int, n_frames: int = VISTA_WINDOW) -> int:
+    """Frames sample.py writes per clip with --n_rounds `rounds`: each round after the first
+    continues from the last 3 frames of the one before."""
+    return rounds * (n_frames - 3) + 3
+
+
 def rounds_for(frames: int, n_frames: int = VISTA_WINDOW) -> int:
-    """Vista's --n_rounds k so that its k * (n_frames - 3) + 3 frames cover `frames`."""
+    """Vista's --n_rounds k so that its frames_written(k) frames cover `frames`."""
     k = 1
-    while k * (n_frames - 3) + 3 < frames:
+    while frames_written(k, n_frames) < frames:
         k += 1
     return k
 
@@ -87,11 +93,11 @@ def cond_frames(clip, root: Path, read, n_conds: int, size: tuple[int, int]) -> 
 def manifest_entry(frame_paths: list[str]) -> dict[str, Any]:
     """One nuScenes_val.json entry with empty actions (the nuScenes writer's format)."""
     from maskgwm.data.manifest import ClipRecord
-    from maskgwm.data.nuscenes import _vista_entry
+    from maskgwm.data.nuscenes import vista_entry
     record = ClipRecord(clip_id="export", dataset="nuscenes", split="val", scene="",
                         views=["CAM_FRONT"], frames=[[p] for p in frame_paths],
                         timestamps=[0] * len(frame_paths), fps=10.0)
-    return _vista_entry(record)
+    return vista_entry(record)
 
 
 def export_bundle(evalset, out: str | Path, n_conds: int, size: tuple[int, int],

@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings
     protocol = scaled_protocol(protocol_name, scale)
     if protocol.dataset == "nuscenes_mview":
         raise VistaError(f"protocol {protocol_name} is multi-view; Vista is single-view")
-    import os
     width, height = vista_size(scale, protocol)
     return VistaSettings(n_conds=protocol.cond_frames,
                          n_rounds=rounds_for(frames_needed(protocol)),
@@ -51,7 +51,6 @@ def run_spec_fields(checkout: str | Path | None = None, ckpt: str | Path | None 
                     ) -> dict[str, Any]:
     """The "vista" entry of a Vista run's spec (flags, else REPRO_VISTA_CHECKOUT/_CKPT),
     recorded at submit time so that Slurm jobs see the same paths."""
-    import os
     root, ckpt_path = resolve_paths(checkout, ckpt)
     return {"checkout": str(root) if root else None, "ckpt": str(ckpt_path) if ckpt_path
             else None, "python": os.environ.get(PYTHON_ENV) or None}
@@ -72,7 +71,7 @@ def run_shard(spec: dict[str, Any], directory: Path, shard: int,
               log=print) -> dict[str, Any]:
     """Sample shard `shard` of `spec["shards"]` with Vista (see the module doc)."""
     from evals.videoset import VideoSet
-    from maskgwm.sample import _record_settings, shard_dir
+    from maskgwm.sample import record_settings, shard_dir
 
     from ..evalsets import ensure_evalset
     shards = spec["shards"]
@@ -86,12 +85,12 @@ def run_shard(spec: dict[str, Any], directory: Path, shard: int,
     real = VideoSet.open(evalset.real_dir)
     target = shard_dir(directory / "samples", shard, shards)
     target.mkdir(parents=True, exist_ok=True)
-    _record_settings(target, {"sampler": "vista", **settings.to_dict(),
+    record_settings(target, {"sampler": "vista", **settings.to_dict(),
                               "ingest_size": list(size)}, str(found.ckpt))
     stage_dir = directory / STAGE / f"{shard}-of-{shards}"
-    if index_map(stage_dir) and (stage_dir / OUT).is_dir():   # what a killed attempt left
-        leftover = ingest(stage_dir / OUT, index_map(stage_dir), real, target,
-                          settings.frames, size)
+    staged = index_map(stage_dir)
+    if staged and (stage_dir / OUT).is_dir():   # what a killed attempt left
+        leftover = ingest(stage_dir / OUT, staged, real, target, settings.frames, size)
         if leftover.added:
             log(f"[{shard}/{shards}] ingested {len(leftover.added)} clips an earlier attempt "
                 "left")

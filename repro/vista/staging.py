@@ -25,7 +25,7 @@ from typing import Any
 
 from ..fsio import atomic_write_json
 from .checkout import CONFIG, DEFAULT_CKPT, SCRIPT
-from .export import ANNO, DATA, INDEX_MAP, VISTA_WINDOW
+from .export import ANNO, DATA, INDEX_MAP, VISTA_WINDOW, frames_written
 
 OUT = "out"
 
@@ -44,8 +44,8 @@ class VistaSettings:
 
     @property
     def frames(self) -> int:
-        """Frames Vista writes per clip: n_rounds * (n_frames - 3) + 3."""
-        return self.n_rounds * (self.n_frames - 3) + 3
+        """Frames Vista writes per clip."""
+        return frames_written(self.n_rounds, self.n_frames)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_conds": self.n_conds, "n_rounds": self.n_rounds, "width": self.width,
