@@ -38,7 +38,6 @@ cells = ["table3b/no-mr"]
 """
 
 
-
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory, make_target):
     """The mini target submitted once through the local executor."""
