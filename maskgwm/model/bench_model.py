@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     latent = tuple(int(x) for x in args.latent.split("x"))
     result = {"benchmark": "maskgwm.model.bench_model", "git_commit": git_commit(),
+              "model_weights": "random initialisation (torch.manual_seed(0)), no checkpoint: a "
+                               "timing and memory benchmark; no detector, no samples scored",
               "machine": bench_attention.machine_description(), "device": str(device),
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "command": "python -m maskgwm.model.bench_model " + " ".join(

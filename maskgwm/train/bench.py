@@ -52,6 +52,9 @@ def bench(out: Path, steps: int, workers: int, threads: int | None, work: Path) 
     report = {
         "benchmark": "train stage 1c, variant ours, smoke scale (synthetic data)",
         "git_commit": git_commit(),
+        "model_weights": (f"random initialisation ({config.scale} scale, seed {config.seed}) "
+                          "and the random ci/smoke VAE: a throughput benchmark on synthetic "
+                          "data; no detector, no samples scored"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
