@@ -5,16 +5,19 @@
 Training step: the same model (built with MR blocks) and the same batch, timed with the MR
 objective (r = 0.25, M_spatial + row-wise M_time with shift; one sample of each branch) and
 with MR off (every sample on the plain path); forward, loss, backward and an AdamW step, timed
-back to back in rounds (warm-up, then the median over rounds of the per-round ratio). Memory: on CUDA the peak allocated
-bytes; on CPU (where torch keeps no allocator statistics) the bytes of the tensors autograd
-saves for backward, which is what grows a training step's peak (distinct storages counted
-once). The token-count bound ((L - d)(1 - r) + d + n_F) / L (DESIGN.md section 9) is recorded
-beside both ratios, with L, d and n_F. Sampling: seconds for one clip (30 Euler steps with
-guidance, so two model passes per step) at the given latent size.
+back to back in rounds (warm-up, then the median over rounds of the per-round ratio). Memory:
+on CUDA the peak allocated bytes; on CPU (where torch keeps no allocator statistics) the bytes
+of the tensors autograd saves for backward, which is what grows a training step's peak
+(distinct storages counted once). The token-count bound ((L - d)(1 - r) + d + n_F) / L
+(DESIGN.md section 9) is recorded beside both ratios, with L, d and n_F. Sampling: seconds for
+one clip (30 Euler steps with guidance, so two model passes per step) at the given latent size.
 FLOPs per step come from torch.utils.flop_counter; with them, achieved TFLOP/s and (on a GPU
 with a known peak) MFU. On a GPU: `--preset sd3-medium --frames 8` measures the paper's model
-in bf16. The attention comparison of shifted vs masked temporal attention is measured in the same run by
-`bench_attention` and copied under `row_shift_vs_masked_attention_speedup`.
+in bf16. With `--compile` the same model is also timed eagerly in the same rounds
+(`torch.compiler.set_stance("force_eager")`), so `compiled_vs_eager_step_time_ratio` and the
+eager MFU come from one run. The attention comparison of shifted vs masked temporal attention
+is measured in the same run by `bench_attention` and copied under
+`row_shift_vs_masked_attention_speedup`.
 """
 from __future__ import annotations
 
@@ -181,11 +184,19 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
             if device.type == "cuda":
                 torch.cuda.synchronize()
         return run
-    times = timed_rounds({"mr": step(with_mr), "full": step(without),
-                          "mr_per_branch": step(with_mr, per_sample=True)}, repeats)
-
     def eager():   # FLOPs are the same compiled or not; the CPU memory measure hooks autograd
         return torch.compiler.set_stance("force_eager") if compiled else contextlib.nullcontext()
+
+    def eagerly(run):
+        def eager_run():
+            with eager():
+                run()
+        return eager_run
+    steps = {"mr": step(with_mr), "full": step(without),
+             "mr_per_branch": step(with_mr, per_sample=True)}
+    if compiled:   # the same model run eagerly: a same-run baseline for what compiling gains
+        steps.update(mr_eager=eagerly(step(with_mr)), full_eager=eagerly(step(without)))
+    times = timed_rounds(steps, repeats)
     with eager() if device.type == "cpu" else contextlib.nullcontext():
         memory_mr, how, total_mr = peak_memory(step(with_mr), device)
         memory_full, _, total_full = peak_memory(step(without), device)
@@ -209,6 +220,9 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         "mr_per_branch": "the MR step as before mixed_forward: one DiT pass per branch (here "
                          "per sample, batch 1 each); the ratio shows what sharing the passes "
                          "saves",
+        **({"compiled_vs_eager_step_time_ratio": {name: round(statistics.median(
+            c / e for c, e in zip(times[f"{name}_seconds"], times[f"{name}_eager_seconds"])), 4)
+            for name in ("mr", "full")}} if compiled else {}),
         "mr_vs_full_peak_memory_ratio": round(memory_ratio, 4),
         "mr_token_bound": round(bound, 4),
         "within_1.05x_of_bound": {"time": time_ratio <= 1.05 * bound,
@@ -221,8 +235,9 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         "parameters": sum(x.numel() for x in model.parameters()),
         "flops_per_step": flops,
         "aten_ops_per_step": ops,
-        "achieved_tflops": {name: round(flops[name] / statistics.median(
-            times[f"{name}_seconds"]) / 1e12, 4) for name in flops},
+        "achieved_tflops": {name: round(flops[base] / statistics.median(
+            times[f"{name}_seconds"]) / 1e12, 4) for name in steps
+            if (base := name.removesuffix("_eager")) in flops},
         "shapes": {"preset": preset, "batch": 2, "frames": frames, "views": 1,
                    "latent": list(latent), "tokens_per_frame": grid[0] * grid[1],
                    "branches": "one spatial, one row-wise temporal sample", "dtype": str(dtype),
