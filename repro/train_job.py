@@ -16,14 +16,12 @@ boundary with a checkpoint, and the run fails with a message saying how to resum
 """
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"   # submitit's own variable (default USR2)
+from maskgwm.train import signals
 
 
 class TrainingInterrupted(RuntimeError):
@@ -42,31 +40,9 @@ class JobRequeued(SystemExit):
         return self.message
 
 
-def preempt_signal() -> signal.Signals:
-    return getattr(signal, "SIG" + os.environ.get(PREEMPT_SIGNAL_ENV, "USR2"))
-
-
-class DeferredSignal:
-    """Between `install()` and `restore()`, the preemption signal only sets `requested`."""
-
-    def __init__(self, signum: signal.Signals | None = None):
-        self.signum = signum or preempt_signal()
-        self.requested = False
-        self.original: Any = None
-
-    def install(self) -> "DeferredSignal":
-        self.original = signal.getsignal(self.signum)
-        signal.signal(self.signum, self._raise_flag)
-        return self
-
-    def _raise_flag(self, signum: int, frame: object) -> None:
-        print(f"received {signal.Signals(signum).name}: checkpointing after the current step",
-              flush=True)
-        self.requested = True
-
-    def restore(self) -> None:
-        if self.original is not None:
-            signal.signal(self.signum, self.original)
+class DeferredSignal(signals.DeferredSignal):
+    """The trainer's deferred preemption signal, handed over to submitit after the
+    checkpoint."""
 
     def hand_over(self, step: int) -> None:
         """Give the signal to the handler it replaced (submitit: checkpoint and requeue, then

@@ -4,8 +4,9 @@ Each file holds {"model": model_checkpoint(...) (so `load_model` reads it direct
 "optimizer", "scheduler", "ema" (or None), "rng": {torch, cuda, numpy, python}, "step",
 "data": {"step", "epoch", "next_sample"}, "config": the RunConfig dict, "config_hash",
 "options"}; only tensors, plain containers, numbers and strings (torch.load weights_only).
-Resume takes the newest readable file; a corrupt newest one is skipped with a warning naming
-it; a file of another run (config hash) is an error.
+Resume takes the newest readable file; a corrupt newest one is renamed to `*.corrupt` (kept for
+inspection, out of the resume order and of pruning) with a warning naming it; a file of another
+run (config hash) is an error.
 """
 from __future__ import annotations
 
@@ -60,26 +61,38 @@ def prune(out_dir: Path, keep_last: int) -> list[Path]:
     return old
 
 
+def read_checkpoint(path: Path, config_hash: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """A trainer checkpoint of this run; CheckpointMismatchError if another run wrote it, any
+    other exception if it cannot be read."""
+    data = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(data, dict) or "step" not in data or "model" not in data:
+        raise ValueError("not a trainer checkpoint")
+    found = data.get("config_hash")
+    if found != config_hash:
+        raise CheckpointMismatchError(
+            f"{path} belongs to a run with config hash {found}, this run's is "
+            f"{config_hash}: resume with the config that wrote it, or choose another "
+            f"--out (never mixing two runs in one folder)")
+    data["path"] = str(path)
+    return data
+
+
 def load_latest(out_dir: Path, config_hash: str, log: Callable[[str], None] = print,
                 map_location: Any = "cpu") -> dict[str, Any] | None:
-    """The newest readable checkpoint of this run, or None when there is none."""
-    for step, path in list_checkpoints(out_dir):
+    """The newest readable checkpoint of this run, or None when there is none. Unreadable
+    newer files are renamed to `<name>.corrupt`, so they neither shadow the file resumed from
+    nor take a place among the last k kept."""
+    for _, path in list_checkpoints(out_dir):
         try:
-            data = torch.load(path, map_location=map_location, weights_only=True)
-            if not isinstance(data, dict) or "step" not in data or "model" not in data:
-                raise ValueError("not a trainer checkpoint")
+            return read_checkpoint(path, config_hash, map_location)
+        except CheckpointMismatchError:
+            raise
         except Exception as err:  # noqa: BLE001 - any failure: fall back to an older file
+            aside = path.with_name(path.name + ".corrupt")
+            path.replace(aside)
             log(f"warning: checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
-                f"falling back to the one before")
-            continue
-        found = data.get("config_hash")
-        if found != config_hash:
-            raise CheckpointMismatchError(
-                f"{path} belongs to a run with config hash {found}, this run's is "
-                f"{config_hash}: resume with the config that wrote it, or choose another "
-                f"--out (never mixing two runs in one folder)")
-        data["path"] = str(path)
-        return data
+                f"renamed it to {aside.name} (rename it back if the file is fine) and fell "
+                f"back to the one before")
     return None
 
 

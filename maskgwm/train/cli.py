@@ -5,7 +5,10 @@
 
 The config comes from `maskgwm.config.resolve.resolve_run_config` (as `repro.jobs` resolves a
 run's); VARIANT is a name in maskgwm/config/variants.toml (default: no-mr for 1a/1b, ours for
-1c/2/3). Without --resume, an --out that already holds checkpoints is an error.
+1c/2/3). Without --resume, an --out that already holds checkpoints is an error. The preemption
+signal (USR2, or $SUBMITIT_PREEMPT_SIGNAL; e.g. `sbatch --signal=USR2@120`) stops training at
+the next step boundary with a checkpoint; the command then exits with status 3, and the same
+command with --resume continues.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from maskgwm.config.resolve import SCALES, STAGES, resolve_run_config, variant_names
 from maskgwm.train.options import STRATEGIES
+from maskgwm.train.signals import DeferredSignal
 
 DEFAULT_VARIANT = {"1a": "no-mr", "1b": "no-mr", "1c": "ours", "2": "ours", "3": "ours"}
 KNOWN_ERRORS = ("ConfigError", "OutputDirError", "DataSetupError", "ModelSetupError",
@@ -95,13 +99,22 @@ def main(args: argparse.Namespace) -> int:
                                cache_dir=args.cache_dir)
         trainer = Trainer(config, out, parent_checkpoint=args.parent, data_root=args.data_root,
                           weights_root=args.weights, options=options)
-        result = trainer.run()
+        deferred = DeferredSignal().install()
+        try:
+            result = trainer.run(stop=lambda: deferred.requested)
+        finally:
+            deferred.restore()
     except Exception as err:  # noqa: BLE001 - known errors become one line
         if type(err).__name__ not in KNOWN_ERRORS and not isinstance(err, ValueError):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, float)}))
+    if result["status"] == "interrupted":
+        print(f"stopped at step {result['step']} on {deferred.signum.name} with checkpoint "
+              f"{result['checkpoint']}; run the same command with --resume to continue",
+              file=sys.stderr)
+        return 3
     return 0
 
 

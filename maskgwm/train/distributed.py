@@ -171,3 +171,12 @@ def broadcast_object(obj, env: DistEnv):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_objects(obj, env: DistEnv) -> list:
+    """Every process's `obj`, in rank order (a one-item list on one process)."""
+    if not env.distributed:
+        return [obj]
+    found = [None] * env.world
+    dist.all_gather_object(found, obj)
+    return found

@@ -1,4 +1,5 @@
-"""Run outputs besides checkpoints: periodic sample videos and the weights model.pt gets."""
+"""Run outputs besides checkpoints: the writable-folder check at start, periodic sample videos
+and the weights model.pt gets."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,33 @@ import numpy as np
 import torch
 
 from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
+from maskgwm.train import checkpointing as ckpt
+
+
+class OutputDirError(RuntimeError):
+    """The output directory cannot be created or written."""
+
+
+def _unwritable(folder: Path, rank: int) -> str | None:
+    """Why `folder` cannot be created and written to, or None if it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{rank}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def check_writable(out_dir: Path, rank: int = 0, cache_dir: Path | None = None) -> None:
+    """Create `out_dir/checkpoints` (and `cache_dir`) and probe them, or raise OutputDirError."""
+    if why := _unwritable(ckpt.checkpoint_dir(out_dir), rank):
+        raise OutputDirError(f"output directory {out_dir} is not writable ({why}): choose "
+                             f"another --out or fix its permissions")
+    if cache_dir is not None and (why := _unwritable(cache_dir, rank)):
+        raise OutputDirError(f"cache directory {cache_dir} is not writable ({why}): choose "
+                             f"another --cache-dir or fix its permissions")
 
 
 def write_sample(trainer) -> Path:

@@ -37,23 +37,6 @@ from maskgwm.train.metrics import MetricsWriter, Progress, Timer, peak_memory
 from maskgwm.train.options import TrainOptions, env_path, hashed_options, run_hash
 
 
-class OutputDirError(RuntimeError):
-    """The output directory cannot be created or written."""
-
-
-def check_writable(out_dir: Path, rank: int = 0) -> None:
-    """Create `out_dir/checkpoints` and write a probe file, or raise OutputDirError."""
-    try:
-        folder = ckpt.checkpoint_dir(out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{rank}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        raise OutputDirError(f"output directory {out_dir} is not writable ({err.strerror or err}"
-                             f"): choose another --out or fix its permissions") from None
-
-
 class LossModule(nn.Module):
     """training_loss as a module, so DDP / FSDP see one forward per step."""
 
@@ -99,7 +82,7 @@ class Trainer:
         self.local_batch = dist_.local_batch(self.global_batch, self.env.world)
         self.config_hash = run_hash(config, self.options)
         self._log = log
-        check_writable(self.out, self.env.rank)
+        outputs.check_writable(self.out, self.env.rank, self.options.cache_root(self.out))
         self.step, self.ready, self.provenance = 0, False, {}
         self.timer = Timer()
 
@@ -118,7 +101,7 @@ class Trainer:
         self.device = torch.device(opts.device) if opts.device else \
             dist_.default_device(self.env)
         self.owns_group = dist_.init(self.env, self.device)
-        resume = ckpt.load_latest(self.out, self.config_hash, self._log)
+        resume = self._resume_point()
         if resume is not None:
             model = MaskGWMDiT(config.model, get_preset(config.model.preset), ACTION_DIM,
                                config.mask)
@@ -203,14 +186,47 @@ class Trainer:
                      f"their action vectors are zeros")
 
     # ------------------------------------------------------------------ checkpoints
+    def _resume_point(self) -> dict[str, Any] | None:
+        """The newest readable checkpoint, chosen by rank 0 so that every rank resumes from
+        the same step; if another rank cannot read that file, every rank stops with an error
+        naming it (no rank falls back on its own)."""
+        if not self.env.distributed:
+            return ckpt.load_latest(self.out, self.config_hash, self._log)
+        data = ckpt.load_latest(self.out, self.config_hash, self._log) \
+            if self.env.is_main else None
+        chosen = dist_.broadcast_object(data["path"] if data else None, self.env)
+        failure = None
+        if chosen is not None and not self.env.is_main:
+            try:
+                data = ckpt.read_checkpoint(Path(chosen), self.config_hash)
+            except Exception as err:  # noqa: BLE001 - reported below, on every rank
+                failure = f"rank {self.env.rank}: {type(err).__name__}: {err}"
+        failures = [f for f in dist_.gather_objects(failure, self.env) if f]
+        if failures:
+            raise ckpt.CheckpointMismatchError(
+                f"rank 0 resumes from {chosen}, but other ranks cannot read it ("
+                f"{'; '.join(failures)}): check that every node sees {self.out} alike")
+        return data
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """AdamW's state keyed by parameter name, whole and on the CPU (every rank calls it
+        under FSDP): one format for every strategy and process count, so any can resume it."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                             get_optimizer_state_dict)
+        return get_optimizer_state_dict(self.module, self.optimizer, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+
     def _restore(self, data: dict[str, Any]) -> None:
-        if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                                 set_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                             set_optimizer_state_dict)
+        try:
             set_optimizer_state_dict(self.module, self.optimizer, data["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
-        else:
-            self.optimizer.load_state_dict(data["optimizer"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise ckpt.CheckpointMismatchError(
+                f"{data['path']}: its optimizer state does not fit this run's trainable "
+                f"parameters ({type(err).__name__}: {err}); resume it with the code and "
+                f"settings that wrote it") from None
         self.scheduler.load_state_dict(data["scheduler"])
         if self.ema is not None:
             if not data.get("ema"):
@@ -258,13 +274,7 @@ class Trainer:
         self.setup()
         path = ckpt.checkpoint_path(self.out, self.step)
         model = self._model_payload()
-        if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                                 get_optimizer_state_dict)
-            optimizer = get_optimizer_state_dict(self.module, self.optimizer, options=(
-                StateDictOptions(full_state_dict=True, cpu_offload=True)))
-        else:
-            optimizer = self.optimizer.state_dict()
+        optimizer = self._optimizer_state()
         ema = self._full_ema()
         if self.env.is_main:
             payload = {"model": model, "optimizer": optimizer,

@@ -1,11 +1,13 @@
-"""`python -m maskgwm.train STAGE ...`: a ci run, --resume when done, the --out guard, and the
-multi-GPU check script on the CPU."""
+"""`python -m maskgwm.train STAGE ...`: a ci run, --resume when done, the --out guard, the
+preemption signal, and the multi-GPU check script on the CPU."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -33,6 +35,32 @@ def test_cli_train_resume_and_guard(tmp_path):
     other = train("1a", "--scale", "ci", "--out", str(out), "--resume", "--set",
                   "optim.lr=0.001")
     assert other.returncode == 2 and "config hash" in other.stderr
+
+
+def test_preemption_signal_stops_at_a_step_with_a_checkpoint(tmp_path):
+    """USR2 (what Slurm sends before a time limit with --signal, and scancel --signal) stops
+    the CLI at a step boundary with a checkpoint and exit status 3; --resume then finishes
+    with every step logged once."""
+    out, metrics = tmp_path / "run", tmp_path / "run" / "metrics.jsonl"
+    args = ["1a", "--scale", "ci", "--steps", "40", "--out", str(out), "--workers", "0",
+            "--checkpoint-every", "0", "--log-every", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "maskgwm.train", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR2)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr[-2000:]
+    stopped = json.loads(stdout.strip().splitlines()[-1])
+    assert stopped["status"] == "interrupted" and 2 <= stopped["step"] < 40
+    assert "SIGUSR2" in stderr and "--resume" in stderr and Path(stopped["checkpoint"]).is_file()
+    resumed = train(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, 41))
 
 
 def test_multi_gpu_check_script_on_cpu(tmp_path):

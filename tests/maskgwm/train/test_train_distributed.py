@@ -21,9 +21,15 @@ from maskgwm.model.dit import ACTION_DIM
 from maskgwm.train.trainer import warmup_factor
 
 SCRIPT = textwrap.dedent("""
+    import os
     import sys
     import torch
     torch.set_num_threads(1)
+    if os.environ.get("RANK", "-") == os.environ.get("UNREADABLE_ON_RANK"):   # a read fault
+        import maskgwm.train.checkpointing as ckpt
+        def unreadable(*args, **kwargs):
+            raise OSError("injected read error")
+        ckpt.torch.load = unreadable
     from maskgwm.config.resolve import resolve_run_config
     from maskgwm.train.options import TrainOptions
     from maskgwm.train.trainer import Trainer
@@ -44,12 +50,17 @@ def free_port() -> int:
 
 
 def run(tmp_path: Path, out: str, nproc: int, strategy: str = "ddp", batch: int = 2,
-        stop_at: int = 10**9, ema: str = "none") -> None:
+        stop_at: int = 10**9, ema: str = "none", unreadable_on_rank: int | None = None
+        ) -> str:
+    """Train; returns stderr. With `unreadable_on_rank`, that rank cannot read checkpoints
+    and the run must fail."""
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS")}
     env["OMP_NUM_THREADS"] = "1"
+    if unreadable_on_rank is not None:
+        env["UNREADABLE_ON_RANK"] = str(unreadable_on_rank)
     if nproc == 1:
         cmd = [sys.executable, str(script)]
     else:
@@ -58,7 +69,8 @@ def run(tmp_path: Path, out: str, nproc: int, strategy: str = "ddp", batch: int 
     args = [str(tmp_path / out), str(tmp_path / "cache"), strategy, str(batch), str(stop_at),
             ema]
     done = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.returncode != 0) == (unreadable_on_rank is not None), done.stderr[-3000:]
+    return done.stderr
 
 
 def assert_same_training(tmp_path: Path, one: str, two: str) -> None:
@@ -89,14 +101,21 @@ def test_fsdp_two_processes_equal_one_across_a_resume(tmp_path):
     """FSDP2 over gloo, 2 samples per rank (so the ranks draw different MR branches and make
     different numbers of passes), with EMA, stopped after step 1 (gathered checkpoint) and
     resumed (sharded optimizer state and EMA restored): the same training as one process, and
-    model.pt holds the same EMA weights."""
+    model.pt holds the same EMA weights. A checkpoint of one process resumes under FSDP on
+    two; a rank that cannot read the checkpoint rank 0 chose stops both ranks."""
     run(tmp_path, "one", 1, batch=4, ema="0.5")
     run(tmp_path, "fsdp", 2, "fsdp", batch=4, stop_at=1, ema="0.5")
     assert [p.name for p in (tmp_path / "fsdp" / "checkpoints").iterdir()] == \
         ["step-00000001.pt"]
     assert not (tmp_path / "fsdp" / "model.pt").exists()
+    error = run(tmp_path, "fsdp", 2, "fsdp", batch=4, ema="0.5", unreadable_on_rank=1)
+    assert "other ranks cannot read it (rank 1: OSError: injected read error)" in error
+    assert str(tmp_path / "fsdp" / "checkpoints" / "step-00000001.pt") in error
     run(tmp_path, "fsdp", 2, "fsdp", batch=4, ema="0.5")
     assert_same_training(tmp_path, "one", "fsdp")
+    run(tmp_path, "switched", 1, batch=4, stop_at=1, ema="0.5")
+    run(tmp_path, "switched", 2, "fsdp", batch=4, ema="0.5")
+    assert_same_training(tmp_path, "one", "switched")
     samples = tmp_path / "fsdp" / "samples" / "step-00000002"   # from the gathered weights
     assert (samples / "manifest.json").is_file() or any(samples.glob("*.json"))
     last = torch.load(tmp_path / "fsdp" / "checkpoints" / "step-00000003.pt", weights_only=True)

@@ -13,7 +13,8 @@ from maskgwm.model.checkpoint import load_model
 from maskgwm.train.checkpointing import CheckpointMismatchError, list_checkpoints
 from maskgwm.train.modelsetup import ModelSetupError
 from maskgwm.train.options import TrainOptions, run_hash
-from maskgwm.train.trainer import OutputDirError, Trainer
+from maskgwm.train.outputs import OutputDirError
+from maskgwm.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -76,26 +77,40 @@ def test_resume_is_exact_bit_for_bit(tmp_path, cache_dir):
 
 
 def test_corrupt_newest_checkpoint_falls_back_with_warning(tmp_path, cache_dir):
-    cfg = config("1a", "no-mr", **{"stage.steps": 3})
+    cfg = config("1a", "no-mr", **{"stage.steps": 4})
+    reference = tmp_path / "reference"
+    Trainer(cfg, reference, options=options(cache_dir)).run()
     out = tmp_path / "run"
-    Trainer(cfg, out, options=options(cache_dir, checkpoint_every=1, keep_last=0)).run()
-    reference = losses(out)
-    newest = out / "checkpoints" / "step-00000003.pt"
-    newest.write_bytes(b"not a checkpoint")
+    calls = []
+    Trainer(cfg, out, options=options(cache_dir, checkpoint_every=1, keep_last=0)).run(
+        lambda: calls.append(1) or len(calls) == 3)
+    folder = out / "checkpoints"
+    for step in (2, 3):   # the two newest are corrupt: resume from step 1
+        (folder / f"step-{step:08d}.pt").write_bytes(b"not a checkpoint")
     messages = []
-    result = Trainer(cfg, out, options=options(cache_dir, keep_last=0), log=messages.append).run()
-    assert result["status"] == "done" and result["step"] == 3
-    warning = [m for m in messages if "warning" in m]
-    assert warning and str(newest) in warning[0] and "falling back" in warning[0]
-    assert any("step-00000002.pt" in m for m in messages)
-    assert losses(out) == reference
+    calls.clear()
+    result = Trainer(cfg, out, options=options(cache_dir, keep_last=1),
+                     log=messages.append).run(lambda: calls.append(1) or len(calls) == 1)
+    assert result["status"] == "interrupted" and result["step"] == 2
+    warnings = [m for m in messages if "warning" in m]
+    assert len(warnings) == 2 and str(folder / "step-00000003.pt") in warnings[0]
+    assert all("renamed it to" in m and "fell back" in m for m in warnings)
+    assert any("step-00000001.pt" in m for m in messages)
+    # the bad files are kept aside; they neither shadow nor crowd out the new checkpoint
+    assert [step for step, _ in list_checkpoints(out)] == [2]
+    assert sorted(p.name for p in folder.glob("*.corrupt")) == [
+        "step-00000002.pt.corrupt", "step-00000003.pt.corrupt"]
+    assert Trainer(cfg, out, options=options(cache_dir)).run()["status"] == "done"
+    assert losses(out) == losses(reference)
 
 
 def test_unwritable_output_directory_fails_at_start(tmp_path, cache_dir):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(OutputDirError, match="not writable"):
+    with pytest.raises(OutputDirError, match="output directory .* not writable"):
         Trainer(config("1a", "no-mr"), blocker / "run", options=options(cache_dir))
+    with pytest.raises(OutputDirError, match="cache directory .*a-file/cache is not writable"):
+        Trainer(config("1a", "no-mr"), tmp_path / "run", options=options(str(blocker / "cache")))
 
 
 def test_keep_last(tmp_path, cache_dir):
