@@ -22,10 +22,11 @@ import numpy as np
 from .atomic import atomic_write_json
 from .bootstrap import bootstrap_frechet
 from .cliplist import read_clip_list
+from .commit import git_commit
 from .extractors import RANDOM_WEIGHTS_LABEL, build_extractors
 from .frechet import frechet_from_stats, kid
 from .pipeline import (BundleError, check_shards, clip_order_hash, extract, load_bundle,
-                       merge_parts, save_bundle, set_fingerprint)
+                       merge_parts, save_bundle, set_fingerprint, shard_part)
 from .protocols import Protocol
 from .videoset import VideoSet, VideoSetError
 
@@ -59,7 +60,15 @@ def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], e
                 clip_order_hash(clip_ids) or meta["detectors"] != detectors:
             raise BundleError(f"{reference}: reference statistics were made with another "
                               "protocol, clip order or detector; recompute them")
-        return {k: v for k, v in parts.items() if "-ref-" in k}, meta["reference"]
+        held = tuple(meta["shard"])
+        refs = {k: v for k, v in parts.items() if "-ref-" in k}
+        if held == tuple(shard):
+            return refs, meta["reference"]
+        if held == (0, 1):     # the whole reference: this shard's clips
+            return {k: shard_part(v, shard) for k, v in refs.items()}, meta["reference"]
+        raise BundleError(f"{reference}: holds reference shard {held[0]} of {held[1]}, this "
+                          f"evaluation is shard {shard[0]} of {shard[1]}; pass the reference "
+                          "video set or an unsharded bundle")
     videoset = VideoSet.open(reference, cond_frames=0, fps=protocol.fps)
     info = {"path": str(reference), "fingerprint": set_fingerprint(videoset)}
     key = hashlib.sha256(json.dumps([info["fingerprint"], protocol.hash,
@@ -95,6 +104,9 @@ def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, o
     clip_ids, list_hash = _clip_order(gen, Path(clip_list) if clip_list else None)
     if len(clip_ids) < 2:
         raise VideoSetError(f"{generated}: {len(clip_ids)} clip(s); FID/FVD need at least 2")
+    if shard[0] >= len(clip_ids):
+        raise VideoSetError(f"{generated}: shard {shard[0]} of {shard[1]} holds no clip of "
+                            f"the {len(clip_ids)}; use at most {len(clip_ids)} shards")
     fid_x, fvd_x, infos = extractors or build_extractors(protocol, weights_dir, device)
     detectors = [info.to_dict() for info in infos]
     ref_parts, ref_info = _reference_parts(protocol, Path(reference), clip_ids, (fid_x, fvd_x),
@@ -105,7 +117,8 @@ def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, o
             "clip_order_hash": clip_order_hash(clip_ids), "clip_list_hash": list_hash,
             "n_clips": len(clip_ids), "detectors": detectors, "shard": list(shard),
             "generated": {"path": str(generated), "fingerprint": set_fingerprint(gen)},
-            "reference": ref_info}
+            "reference": ref_info, "git_commit": git_commit(),
+            "measurement_points": protocol.measurement_points()}
     gen_parts = {f"p{p}-{s}-{m}": {"stats": c.stats, "raw": np.concatenate(c.raw),
                                    "clips": np.concatenate(c.clips)}
                  for (p, s, m), c in collectors.items()}
@@ -113,7 +126,7 @@ def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, o
         folder = shard_dir(out, shard)
         save_bundle(folder, meta, {**_as_collectors(gen_parts), **_as_collectors(ref_parts)})
         return folder
-    result = compute_result(protocol, meta, {**gen_parts, **ref_parts})
+    result = compute_result(meta, {**gen_parts, **ref_parts})
     atomic_write_json(out, result, default=float)
     return result
 
@@ -148,9 +161,7 @@ def merge_shards(out: str | Path, shard_dirs: list[Path] | None = None) -> dict[
     metas = [meta for meta, _ in loaded]
     check_shards(metas, [str(d) for d in dirs])
     meta = {**metas[0], "shard": [0, 1], "merged_from": [str(d) for d in dirs]}
-    protocol_dict = meta["protocol"]
-    result = compute_result(None, meta, merge_parts([parts for _, parts in loaded]),
-                            protocol_dict)
+    result = compute_result(meta, merge_parts([parts for _, parts in loaded]))
     atomic_write_json(out, result, default=float)
     return result
 
@@ -172,9 +183,8 @@ def _kid(gen_raw: np.ndarray, ref_raw: np.ndarray, spec: dict[str, Any], seed: i
             "subset_size_reduced": size < spec["subset_size"]}
 
 
-def compute_result(protocol: Protocol | None, meta: dict[str, Any], parts: dict[str, Any],
-                   protocol_dict: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec = protocol.to_dict() if protocol is not None else protocol_dict
+def compute_result(meta: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any]:
+    spec = meta["protocol"]
     points = []
     n_points = len({stem.split("-")[0] for stem in parts})
     for p in range(n_points):
@@ -187,25 +197,14 @@ def compute_result(protocol: Protocol | None, meta: dict[str, Any], parts: dict[
             row[f"inputs_hash_{metric}"] = {"gen": gen["stats"].inputs_hash,
                                             "ref": ref["stats"].inputs_hash}
         points.append(row)
-    if protocol is not None:
-        for row, (frames, seconds) in zip(points, protocol.measurement_points()):
-            row.update(frames=frames, seconds=seconds)
-    else:
-        _add_point_times(points, spec)
+    for row, (frames, seconds) in zip(points, meta["measurement_points"]):
+        row.update(frames=frames, seconds=seconds)
     random = any(d["random_weights"] for d in meta["detectors"])
-    return {"schema_version": RESULT_SCHEMA, **{k: v for k, v in meta.items() if k != "kind"},
+    return {"schema_version": RESULT_SCHEMA,
+            **{k: v for k, v in meta.items() if k not in ("kind", "measurement_points")},
             "label": RANDOM_WEIGHTS_LABEL if random else "",
             "points": points, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
             "versions": {"python": platform.python_version(), "numpy": np.__version__}}
-
-
-def _add_point_times(points: list[dict[str, Any]], spec: dict[str, Any]) -> None:
-    from .protocols import PROTOCOLS  # rebuild measurement points from the stored protocol
-    base = PROTOCOLS.get(spec["name"])
-    if base is None or base.to_dict() != spec:
-        return
-    for row, (frames, seconds) in zip(points, base.measurement_points()):
-        row.update(frames=frames, seconds=seconds)
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -213,6 +212,9 @@ def format_result(result: dict[str, Any]) -> str:
              f"{result['n_clips']} clips"]
     if result["label"]:
         lines.append(f"NOTE: {result['label']}")
+    if result["n_clips"] != result["protocol"]["n_clips"]:
+        lines.append(f"NOTE: the protocol specifies {result['protocol']['n_clips']} clips; "
+                     f"these numbers come from {result['n_clips']}")
     for row in result["points"]:
         when = f"{row['seconds']:.1f} s" if "seconds" in row else f"point {row['point']}"
         text = []

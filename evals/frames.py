@@ -44,10 +44,10 @@ def fvd_frames(protocol: Protocol, clip_index: int, point: int) -> np.ndarray:
     frames = point_frames(protocol, clip_index, point)
     spec = protocol.fvd
     end = spec.first_frame + spec.num_frames if spec.num_frames else len(frames)
+    if end > len(frames) or spec.first_frame >= len(frames):
+        raise ValueError(f"protocol {protocol.name}: fvd frames [{spec.first_frame}, {end}) "
+                         f"do not fit the {len(frames)} frames of point {point}")
     frames = frames[spec.first_frame:end]
-    if len(frames) == 0:
-        raise ValueError(f"protocol {protocol.name}: fvd.first_frame {spec.first_frame} leaves "
-                         "no frames")
     if spec.pad == "repeat_last" and len(frames) < spec.min_frames:
         frames = np.concatenate([frames, np.repeat(frames[-1:], spec.min_frames - len(frames))])
     return frames

@@ -37,14 +37,18 @@ class BundleError(ValueError):
 
 
 def set_fingerprint(videoset: VideoSet) -> str:
-    """A cheap content fingerprint: the manifest plus every clip file's name and size."""
+    """A cheap content fingerprint: the manifest plus every clip file's name, size and
+    modification time (a rewritten `.npy` clip keeps its size; hashing every frame of a full
+    set would take longer than extracting it)."""
     digest = hashlib.sha256()
     manifest = videoset.root / "manifest.json"
     if manifest.exists():
         digest.update(manifest.read_bytes())
     for path in sorted(videoset.root.rglob("*")):
         if path.is_file() and path.name != "manifest.json":
-            digest.update(f"{path.relative_to(videoset.root)}:{path.stat().st_size};".encode())
+            stat = path.stat()
+            digest.update(f"{path.relative_to(videoset.root)}:{stat.st_size}:"
+                          f"{stat.st_mtime_ns};".encode())
     return digest.hexdigest()
 
 
@@ -175,11 +179,27 @@ def load_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
     return meta, parts
 
 
+def shard_part(part: dict[str, Any], shard: tuple[int, int]) -> dict[str, Any]:
+    """The clips of `shard` (i, i + n, ...) of a whole part, as extracting only them gives."""
+    index, count = shard
+    keep = part["clips"] % count == index
+    whole = part["stats"]
+    stats = FeatureStats(whole.dim, whole.n_blocks, whole.metadata)
+    for clip in np.unique(part["clips"][keep]):
+        stats.update(part["raw"][part["clips"] == clip], int(clip))
+    return {"stats": stats, "raw": part["raw"][keep], "clips": part["clips"][keep]}
+
+
 def merge_parts(parts_list: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Join shard parts: stats merged, raw features ordered by clip index."""
+    """Join shard parts: stats merged, raw features ordered by clip index. Shards hold
+    disjoint clips; a clip in two of them is an error (it would count twice)."""
     merged: dict[str, dict[str, Any]] = {}
     for stem in parts_list[0]:
         pieces = [parts[stem] for parts in parts_list]
+        held = [np.unique(p["clips"]) for p in pieces]
+        if sum(len(h) for h in held) != len(np.unique(np.concatenate(held))):
+            raise BundleError(f"{stem}: some clips are in more than one shard; each clip "
+                              "must be scored by exactly one shard")
         stats = pieces[0]["stats"]
         for piece in pieces[1:]:
             stats = stats.merge(piece["stats"])
@@ -191,14 +211,20 @@ def merge_parts(parts_list: list[dict[str, dict[str, Any]]]) -> dict[str, dict[s
 
 
 def check_shards(metas: list[dict[str, Any]], where: list[str]) -> None:
-    """Shards must share protocol, clip order, detectors and count, and cover every index."""
-    first = metas[0]
+    """Shards must share protocol, clip order and list, detectors, the generated and reference
+    sets, and the shard count, and cover every index."""
+    def origin(meta: dict[str, Any]) -> dict[str, Any]:
+        return {**{key: meta[key] for key in ("protocol_hash", "clip_order_hash", "detectors",
+                                              "clip_list_hash", "n_clips")},
+                "generated set": meta["generated"]["fingerprint"],
+                "reference set": meta["reference"]["fingerprint"]}
+    first = origin(metas[0])
     for meta, name in zip(metas[1:], where[1:]):
-        for key in ("protocol_hash", "clip_order_hash", "detectors"):
-            if meta[key] != first[key]:
+        for key, value in origin(meta).items():
+            if value != first[key]:
                 raise BundleError(f"{name}: {key} differs from {where[0]}; these shards come "
                                   "from different evaluations")
-    count = first["shard"][1]
+    count = metas[0]["shard"][1]
     seen = sorted(meta["shard"][0] for meta in metas)
     if seen != list(range(count)) or any(m["shard"][1] != count for m in metas):
         raise BundleError(f"shards {seen} of {count}: every shard 0..{count - 1} is needed "

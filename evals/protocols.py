@@ -134,6 +134,12 @@ class Protocol:
             problems.append("fvd.pad must be repeat_last or none")
         if not 0 <= self.cond_frames < self.frames_per_clip:
             problems.append("need 0 <= cond_frames < frames_per_clip")
+        scored = self.frames_per_clip if self.long_horizon is None else min(
+            self.long_horizon.frames_per_point, self.measurement_points()[0][0])
+        first, count = self.fvd.first_frame, self.fvd.num_frames
+        if first < 0 or count < 0 or first + max(count, 1) > scored:
+            problems.append(f"fvd frames from {first} ({count or 'all'}) do not fit the "
+                            f"{scored} frames scored per clip")
         if self.n_clips < 2:
             problems.append("n_clips must be at least 2")
         if problems:

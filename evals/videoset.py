@@ -177,8 +177,9 @@ class VideoSet:
         if path.suffix == ".npy":
             try:
                 frames = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as err:
-                raise VideoSetError(f"{path}: unreadable array ({err})") from None
+            except (ValueError, OSError, EOFError) as err:   # EOFError: an empty file
+                raise VideoSetError(f"{path}: unreadable array ({type(err).__name__}: {err})"
+                                    ) from None
             frames = check_frames(frames, str(path))
             if len(frames) != entry.frames:
                 raise VideoSetError(f"{path}: {len(frames)} frames, manifest says {entry.frames}")

@@ -53,6 +53,11 @@ def score_variants(base, generated: Path, reference: Path, out: Path, weights: P
             rows.append({"label": label, "skipped": SKIPPED})
             continue
         protocol = variant(base, changes)
+        try:
+            protocol.validate()
+        except ValueError as err:      # e.g. 16 FVD frames of an 8-frame protocol
+            rows.append({"label": label, "skipped": f"does not apply ({err})"})
+            continue
         same = protocol.fvd.detector == base.fvd.detector
         result = evaluate(protocol, generated, reference, out.with_suffix(
             f".{protocol.hash}.json"), weights_dir=weights, cache_dir=cache_dir, device=device,

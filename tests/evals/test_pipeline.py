@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from evals.evaluate import evaluate, merge_shards
+from evals.evaluate import evaluate, format_result, merge_shards
 from evals.extractors import RANDOM_WEIGHTS_LABEL, build_extractors
+from evals.pipeline import BundleError, load_bundle, merge_parts, set_fingerprint
 from evals.protocols import get_protocol
-from evals.videoset import VideoSetError, write_videoset
+from evals.videoset import VideoSet, VideoSetError, write_videoset
 
 N_CLIPS, FRAMES = 4, 10
 PROTOCOL = get_protocol("opendv_ablation").replace(
@@ -80,6 +81,10 @@ def test_result_records_protocol_detectors_and_counts(sets, tmp_path, extractors
     assert point["fid"]["low"] <= point["fid"]["high"] and point["fid"]["n_boot"] == 3
     assert np.isfinite(point["kid_fvd"]["mean"])
     assert point["inputs_hash_fid"]["gen"] != point["inputs_hash_fid"]["ref"]
+    assert saved["git_commit"] and "measurement_points" not in saved
+    assert "NOTE: the protocol specifies" not in format_result(saved)
+    partial = {**saved, "protocol": {**saved["protocol"], "n_clips": 5369}}
+    assert f"5369 clips; these numbers come from {N_CLIPS}" in format_result(partial)
 
 
 def test_identical_sets_score_zero_and_shuffling_raises_only_fvd(score):
@@ -110,6 +115,52 @@ def test_shards_merge_to_the_single_pass_result(sets, tmp_path, score, extractor
         assert a == pytest.approx(b, rel=1e-9)
         assert single["points"][0][f"kid_{metric}"]["mean"] == \
             pytest.approx(merged["points"][0][f"kid_{metric}"]["mean"], rel=1e-9)
+    assert merged["points"][0]["seconds"] == single["points"][0]["seconds"] == FRAMES / 10
+    parts = load_bundle(next(tmp_path.glob("sharded.json.shard-0-of-2")))[1]
+    with pytest.raises(BundleError, match="more than one shard"):
+        merge_parts([parts, parts])
+
+
+def test_a_whole_reference_bundle_serves_every_shard(sets, tmp_path, score, extractors):
+    """The cached reference bundle as --reference: each shard takes its own clips, so the
+    merged result equals the single pass (no reference clip counted twice)."""
+    score("noise60")
+    single = json.loads((sets / "noise60.json").read_text())
+    bundle = next((sets / "cache").glob("ref-*"))
+    out = tmp_path / "sharded.json"
+    for index in (0, 1):
+        evaluate(PROTOCOL, sets / "noise60", bundle, out, shard=(index, 2), progress=False,
+                 extractors=extractors)
+    merged = merge_shards(out)
+    for metric in ("fid", "fvd"):
+        assert merged["points"][0][metric]["value"] == \
+            pytest.approx(single["points"][0][metric]["value"], rel=1e-9)
+    with pytest.raises(BundleError, match="holds reference shard 0 of 2"):
+        evaluate(PROTOCOL, sets / "noise60", tmp_path / "sharded.json.shard-0-of-2",
+                 tmp_path / "other.json", shard=(1, 2), progress=False, extractors=extractors)
+
+
+def test_shards_of_different_sets_or_no_clips_are_refused(sets, tmp_path, extractors):
+    out = tmp_path / "mixed.json"
+    for index, name in ((0, "noise20"), (1, "noise60")):
+        evaluate(PROTOCOL, sets / name, sets / "ref", out, shard=(index, 2), progress=False,
+                 extractors=extractors)
+    with pytest.raises(BundleError, match="generated set differs"):
+        merge_shards(out)
+    with pytest.raises(VideoSetError, match="shard 4 of 5 holds no clip of the 4"):
+        evaluate(PROTOCOL, sets / "noise20", sets / "ref", out, shard=(4, 5), progress=False,
+                 extractors=extractors)
+
+
+def test_fingerprint_sees_a_rewritten_clip_of_the_same_size(tmp_path):
+    import os
+    videoset = write_videoset(tmp_path, [("c0", moving_clip(0))], fps=10, as_npy=True)
+    before = set_fingerprint(videoset)
+    path = tmp_path / videoset.clip("c0").path
+    np.save(path, moving_clip(1))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert set_fingerprint(VideoSet.open(tmp_path)) != before
 
 
 def test_reference_features_are_cached(sets, tmp_path, score, extractors):

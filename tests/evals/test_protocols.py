@@ -41,6 +41,15 @@ def test_short_clips_are_padded_for_i3d():
     assert list(fvd_frames(mview, 0, 0)) == [0, 1, 2, 3, 4, 5, 6, 7, 7, 7]
 
 
+def test_fvd_frames_must_fit_the_clip():
+    """16 FVD frames of an 8-frame protocol is an error, not 8 frames padded to 10."""
+    with pytest.raises(ValueError, match="fvd frames from 0 \\(16\\) do not fit the 8"):
+        get_protocol("drivewm_mview").replace(**{"fvd.num_frames": 16}).validate()
+    with pytest.raises(ValueError, match="do not fit"):
+        get_protocol("vista_nuscenes").replace(**{"fvd.first_frame": 25}).validate()
+    get_protocol("vista_nuscenes").replace(**{"fvd.num_frames": 16}).validate()
+
+
 def test_long_horizon_points():
     long = get_protocol("opendv_long")
     points = long.measurement_points()

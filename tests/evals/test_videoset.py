@@ -58,6 +58,14 @@ def test_unreadable_image_names_the_file(tmp_path):
         videoset.read(videoset.clip("c0"))
 
 
+def test_empty_or_truncated_array_names_the_file(tmp_path):
+    videoset = write_videoset(tmp_path, [("c0", clip(0))], fps=10, as_npy=True)
+    path = tmp_path / videoset.clip("c0").path
+    path.write_bytes(b"")
+    with pytest.raises(VideoSetError, match=f"{path.name}: unreadable array \\(EOFError"):
+        videoset.read(videoset.clip("c0"))
+
+
 def test_wrong_dtype_and_shape(tmp_path):
     writer = VideoSetWriter(tmp_path)
     with pytest.raises(VideoSetError, match="uint8.*multiply by 255"):

@@ -51,9 +51,9 @@ def make_result(run, protocol_changes: dict | None = None, shift: float = 0.5,
             "clip_order_hash": clip_order_hash(clip_ids), "clip_list_hash": "cl" + "0" * 14,
             "n_clips": N_CLIPS, "detectors": detectors, "shard": [0, 1],
             "generated": {"path": "gen", "fingerprint": "g"},
-            "reference": {"path": "ref", "fingerprint": "r"}}
-    n_points = len(protocol.measurement_points())
-    result = compute_result(protocol, meta, _parts(n_points, shift, seed))
+            "reference": {"path": "ref", "fingerprint": "r"},
+            "measurement_points": protocol.measurement_points()}
+    result = compute_result(meta, _parts(len(meta["measurement_points"]), shift, seed))
     result["provenance"] = {"git_commit": "abc1234", "run_id": run.run_id,
                             "config_hash": "cfg" + run.run_id, "protocol_hash": protocol.hash,
                             "clip_list_hash": meta["clip_list_hash"],
