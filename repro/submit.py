@@ -40,7 +40,8 @@ def gpu_hours(run: ResolvedRun) -> float:
 
 
 TRAIN_OPTIONS = {"ci": {"checkpoint_every": 1, "workers": 0, "log_every": 1},
-                 "smoke": {"checkpoint_every": 0, "workers": 1, "log_every": 5},
+                 "smoke": {"checkpoint_every": 0, "workers": 1, "log_every": 5,
+                           "drop_checkpoints_when_done": True},
                  "lite": {"checkpoint_every": 500}, "paper": {"checkpoint_every": 1000}}
 """maskgwm.train.TrainOptions per scale (operational: they do not change results)."""
 

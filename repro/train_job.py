@@ -16,12 +16,15 @@ boundary with a checkpoint, and the run fails with a message saying how to resum
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import submitit
 
 from maskgwm.train import signals
+
+FOLLOWER_WAIT_S = 60.0   # how long ranks other than 0 wait for rank 0's requeue to end them
 
 
 class TrainingInterrupted(RuntimeError):
@@ -54,7 +57,10 @@ class DeferredSignal(signals.DeferredSignal):
                 self.original(self.signum, None)
             except SystemExit:       # submitit requeued the job and exits
                 raise JobRequeued(message) from None
-            raise JobRequeued(message)   # a rank other than 0: rank 0 requeues the job
+            # A rank other than 0: rank 0 requeues the job, which ends this task. Exiting
+            # first (non-zero) could make srun (--kill-on-bad-exit) kill rank 0 before that.
+            time.sleep(FOLLOWER_WAIT_S)
+            raise JobRequeued(message)
         raise TrainingInterrupted(f"training stopped at step {step} on "
                                   f"{self.signum.name} with a checkpoint; run it again "
                                   f"(repro submit / repro train --resume) to continue")

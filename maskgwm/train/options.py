@@ -22,6 +22,7 @@ STRATEGIES = ("ddp", "fsdp")
 class TrainOptions:
     checkpoint_every: int = 1000       # steps between periodic checkpoints (0: only at stop/end)
     keep_last: int = 3                 # checkpoints kept (older ones deleted); 0 keeps all
+    drop_checkpoints_when_done: bool = False   # once model.pt is written (smoke: saves disk)
     log_every: int = 10                # steps between progress lines (metrics: every step)
     sample_every: int = 0              # steps between sample videos (0: off)
     sample_steps: int = 10             # Euler steps of those samples

@@ -381,7 +381,8 @@ class Trainer:
         finally:
             progress.close()
             del batches
-        self.save_checkpoint()
+        if not self.options.drop_checkpoints_when_done:
+            self.save_checkpoint()
         return self._finish()
 
     # ------------------------------------------------------------------ outputs
@@ -423,9 +424,13 @@ class Trainer:
             atomic_write_json(summary_path, summary)
             self.log(f"done: step {self.step}, {summary['steps_per_s']:.3f} steps/s, "
                      f"model {model_path}")
+            if self.options.drop_checkpoints_when_done:
+                for _, path in ckpt.list_checkpoints(self.out):
+                    path.unlink()
         dist_.barrier(self.env)
         return {"status": "done", "step": self.step, "model": str(model_path),
                 "summary": str(summary_path), **self.timer.summary()}
+
 
 def read_summary(out_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / "summary.json").read_text())

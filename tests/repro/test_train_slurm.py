@@ -115,14 +115,19 @@ def test_hard_requeue_resumes_from_the_last_periodic_checkpoint(isolated, slurm_
 def test_two_task_fsdp_job_takes_its_ranks_from_slurm(isolated, slurm_cluster, monkeypatch):
     """tasks_per_node = 2 on a CPU node: srun starts two processes, which find their ranks in
     SLURM_PROCID / SLURM_NTASKS and rendezvous at the node list's first host on a port from the
-    job id; only rank 0 writes the run's files."""
+    job id; only rank 0 writes the run's files. USR2 reaches both ranks: they agree on the step
+    to stop at, rank 0 checkpoints and requeues, and the requeued job finishes the run."""
     workdir = isolated / "work"
-    run = stage1a_run(steps=3)
+    run = stage1a_run(steps=40, preset="small")
     run.config["stage"]["batch_size"] = 2
     run = dataclasses.replace(run, resources=dataclasses.replace(
         run.resources, tasks_per_node=2, cpus_per_task=1))
-    entry = submit(run, workdir, slurm_cluster.partition, monkeypatch, strategy="fsdp")
+    entry = submit(run, workdir, slurm_cluster.partition, monkeypatch, strategy="fsdp",
+                   checkpoint_every=0)
     directory = run_dir(workdir, run.run_id)
-    finish(entry, directory, 3, 300)
+    wait_until(lambda: len(steps_logged(directory)) >= 3, 240, "training to start")
+    subprocess.run(["scancel", "--signal=USR2", entry.job_id], check=True)
+    wait_until(lambda: restarts(entry.job_id) >= 1, 120, "the job to be requeued")
+    finish(entry, directory, 40, 400)
     summary = json.loads((directory / "train" / "summary.json").read_text())
     assert (summary["world_size"], summary["local_batch"], summary["strategy"]) == (2, 1, "fsdp")

@@ -123,6 +123,11 @@ def test_keep_last(tmp_path, cache_dir):
     assert data["config_hash"] == run_hash(cfg, options(cache_dir))
     model, _, extra = load_model(tmp_path / "checkpoints" / "step-00000004.pt")
     assert extra["step"] == 4
+    dropped = Trainer(cfg, tmp_path / "dropped", options=options(
+        cache_dir, checkpoint_every=1, drop_checkpoints_when_done=True)).run()
+    assert dropped["status"] == "done" and not list_checkpoints(tmp_path / "dropped")
+    a, b = load_model(dropped["model"])[0].state_dict(), final_state(tmp_path)
+    assert all(torch.equal(a[k], b[k]) for k in b)
 
 
 def test_config_hash_mismatch_is_an_error(tmp_path, cache_dir):
