@@ -24,7 +24,8 @@ NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
 class CheckpointMismatchError(RuntimeError):
-    """A checkpoint written by a run with a different config (hash)."""
+    """A checkpoint this run cannot resume from: another run's (config hash), one whose
+    optimizer state does not fit, or one that not every rank can read."""
 
 
 def checkpoint_dir(out_dir: Path) -> Path:

@@ -190,10 +190,10 @@ class Trainer:
         """The newest readable checkpoint, chosen by rank 0 so that every rank resumes from
         the same step; if another rank cannot read that file, every rank stops with an error
         naming it (no rank falls back on its own)."""
-        if not self.env.distributed:
-            return ckpt.load_latest(self.out, self.config_hash, self._log)
         data = ckpt.load_latest(self.out, self.config_hash, self._log) \
             if self.env.is_main else None
+        if not self.env.distributed:
+            return data
         chosen = dist_.broadcast_object(data["path"] if data else None, self.env)
         failure = None
         if chosen is not None and not self.env.is_main:
