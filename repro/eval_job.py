@@ -142,6 +142,11 @@ def _guarded(state_dir: Path, work) -> dict[str, Any]:
     try:
         outcome = work()
         record = {"finished": _now(), **outcome, **_provenance()}
+    except SystemExit as exit_:    # submitit requeued the job (preemption, time limit)
+        atomic_write_json(state_dir / "running.json",
+                          {"requeued": _now(), "reason": f"exit {exit_.code} on the scheduler's "
+                           "signal (requeued)", **_provenance()})
+        raise
     except BaseException as err:
         import traceback
         atomic_write_json(state_dir / "failed.json",

@@ -294,9 +294,10 @@ def replicated(run: ResolvedRun) -> bool:
 
 
 def resolve_target(target: Target, scale: str, seeds: int = 1) -> list[ResolvedRun]:
-    """All runs a target needs at `scale`, parents first, base-chain runs included once;
-    with `seeds` > 1, then the seed replicas s = 1..seeds-1 of every run with cells (see the
-    module docstring), ordered by seed, then as the job file lists the runs."""
+    """All runs a target needs at `scale`, each parent before its children (otherwise as the
+    job file lists them), base-chain runs included once; with `seeds` > 1, then the seed
+    replicas s = 1..seeds-1 of every run with cells (see the module docstring), ordered by
+    seed, then as above."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale '{scale}' (known: {', '.join(SCALES)})")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -316,8 +317,7 @@ def resolve_target(target: Target, scale: str, seeds: int = 1) -> list[ResolvedR
 
     for name in target.runs:
         visit(name)
-    order = {name: i for i, name in enumerate(list(BASE_RUNS) + list(target.runs))}
-    runs = sorted(resolved.values(), key=lambda run: order[run.name])
+    runs = list(resolved.values())     # in visiting order: every parent before its children
     for replica in range(1, seeds):
         runs += [_resolve_one(target, specs[run.name], scale, run.parent_id, replica)
                  for run in runs if run.seed == 0 and replicated(run)]

@@ -72,7 +72,8 @@ def execute(spec_path: str | Path) -> dict[str, Any]:
                                f"{parent_state}, not done; submit the target again once it "
                                "has finished")
     main = _global_rank() == 0
-    if main:
+    if main:     # a retry: the old failure is history, not this attempt's state
+        (directory / "failed.json").unlink(missing_ok=True)
         atomic_write_json(directory / "running.json", {"started": _now(), **_provenance()})
     try:
         if spec["stage"] in STAGES:

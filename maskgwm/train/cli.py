@@ -111,9 +111,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, float)}))
     if result["status"] == "interrupted":
-        print(f"stopped at step {result['step']} on {deferred.signum.name} with checkpoint "
-              f"{result['checkpoint']}; run the same command with --resume to continue",
-              file=sys.stderr)
+        print(f"stopped at step {result['step']} on {deferred.signum.name} (checkpoint: "
+              f"{result['checkpoint'] or 'none yet'}); run the same command with --resume to "
+              f"continue", file=sys.stderr)
         return 3
     return 0
 

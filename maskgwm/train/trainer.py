@@ -342,6 +342,11 @@ class Trainer:
         total = self.config.stage.steps
         if self.step >= total:
             return self._finish(resumed_done=True)
+        if stop is not None and dist_.any_across(bool(stop()), self.env, self.device):
+            self.log(f"stop requested before step {self.step + 1}: nothing new to checkpoint")
+            newest = ckpt.list_checkpoints(self.out)
+            return {"status": "interrupted", "step": self.step,
+                    "checkpoint": str(newest[0][1]) if newest else None}
         metrics = MetricsWriter(self.out, self.step) if self.env.is_main else None
         progress = Progress(self.step, total, self.options.log_every, self.log,
                             self.env.is_main)

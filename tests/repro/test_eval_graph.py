@@ -161,6 +161,17 @@ def test_killed_sample_shard_resumes_without_duplicates(graph, tmp_path):
     assert record["clips"] == 3 and run_state(folder / "sample" / "0-of-1")[0] == "done"
 
 
+def test_a_requeued_sample_or_score_job_is_not_failed(tmp_path):
+    """submitit requeues a preempted or timed-out job and exits it with sys.exit(-1): the
+    shard stays running (marked requeued), not failed."""
+    from repro.eval_job import _guarded
+    with pytest.raises(SystemExit):
+        _guarded(tmp_path, lambda: sys.exit(-1))
+    state, details = run_state(tmp_path)
+    assert state == "running" and "requeued" in details
+    assert not (tmp_path / "failed.json").exists()
+
+
 def test_ci_protocols_are_scaled_and_long_horizon_has_rounds():
     ablation = scaled_protocol("opendv_ablation", "ci")
     assert ablation.n_clips == 3 and (ablation.width, ablation.height) == (64, 32)

@@ -108,6 +108,26 @@ def test_a_valid_custom_file_loads(tmp_path):
     assert load_target_file(write(tmp_path, cpu_processes)).resources["smoke"].tasks == 2
 
 
+def test_a_child_listed_before_its_parent_still_resolves_after_it(tmp_path, make_target):
+    runs = """
+[runs.long]
+stage = "2"
+variant = "ours"
+parent = "ours-1c"
+cells = ["fig7/mr"]
+
+[runs.ours-1c]
+stage = "1c"
+variant = "ours"
+parent = "stage1b"
+cells = []
+"""
+    target = make_target(tmp_path, "order", "opendv_long", runs, "parents listed last")
+    resolved = resolve_target(target, "ci")
+    assert [r.name for r in resolved] == ["stage1a", "stage1b", "ours-1c", "long"]
+    assert resolved[3].parent_id == resolved[2].run_id
+
+
 @pytest.mark.parametrize("change, message", [
     (("[target]", "[target]\ncolour = 'red'"), "unknown key 'colour'"),
     (('title = "t"\n', ""), "missing required key 'title'"),

@@ -78,6 +78,27 @@ def test_failing_run_is_reported_with_its_log(cli, isolated):
     assert summary["strategy"] == "single"           # one process: nothing to shard
 
 
+def test_a_retried_run_is_running_not_failed(isolated, monkeypatch):
+    """While a run that failed before runs again, its state is running (status asks the
+    scheduler about it), not the old failure."""
+    from evals.atomic import atomic_write_json
+    from repro import runner
+    from repro.submit import run_spec
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "stage1a")
+    directory = run_dir(isolated / "work", run.run_id)
+    directory.mkdir(parents=True)
+    atomic_write_json(directory / "spec.json", run_spec(run))
+    atomic_write_json(directory / "failed.json", {"error": "the first attempt's"})
+    seen, train = [], runner.run_training
+
+    def observed(*args):    # the real training, with the state the run shows meanwhile
+        seen.append(run_state(directory)[0])
+        return train(*args)
+    monkeypatch.setattr(runner, "run_training", observed)
+    runner.execute(directory / "spec.json")
+    assert seen == ["running"] and run_state(directory)[0] == "done"
+
+
 def test_unwritable_workdir_submits_nothing(cli, isolated, monkeypatch):
     blocker = isolated / "file"
     blocker.write_text("")

@@ -53,14 +53,11 @@ def test_resume_is_exact_bit_for_bit(tmp_path, cache_dir):
     cfg = config(**{"stage.steps": 4, "stage.batch_size": 2})
     full = Trainer(cfg, tmp_path / "full", options=options(cache_dir)).run()
     assert full["status"] == "done" and full["step"] == 4
-    calls = []
-
-    def stop_after_two():
-        calls.append(1)
-        return len(calls) == 2
-
     out = tmp_path / "resumed"
-    first = Trainer(cfg, out, options=options(cache_dir, workers=1)).run(stop_after_two)
+    early = Trainer(cfg, out, options=options(cache_dir)).run(lambda: True)
+    assert early == {"status": "interrupted", "step": 0, "checkpoint": None}  # nothing to save
+    trainer = Trainer(cfg, out, options=options(cache_dir, workers=1))
+    first = trainer.run(lambda: trainer.step >= 2)
     assert first == {"status": "interrupted", "step": 2,
                      "checkpoint": str(out / "checkpoints" / "step-00000002.pt")}
     assert not (out / "model.pt").exists()
@@ -81,16 +78,14 @@ def test_corrupt_newest_checkpoint_falls_back_with_warning(tmp_path, cache_dir):
     reference = tmp_path / "reference"
     Trainer(cfg, reference, options=options(cache_dir)).run()
     out = tmp_path / "run"
-    calls = []
-    Trainer(cfg, out, options=options(cache_dir, checkpoint_every=1, keep_last=0)).run(
-        lambda: calls.append(1) or len(calls) == 3)
+    first = Trainer(cfg, out, options=options(cache_dir, checkpoint_every=1, keep_last=0))
+    first.run(lambda: first.step >= 3)
     folder = out / "checkpoints"
     for step in (2, 3):   # the two newest are corrupt: resume from step 1
         (folder / f"step-{step:08d}.pt").write_bytes(b"not a checkpoint")
     messages = []
-    calls.clear()
-    result = Trainer(cfg, out, options=options(cache_dir, keep_last=1),
-                     log=messages.append).run(lambda: calls.append(1) or len(calls) == 1)
+    again = Trainer(cfg, out, options=options(cache_dir, keep_last=1), log=messages.append)
+    result = again.run(lambda: again.step >= 2)
     assert result["status"] == "interrupted" and result["step"] == 2
     warnings = [m for m in messages if "warning" in m]
     assert len(warnings) == 2 and str(folder / "step-00000003.pt") in warnings[0]
