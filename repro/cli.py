@@ -117,16 +117,16 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from .collect import collect, format_missing
+    from .collect import collect
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     result = collect(target, scale, partial=args.partial, seeds=args.seeds or 1)
-    if result.missing:
-        print(format_missing(result.missing), file=sys.stderr)
+    if result.report():
+        print(result.report(), file=sys.stderr)
     if result.path is None:
         print(f"nothing written for {target.name} ({scale})"
-              + ("; use --partial to collect the results that exist" if result.missing
-                 and result.rows else ""), file=sys.stderr)
+              + ("; use --partial to collect the results that exist" if
+                 (result.missing or result.stale) and result.rows else ""), file=sys.stderr)
         return 1
     runs = len({row["run_id"] for row in result.rows})
     scale_flag = f" --scale {scale}" if scale != default_scale(args.target, None) else ""

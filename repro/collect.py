@@ -44,12 +44,26 @@ class CollectError(ValueError):
 class Collected:
     rows: list[dict[str, Any]] = field(default_factory=list)
     missing: list[tuple[ResolvedRun, Path]] = field(default_factory=list)
+    stale: list[tuple[ResolvedRun, Path, str]] = field(default_factory=list)  # (..., old hash)
+    not_run: str = ""      # Vista runs that `repro submit` leaves out at this scale, and why
     path: Path | None = None
+
+    def report(self) -> str:
+        """What is missing or stale, for the user ("" when complete)."""
+        return "\n".join(filter(None, [self.not_run, format_missing(self.missing),
+                                        format_stale(self.stale)]))
 
 
 def result_path(run: ResolvedRun, root: Path | None = None) -> Path:
     """Where the evaluation of `run` under its protocol is written (the runner's contract)."""
     return (root or work_dir()) / "runs" / run.run_id / "eval" / run.protocol / "result.json"
+
+
+def current_protocol_hash(run: ResolvedRun) -> str:
+    """The hash of the protocol `run` is scored under at its scale, as the code defines it now
+    (a result with another hash predates a protocol change)."""
+    from .evalsets import scaled_protocol
+    return scaled_protocol(run.protocol, run.scale).hash
 
 
 def csv_path(target: str, scale: str, root: Path | None = None) -> Path:
@@ -174,22 +188,33 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 def collect(target: Target, scale: str, partial: bool = False, workdir: Path | None = None,
             results_root: Path | None = None, seeds: int = 1) -> Collected:
     """Read every result of `target` at `scale` (seeds 0..seeds-1); write the CSV unless
-    results are missing (then only with `partial`, and only if at least one result exists)."""
+    results are missing (then only with `partial`, and only if at least one result exists).
+    Vista runs that `repro submit` leaves out at this scale (no checkout) are not missing:
+    their result is collected if one exists, else `not_run` says why there is none."""
+    from .vista.graph import split_runs
     out = Collected()
-    for run in resolve_target(target, scale, seeds):
+    runs = resolve_target(target, scale, seeds)
+    submitted, why = split_runs(runs, scale)
+    for run in runs:
         if not run.cells:
             continue
         path = result_path(run, workdir)
         if not path.exists():
-            out.missing.append((run, path))
+            if run in submitted:
+                out.missing.append((run, path))
+            else:       # never submitted at this scale: not missing, not run
+                out.not_run = why
             continue
         try:
             result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise CollectError(f"{path}: unreadable result ({err}); re-run the evaluation") \
                 from None
+        if result.get("protocol_hash") != current_protocol_hash(run):
+            out.stale.append((run, path, str(result.get("protocol_hash"))))
+            continue
         out.rows += rows_from_result(result, run, scale, path)
-    if out.missing and not partial:
+    if (out.missing or out.stale) and not partial:
         return out
     if not out.rows:
         return out
@@ -203,7 +228,20 @@ def collect(target: Target, scale: str, partial: bool = False, workdir: Path | N
 
 
 def format_missing(missing: list[tuple[ResolvedRun, Path]]) -> str:
+    if not missing:
+        return ""
     lines = [f"no result yet for {len(missing)} run(s):"]
     for run, path in missing:
         lines.append(f"  {run.name} (run {run.run_id}; cells {', '.join(run.cells)}): {path}")
+    return "\n".join(lines)
+
+
+def format_stale(stale: list[tuple[ResolvedRun, Path, str]]) -> str:
+    if not stale:
+        return ""
+    lines = [f"{len(stale)} result(s) were scored under an older protocol version (not "
+             "collected; `repro submit` of the target re-scores them):"]
+    for run, path, old in stale:
+        lines.append(f"  {run.name} (run {run.run_id}): {path} has {run.protocol} version "
+                     f"{old}, the current one is {current_protocol_hash(run)}")
     return "\n".join(lines)

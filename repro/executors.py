@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsio import read_json
+from .fsio import atomic_write_json, read_json
 from .jobs import ResolvedRun
 
 CLUSTERS = ("local", "slurm", "debug")
@@ -114,6 +114,22 @@ class Submitted:
 def previous_job(directory: Path) -> dict[str, Any] | None:
     path = directory / "job.json"
     return read_json(path) if path.exists() else None
+
+
+def targets_of(job: dict[str, Any]) -> list[str]:
+    """The targets that submitted a run or evaluation (job.json "targets"; older files: the
+    last submitter only)."""
+    return job.get("targets") or ([job["target"]] if job.get("target") else [])
+
+
+def add_target(directory: Path, target: str) -> list[str]:
+    """Record that `target` uses this run or evaluation too (a run shared by several targets
+    shows under each in `repro status TARGET`); returns all its targets."""
+    job = previous_job(directory) or {}
+    targets = sorted({*targets_of(job), target})
+    if job and targets != targets_of(job):
+        atomic_write_json(directory / "job.json", {**job, "targets": targets})
+    return targets
 
 
 def wait_job(job: Any) -> None:

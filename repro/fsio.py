@@ -25,5 +25,9 @@ def atomic_write_json(path: Path, data: Any, hint: str = "") -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): it was cut short or edited; "
+                         "restore it, or delete it and submit the target again") from None

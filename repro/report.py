@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .collect import collect, format_missing
+from .collect import collect
 from .jobs import Target
 from .plot import plot_target
 from .table import render_target_table, write_target_table
@@ -15,8 +15,8 @@ def report(target: Target, scale: str, seeds: int = 1,
     """Collect what exists (naming what is missing), then table and plots; False if nothing
     was collected."""
     result = collect(target, scale, partial=True, seeds=seeds)
-    if result.missing:
-        echo(format_missing(result.missing))
+    if result.report():
+        echo(result.report())
     if result.path is None:
         echo(f"no results to report for {target.name} ({scale})")
         return False

@@ -7,7 +7,7 @@ from typing import Any
 
 from .fsio import read_json
 from .runner import run_state
-from .executors import slurm_states
+from .executors import slurm_states, targets_of
 
 
 def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, Any]]:
@@ -15,10 +15,10 @@ def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, A
     rows = []
     for job_file in sorted((workdir / "runs").glob("*/job.json"), key=lambda p: p.stat().st_mtime):
         job = read_json(job_file)
-        if target and job.get("target") != target:
+        if target and target not in targets_of(job):
             continue
         state, details = run_state(job_file.parent)
-        rows.append({"run_id": job_file.parent.name, "target": job.get("target"),
+        rows.append({"run_id": job_file.parent.name, "target": target or job.get("target"),
                      "name": job.get("name"), "scale": job.get("scale"),
                      "cluster": job.get("cluster"), "job_id": job.get("job_id"),
                      "state": state, "error": details.get("error", ""),
@@ -55,10 +55,11 @@ def _eval_rows(workdir: Path, target: str | None) -> list[dict[str, Any]]:
     for job_file in sorted((workdir / "runs").glob("*/eval/*/job.json"),
                            key=lambda p: p.stat().st_mtime):
         job = read_json(job_file)
-        if target and job.get("target") != target:
+        if target and target not in targets_of(job):
             continue
         directory, run_id = job_file.parent, job_file.parents[2].name
-        base = {"run_id": run_id, "target": job.get("target"), "scale": job.get("scale"),
+        base = {"run_id": run_id, "target": target or job.get("target"),
+                "scale": job.get("scale"),
                 "cluster": job.get("cluster"), "stdout": job.get("logs"),
                 "stderr": job.get("logs")}
         shards = int(job.get("shards", 0))

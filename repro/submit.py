@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .estimate import training_gpu_hours
-from .executors import (CLUSTERS, Submitted, check_slurm, make_executor, previous_job,
-                        sbatch_options, slurm_states, wait_run)
+from .executors import (CLUSTERS, Submitted, add_target, check_slurm, make_executor,
+                        previous_job, sbatch_options, slurm_states, wait_run)
 from .fsio import atomic_write_json
 from .jobs import ResolvedRun, Target, resolve_target
 from .preflight import check_inputs, warn_missing
@@ -212,6 +212,7 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
                train_options: dict[str, Any] | None = None) -> Submitted:
     """Submit one run (its parent, if any, already in `by_id`) unless it is done or queued."""
     directory = run_dir(workdir, run.run_id)
+    targets = add_target(directory, run.target)
     state, _ = run_state(directory)
     if state == "done":
         return Submitted(run, "skipped")
@@ -240,8 +241,8 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
                       str(job.paths.stderr))
     atomic_write_json(directory / "job.json",
                       {"cluster": cluster, "job_id": entry.job_id, "stdout": entry.stdout,
-                       "stderr": entry.stderr, "target": run.target, "name": run.name,
-                       "scale": run.scale, "dependency": dependency})
+                       "stderr": entry.stderr, "target": run.target, "targets": targets,
+                       "name": run.name, "scale": run.scale, "dependency": dependency})
     return entry
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from maskgwm.config.resolve import STAGES
 
-from .executors import (Submitted, make_executor, previous_job, slurm_states, wait_job,
-                        wait_run)
+from .executors import (Submitted, add_target, make_executor, previous_job, slurm_states,
+                        wait_job, wait_run)
+from .collect import current_protocol_hash
 from .fsio import atomic_write_json
 from .jobs import ResolvedRun
 from .runner import run_dir, run_state
@@ -71,8 +72,17 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
     from .eval_job import (EVAL_OPTIONS, eval_dir, eval_spec, eval_state, node_id,
                            shard_state_dir)
     directory = eval_dir(workdir, run.run_id, run.protocol)
-    if eval_state(directory)[0] == "done":
-        return EvalSubmitted(run, directory, "skipped")
+    add_target(directory, run.target)
+    state, result = eval_state(directory)
+    stale = ""
+    if state == "done":
+        if result.get("protocol_hash") == current_protocol_hash(run):
+            return EvalSubmitted(run, directory, "skipped")
+        old = str(result.get("protocol_hash"))     # scored before the protocol changed
+        aside = run_dir(workdir, run.run_id) / "eval-stale" / f"{run.protocol}-{old}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        directory.rename(aside)
+        stale = f"re-scored: the result of protocol version {old} was moved to {aside}"
     options = EVAL_OPTIONS[run.scale]
     shards = shards or options["shards"]
     previous = previous_job(directory) or {}
@@ -103,7 +113,7 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
             if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
     train_dep = f"afterok:{train.job_id}" if cluster == "slurm" and train.job_id and \
         train.action in ("submitted", "reused") else None
-    entry = EvalSubmitted(run, directory, "submitted", shards)
+    entry = EvalSubmitted(run, directory, "submitted", shards, message=stale)
     if todo:
         from .eval_job import SampleJob
         executor = _eval_executor(cluster, workdir, run, "sample", options["sample_hours"],
@@ -146,7 +156,8 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
 def _record_eval(entry: EvalSubmitted, cluster: str) -> None:
     run = entry.run
     atomic_write_json(entry.directory / "job.json",
-                      {"cluster": cluster, "target": run.target, "name": run.name,
+                      {"cluster": cluster, "target": run.target,
+                       "targets": add_target(entry.directory, run.target), "name": run.name,
                        "scale": run.scale, "protocol": run.protocol, "shards": entry.shards,
                        "sample_jobs": {str(k): v for k, v in entry.sample_jobs.items()},
                        "score_job": entry.score_job,

@@ -42,6 +42,14 @@ def load_ours(target: str, root: Path | None = None) -> pd.DataFrame:
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; "
                              "re-run `repro collect` for this target")
+        for column in ("value", "n"):
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column][numbers.isna()]
+            if len(bad):
+                raise ValueError(f"{path}: column {column} must hold numbers, row "
+                                 f"{bad.index[0] + 2} has {bad.iloc[0]!r}; re-run `repro "
+                                 "collect` for this target")
+            frame[column] = numbers
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=list(OURS_REQUIRED))

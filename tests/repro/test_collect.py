@@ -11,7 +11,7 @@ import pytest
 from evals.evaluate import compute_result
 from evals.extractors import DetectorInfo
 from evals.pipeline import clip_order_hash
-from evals.protocols import PROTOCOLS
+from repro.evalsets import scaled_protocol
 from evals.stats import FeatureStats
 from repro.collect import COLUMNS, result_path
 from repro.jobs import load_target, resolve_target
@@ -41,9 +41,9 @@ def _parts(n_points: int, shift: float, seed: int) -> dict:
 def make_result(run, protocol_changes: dict | None = None, shift: float = 0.5,
                 seed: int = 0) -> dict:
     """A result.json body for `run`, computed by evals.evaluate.compute_result."""
-    protocol = PROTOCOLS[run.protocol].replace(
-        n_clips=N_CLIPS, **{"bootstrap.n_boot": 20, "kid.subsets": 3, "kid.subset_size": 4},
-        **(protocol_changes or {}))
+    protocol = scaled_protocol(run.protocol, run.scale)   # what the code scores under now
+    if protocol_changes:                                   # an older (or newer) version
+        protocol = protocol.replace(**protocol_changes)
     detectors = [DetectorInfo("fid", protocol.fid.detector, None, None, True, 7).to_dict(),
                  DetectorInfo("fvd", protocol.fvd.detector, None, None, True, 7).to_dict()]
     clip_ids = [f"clip{i:03d}" for i in range(N_CLIPS)]
@@ -111,7 +111,7 @@ def test_long_horizon_points_have_seconds(cli, isolated):
     assert cli("collect", "fig7", "--scale", "smoke").code == 0
     rows = _rows(isolated / "results" / "fig7" / "smoke.csv")
     seconds = sorted({float(r["seconds"]) for r in rows})
-    expected = [s for _, s in PROTOCOLS["opendv_long"].measurement_points()]
+    expected = [s for _, s in scaled_protocol("opendv_long", "smoke").measurement_points()]
     assert seconds == sorted(round(s, 3) for s in expected)
     assert len(rows) == 2 * 2 * len(expected)
     table = cli("table", "fig7", "--scale", "smoke").out
@@ -119,8 +119,16 @@ def test_long_horizon_points_have_seconds(cli, isolated):
         assert sum(f"| {second:g} |" in line for line in table.splitlines()) == 2, table
 
 
-def test_missing_results_are_listed(cli, isolated):
+def test_missing_results_are_listed(cli, isolated, monkeypatch):
     runs = write_results("table2", "smoke", isolated / "work", skip=("vista",))
+    # no Vista checkout: submit leaves the Vista run out, so collect does not wait for it
+    monkeypatch.delenv("REPRO_VISTA_CHECKOUT", raising=False)
+    res = cli("collect", "table2", "--scale", "smoke")
+    assert res.code == 0 and "NOT RUN: Vista runs vista" in res.err
+    assert {r["cell"] for r in _rows(isolated / "results" / "table2" / "smoke.csv")} == \
+        {"maskgwm-long"}
+    (isolated / "results" / "table2" / "smoke.csv").unlink()
+    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(isolated / "vista"))   # now it is due
     res = cli("collect", "table2", "--scale", "smoke")
     assert res.code != 0
     vista = next(r for r in runs if r.name == "vista")
@@ -134,32 +142,37 @@ def test_missing_results_are_listed(cli, isolated):
 
 def test_nothing_evaluated_is_an_error(cli, isolated):
     res = cli("collect", "table2", "--scale", "smoke", "--partial")
-    assert res.code != 0 and "no result yet for 2 run(s)" in res.err
+    assert res.code != 0 and "no result yet for 1 run(s)" in res.err   # Vista: not run
 
 
-def test_mixed_protocol_hashes_refused(cli, isolated):
+def test_results_of_an_older_protocol_version_are_not_collected(cli, isolated):
     work = isolated / "work"
     runs = write_results("table2", "smoke", work)
-    # one run re-evaluated with another protocol version
+    # one run was scored before the protocol changed (here: another FVD frame count)
     path = result_path(runs[-1], work)
-    path.write_text(json.dumps(make_result(runs[-1], {"fvd.num_frames": 16}), default=float))
+    path.write_text(json.dumps(make_result(runs[-1], {"fvd.num_frames": 8}), default=float))
     res = cli("collect", "table2", "--scale", "smoke")
-    assert res.code == 2 and "different protocol versions" in res.err
+    assert res.code == 1 and "scored under an older protocol version" in res.err
+    assert str(path) in res.err and "re-scores them" in res.err
     assert not (isolated / "results" / "table2" / "smoke.csv").exists()
 
 
-def test_csv_of_another_protocol_version_not_overwritten(cli, isolated):
+def test_csv_of_another_protocol_version_not_overwritten(cli, isolated, monkeypatch):
     work = isolated / "work"
     write_results("table2", "smoke", work)
     assert cli("collect", "table2", "--scale", "smoke").code == 0
     csv_file = isolated / "results" / "table2" / "smoke.csv"
     before = csv_file.read_bytes()
-    write_results("table2", "smoke", work, protocol_changes={"fvd.num_frames": 16})
+    # the code's protocol changes, and the runs are re-scored under the new version
+    import repro.evalsets as evalsets
+    scaled = evalsets.scaled_protocol
+    monkeypatch.setattr(evalsets, "scaled_protocol", lambda name, scale: scaled(
+        name, scale).replace(**{"fvd.num_frames": 8}))
+    write_results("table2", "smoke", work, protocol_changes={"fvd.num_frames": 8})
     res = cli("collect", "table2", "--scale", "smoke")
     assert res.code == 2 and "nothing overwritten" in res.err and str(csv_file) in res.err
     assert csv_file.read_bytes() == before
-    # the same version collected again replaces the CSV
-    write_results("table2", "smoke", work)
+    csv_file.unlink()                 # moved away: the new version is collected
     assert cli("collect", "table2", "--scale", "smoke").code == 0
 
 

@@ -98,6 +98,24 @@ def test_local_submit_trains_samples_and_scores_then_skips(graph):
     assert not any("submitted" in line for line in again), again
 
 
+def test_a_result_of_an_older_protocol_version_is_rescored(graph, tmp_path):
+    """A result scored before the protocol changed is moved aside and the run re-scored (not
+    skipped as done)."""
+    work = tmp_path / "work"
+    shutil.copytree(graph["work"], work)
+    run = resolve_target(graph["target"], "ci")[0]
+    path = eval_dir(work, run.run_id, run.protocol) / "result.json"
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "protocol_hash": "0123456789abcdef"}))
+    lines: list[str] = []
+    submit(graph["target"], "ci", "local", work, echo=lines.append, evaluate=True)
+    assert any("re-scored: the result of protocol version 0123456789abcdef" in line
+               for line in lines), lines
+    aside = run_dir(work, run.run_id) / "eval-stale" / f"{run.protocol}-0123456789abcdef"
+    assert (aside / "result.json").is_file()
+    assert check_result(work, run)["protocol_hash"] == result["protocol_hash"]
+
+
 def reported_files(lines: list[str]) -> list[tuple[str, Path]]:
     """(kind, path) of each file `report` names; every one must exist and be non-empty."""
     files = [(line.split(":", 1)[0], Path(line.split(":", 1)[1].strip())) for line in lines

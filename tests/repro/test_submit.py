@@ -50,6 +50,9 @@ def test_local_submit_runs_the_graph_once(cli, isolated):
 
     status = cli("status", "table4a")
     assert status.out.count("done ") == 6
+    shared_status = cli("status", "table5")     # the shared runs show under both targets
+    assert shared_status.out.count("done ") == len(run_ids("table5"))
+    assert shared_status.out.count("table5:") == len(run_ids("table5"))
 
 
 def test_failing_run_is_reported_with_its_log(cli, isolated):
@@ -97,6 +100,14 @@ def test_a_retried_run_is_running_not_failed(isolated, monkeypatch):
     monkeypatch.setattr(runner, "run_training", observed)
     runner.execute(directory / "spec.json")
     assert seen == ["running"] and run_state(directory)[0] == "done"
+
+
+def test_a_broken_state_file_is_named(cli, isolated):
+    broken = isolated / "work" / "runs" / "0123456789ab" / "job.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"cluster": "loc')
+    status = cli("status")
+    assert status.code == 2 and f"{broken} is not valid JSON" in status.err
 
 
 def test_unwritable_workdir_submits_nothing(cli, isolated, monkeypatch):
