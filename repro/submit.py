@@ -140,12 +140,14 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
         evaluate = os.environ.get(EVAL_ENV, "1") != "0"
     if cluster not in CLUSTERS:
         raise ValueError(f"unknown cluster '{cluster}' (known: {', '.join(CLUSTERS)})")
-    from .vista.graph import split_runs
+    from .vista.graph import retire_if_changed, split_runs
     runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
     if left_out:
         echo(left_out)
     check_inputs(runs, scale, workdir, evaluate)   # lite/paper: refuse before writing anything
     _check_writable(workdir)
+    for note in filter(None, (retire_if_changed(run, workdir) for run in runs)):
+        echo(note)
     if cluster == "slurm":
         check_slurm()
     commit = git_commit()

@@ -3,13 +3,16 @@
 At lite and paper scale a target with a Vista run needs a usable checkout and checkpoint
 (`repro submit` refuses before anything is submitted, preflight.py). At ci and smoke scale a
 Vista run without a checkout is left out of the submission and the output says why (a checkout
-given there is checked like at lite/paper, e.g. the test double in CI).
+given there is checked like at lite/paper, e.g. the test double in CI). A Vista run's id does
+not depend on the checkout, so a done run prepared with another sample.py or checkpoint than the
+configured one is retired (`retire_if_changed`) and runs again.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from .checkout import CHECKOUT_ENV, describe, problems, resolve_paths
+from .checkout import CHECKOUT_ENV, VistaError, describe, problems, resolve_paths, validate
 
 CHECKED_SCALES = ("lite", "paper")
 
@@ -53,3 +56,27 @@ def spec_fields(run) -> dict[str, Any]:
 
 def describe_missing(runs: list, scale: str) -> str:
     return describe([(w, p, f) for w, p, f, _ in missing(runs, scale)])
+
+
+def retire_if_changed(run, workdir: Path) -> str:
+    """For a done Vista run prepared with another sample.py or checkpoint than the configured
+    ones: move its folder (with its evaluations) to <workdir>/runs-stale/ and say so, so that
+    it is prepared and evaluated again; otherwise ""."""
+    from ..runner import run_dir, run_state
+    directory = run_dir(workdir, run.run_id)
+    state, record = run_state(directory)
+    if run.stage != "vista" or state != "done" or not given():
+        return ""
+    try:
+        now = validate(None, None, workdir)
+    except VistaError:
+        return ""             # the preflight names what is wrong
+    was = record.get("vista", {})
+    if (was.get("vista_ckpt_sha256"), was.get("vista_sample_py_sha256")) == \
+            (now.ckpt_sha256, now.script_sha256):
+        return ""
+    aside = workdir / "runs-stale" / f"{run.run_id}-{str(was.get('vista_ckpt_sha256'))[:12]}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    directory.rename(aside)
+    return (f"Vista run {run.name} ({run.run_id}) was prepared with another sample.py or "
+            f"checkpoint than {now.root}: its results were moved to {aside}; it runs again")

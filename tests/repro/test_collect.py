@@ -195,6 +195,19 @@ def test_table_shows_ours_beside_paper(cli, isolated):
             assert cols[f"n {metric}"] == str(N_CLIPS * 3 if metric == "FID" else N_CLIPS)
 
 
+def test_a_non_numeric_value_in_our_csv_is_named(cli, isolated):
+    write_results("table2", "smoke", isolated / "work")
+    assert cli("collect", "table2", "--scale", "smoke").code == 0
+    path = isolated / "results" / "table2" / "smoke.csv"
+    rows = path.read_text().splitlines()
+    header = rows[0].split(",")
+    cells = rows[1].split(",")
+    cells[header.index("value")] = "abc"
+    path.write_text("\n".join([rows[0], ",".join(cells), *rows[2:]]) + "\n")
+    res = cli("table", "table2", "--scale", "smoke")
+    assert res.code == 2 and f"{path}: column value must hold numbers, row 2 has 'abc'" in res.err
+
+
 def test_collect_seeds_summarises_mean_std_and_count(cli, isolated):
     runs = write_results("table2", "smoke", isolated / "work", seeds=3)
     assert sorted(r.seed for r in runs) == [0, 0, 1, 2]  # the Vista run is not replicated

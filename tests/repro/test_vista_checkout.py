@@ -106,3 +106,26 @@ def test_submit_leaves_vista_out_at_ci_without_a_checkout(monkeypatch):
     assert [r.name for r in runs if r not in kept] == ["vista"]
     assert message.startswith("NOT RUN: Vista runs vista (table2/vista-official)")
     assert split_runs(runs, "paper") == (runs, "")       # refused by preflight instead
+
+
+def test_a_done_vista_run_of_another_checkpoint_is_retired(checkout, tmp_path, monkeypatch):
+    """A Vista run's id does not depend on the checkpoint: a done run prepared with another
+    one is moved aside (kept) so that it is prepared and evaluated again."""
+    from evals.atomic import atomic_write_json
+    from repro import runner
+    from repro.submit import run_spec
+    from repro.vista.graph import retire_if_changed
+    root, ckpt = checkout
+    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(root))
+    work = tmp_path / "work"
+    run = next(r for r in resolve_target(load_target("table2"), "ci") if r.name == "vista")
+    directory = runner.run_dir(work, run.run_id)
+    directory.mkdir(parents=True)
+    atomic_write_json(directory / "spec.json", run_spec(run))
+    runner.execute(directory / "spec.json")     # prepare: records sample.py and checkpoint
+    assert retire_if_changed(run, work) == "" and directory.is_dir()
+    ckpt.write_bytes(b"another checkpoint")
+    note = retire_if_changed(run, work)
+    assert "was prepared with another sample.py or checkpoint" in note and "runs again" in note
+    stale = list((work / "runs-stale").iterdir())
+    assert not directory.exists() and len(stale) == 1 and (stale[0] / "done.json").is_file()
