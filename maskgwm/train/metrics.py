@@ -7,6 +7,7 @@ checkpoint) are dropped, so each step appears once.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import resource
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from evals.atomic import atomic_write_text
 
 COLUMNS = ("step", "loss", "flow", "contrastive", "lr", "grad_norm", "frames", "samples_per_s",
            "step_s", "data_wait_s", "branch_plain", "branch_spatial", "branch_temporal")
@@ -32,11 +35,13 @@ class MetricsWriter:
                     continue          # a torn last line of an interrupted run
                 if row.get("step", 0) <= resume_step:
                     rows.append(row)
-        self.jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        with open(self.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.flat(row) for row in rows)
+        # atomic: a kill while rewriting must not lose the history before the resume step
+        atomic_write_text(self.jsonl, "".join(json.dumps(row) + "\n" for row in rows))
+        table = io.StringIO()
+        writer = csv.DictWriter(table, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.flat(row) for row in rows)
+        atomic_write_text(self.csv, table.getvalue())
 
     @staticmethod
     def flat(row: dict[str, Any]) -> dict[str, Any]:
