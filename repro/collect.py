@@ -48,7 +48,7 @@ class Collected:
     not_run: str = ""      # Vista runs that `repro submit` leaves out at this scale, and why
     path: Path | None = None
 
-    def report(self) -> str:
+    def notes(self) -> str:
         """What is missing or stale, for the user ("" when complete)."""
         return "\n".join(filter(None, [self.not_run, format_missing(self.missing),
                                         format_stale(self.stale)]))
