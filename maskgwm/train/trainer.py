@@ -188,14 +188,18 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _resume_point(self) -> dict[str, Any] | None:
         """The newest readable checkpoint, chosen by rank 0 so that every rank resumes from
-        the same step; if another rank cannot read that file, every rank stops with an error
-        naming it (no rank falls back on its own)."""
-        data = ckpt.load_latest(self.out, self.config_hash, self._log) \
-            if self.env.is_main else None
+        the same step; if rank 0 cannot choose (another run's checkpoint) or another rank
+        cannot read its choice, every rank stops with an error naming the file (no rank falls
+        back on its own, none waits for the others forever)."""
         if not self.env.distributed:
-            return data
+            return ckpt.load_latest(self.out, self.config_hash, self._log)
+        data, failure = None, None
+        if self.env.is_main:
+            try:
+                data = ckpt.load_latest(self.out, self.config_hash, self._log)
+            except Exception as err:  # noqa: BLE001 - reported below, on every rank
+                failure = f"rank 0: {type(err).__name__}: {err}"
         chosen = dist_.broadcast_object(data["path"] if data else None, self.env)
-        failure = None
         if chosen is not None and not self.env.is_main:
             try:
                 data = ckpt.read_checkpoint(Path(chosen), self.config_hash)
@@ -204,8 +208,8 @@ class Trainer:
         failures = [f for f in dist_.gather_objects(failure, self.env) if f]
         if failures:
             raise ckpt.CheckpointMismatchError(
-                f"rank 0 resumes from {chosen}, but other ranks cannot read it ("
-                f"{'; '.join(failures)}): check that every node sees {self.out} alike")
+                f"cannot resume from {chosen or self.out} on every rank ({'; '.join(failures)})"
+                f": check that every node sees {self.out} alike")
         return data
 
     def _optimizer_state(self) -> dict[str, Any]:

@@ -50,10 +50,10 @@ def free_port() -> int:
 
 
 def run(tmp_path: Path, out: str, nproc: int, strategy: str = "ddp", batch: int = 2,
-        stop_at: int = 10**9, ema: str = "none", unreadable_on_rank: int | None = None
-        ) -> str:
-    """Train; returns stderr. With `unreadable_on_rank`, that rank cannot read checkpoints
-    and the run must fail."""
+        stop_at: int = 10**9, ema: str = "none", unreadable_on_rank: int | None = None,
+        fails: bool = False) -> str:
+    """Train; returns stderr. With `unreadable_on_rank`, that rank cannot read checkpoints.
+    The run must fail if `fails`, else succeed."""
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items()
@@ -69,7 +69,7 @@ def run(tmp_path: Path, out: str, nproc: int, strategy: str = "ddp", batch: int 
     args = [str(tmp_path / out), str(tmp_path / "cache"), strategy, str(batch), str(stop_at),
             ema]
     done = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=300)
-    assert (done.returncode != 0) == (unreadable_on_rank is not None), done.stderr[-3000:]
+    assert (done.returncode != 0) == fails, done.stderr[-3000:]
     return done.stderr
 
 
@@ -108,9 +108,12 @@ def test_fsdp_two_processes_equal_one_across_a_resume(tmp_path):
     assert [p.name for p in (tmp_path / "fsdp" / "checkpoints").iterdir()] == \
         ["step-00000001.pt"]
     assert not (tmp_path / "fsdp" / "model.pt").exists()
-    error = run(tmp_path, "fsdp", 2, "fsdp", batch=4, ema="0.5", unreadable_on_rank=1)
-    assert "other ranks cannot read it (rank 1: OSError: injected read error)" in error
+    error = run(tmp_path, "fsdp", 2, "fsdp", batch=4, ema="0.5", unreadable_on_rank=1,
+                fails=True)
+    assert "on every rank (rank 1: OSError: injected read error)" in error
     assert str(tmp_path / "fsdp" / "checkpoints" / "step-00000001.pt") in error
+    error = run(tmp_path, "fsdp", 2, "fsdp", batch=2, ema="0.5", fails=True)  # another config
+    assert "on every rank (rank 0: CheckpointMismatchError:" in error
     run(tmp_path, "fsdp", 2, "fsdp", batch=4, ema="0.5")
     assert_same_training(tmp_path, "one", "fsdp")
     run(tmp_path, "switched", 1, batch=4, stop_at=1, ema="0.5")
