@@ -50,8 +50,9 @@ EVAL_SCALES: dict[str, dict[str, Any]] = {
 }
 """Evaluation sizes per scale (assumed; lite and paper use the protocol unchanged): clips,
 frame size, rollout rounds of long-horizon protocols, bootstrap resamples and clip blocks, KID
-subset size, FID frames per clip and FVD frames per clip (CPU-sized detector passes); multi-view
-protocols score `mview_scenes` scenes x 6 views instead of `n_clips` videos."""
+subset size, FID frames per clip and FVD frames per clip (at most the clip's; CPU-sized
+detector passes); multi-view protocols score `mview_scenes` scenes x 6 views instead of
+`n_clips` videos."""
 
 DATA_FOLDERS = {"opendv": "opendv", "nuscenes": "nuscenes", "nuscenes_mview": "nuscenes",
                 "waymo": "waymo"}
@@ -93,7 +94,8 @@ def scaled_protocol(name: str, scale: str) -> Protocol:
                                "bootstrap.blocks": sizes["blocks"],
                                "kid.subset_size": sizes["kid_subset"],
                                "fid.frames_per_clip": sizes["fid_frames"],
-                               "fvd.num_frames": sizes["fvd_frames"]}
+                               "fvd.num_frames": min(sizes["fvd_frames"],
+                                                     protocol.frames_per_clip)}
     if protocol.dataset in MVIEW_DATASETS:
         changes["n_clips"] = sizes["mview_scenes"] * len(mview_cameras())
     if protocol.long_horizon is not None:
