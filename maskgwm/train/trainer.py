@@ -9,7 +9,8 @@ s * global_batch + r * local_batch + i, so results do not depend on the process 
 resumed run repeats an uninterrupted one bit for bit on the CPU. Trainable parameters that a
 step leaves unused get zero gradients (as DDP gives them), so AdamW treats them alike on one
 process or several. The contrastive term (Table 3a's z_tau row) is an InfoNCE over the local
-batch, so only it depends on the process count.
+batch, so only it depends on the process count. What a checkpoint holds and how a run
+resumes: `state.py`; its files: `checkpointing.py`; sample videos and model.pt: `outputs.py`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch import nn
 from evals.atomic import atomic_write_json
 from maskgwm.config.schema import RunConfig, to_dict
 from maskgwm.data.latents import LatentCache, vae_encoder_id
-from maskgwm.model.checkpoint import model_checkpoint, save_model
+from maskgwm.model.checkpoint import save_model
 from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
 from maskgwm.model.objective import ObjectiveSettings, training_loss
 from maskgwm.model.presets import get_preset
@@ -34,7 +35,8 @@ from maskgwm.train import distributed as dist_
 from maskgwm.train import modelsetup, outputs
 from maskgwm.train.data import BatchLatents, TrainingSamples, build_sources, make_batches
 from maskgwm.train.metrics import MetricsWriter, Progress, Timer, peak_memory
-from maskgwm.train.options import TrainOptions, env_path, hashed_options, run_hash
+from maskgwm.train.options import TrainOptions, env_path, run_hash
+from maskgwm.train.state import CheckpointState
 
 
 class LossModule(nn.Module):
@@ -66,7 +68,7 @@ def warmup_factor(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
-class Trainer:
+class Trainer(CheckpointState):
     def __init__(self, config: RunConfig, out_dir: str | Path,
                  parent_checkpoint: str | Path | None = None, data_root: str | Path | None = None,
                  weights_root: str | Path | None = None, options: TrainOptions | None = None,
@@ -184,115 +186,6 @@ class Trainer:
         if config.model.actions and with_actions < total:
             self.log(f"note: {total - with_actions} of {total} clips have no actions: "
                      f"their action vectors are zeros")
-
-    # ------------------------------------------------------------------ checkpoints
-    def _resume_point(self) -> dict[str, Any] | None:
-        """The newest readable checkpoint, chosen by rank 0 so that every rank resumes from
-        the same step; if rank 0 cannot choose (another run's checkpoint) or another rank
-        cannot read its choice, every rank stops with an error naming the file (no rank falls
-        back on its own, none waits for the others forever)."""
-        if not self.env.distributed:
-            return ckpt.load_latest(self.out, self.config_hash, self._log)
-        data, failure = None, None
-        if self.env.is_main:
-            try:
-                data = ckpt.load_latest(self.out, self.config_hash, self._log)
-            except Exception as err:  # noqa: BLE001 - reported below, on every rank
-                failure = f"rank 0: {type(err).__name__}: {err}"
-        chosen = dist_.broadcast_object(data["path"] if data else None, self.env)
-        if chosen is not None and not self.env.is_main:
-            try:
-                data = ckpt.read_checkpoint(Path(chosen), self.config_hash)
-            except Exception as err:  # noqa: BLE001 - reported below, on every rank
-                failure = f"rank {self.env.rank}: {type(err).__name__}: {err}"
-        failures = [f for f in dist_.gather_objects(failure, self.env) if f]
-        if failures:
-            raise ckpt.CheckpointMismatchError(
-                f"cannot resume from {chosen or self.out} on every rank ({'; '.join(failures)})"
-                f": check that every node sees {self.out} alike")
-        return data
-
-    def _optimizer_state(self) -> dict[str, Any]:
-        """AdamW's state keyed by parameter name, whole and on the CPU (every rank calls it
-        under FSDP): one format for every strategy and process count, so any can resume it."""
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                             get_optimizer_state_dict)
-        return get_optimizer_state_dict(self.module, self.optimizer, options=StateDictOptions(
-            full_state_dict=True, cpu_offload=True))
-
-    def _restore(self, data: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                             set_optimizer_state_dict)
-        try:
-            set_optimizer_state_dict(self.module, self.optimizer, data["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
-        except (KeyError, ValueError, RuntimeError) as err:
-            raise ckpt.CheckpointMismatchError(
-                f"{data['path']}: its optimizer state does not fit this run's trainable "
-                f"parameters ({type(err).__name__}: {err}); resume it with the code and "
-                f"settings that wrote it") from None
-        self.scheduler.load_state_dict(data["scheduler"])
-        if self.ema is not None:
-            if not data.get("ema"):
-                raise ckpt.CheckpointMismatchError(f"{data['path']} has no EMA weights")
-            for name, value in data["ema"].items():
-                self.ema[name].copy_(dist_.shard_like(value, self.ema[name]))
-        ckpt.set_rng_state(data["rng"])
-
-    def _model_state(self) -> dict[str, torch.Tensor]:
-        if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                                 get_model_state_dict)
-            state = get_model_state_dict(self.module, options=StateDictOptions(
-                full_state_dict=True, cpu_offload=True))
-            return {k.removeprefix("model."): v for k, v in state.items()}
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-
-    def _full_ema(self) -> dict[str, torch.Tensor] | None:
-        """The EMA weights, whole and on the CPU (under FSDP every rank must call this)."""
-        if self.ema is None:
-            return None
-        return {k: dist_.full(v).detach().cpu() for k, v in self.ema.items()}
-
-    def _model_payload(self) -> dict[str, Any]:
-        extra = {"resolution": [self.config.data.width, self.config.data.height],
-                 "step": self.step, "run_config_hash": self.config_hash,
-                 "stage": self.config.stage.name, "provenance": self.provenance}
-        if self.fsdp:
-            return self._fsdp_payload(extra)
-        return model_checkpoint(self.model, self.text, extra)
-
-    def _fsdp_payload(self, extra: dict[str, Any]) -> dict[str, Any]:
-        import dataclasses
-
-        from maskgwm.model.checkpoint import FORMAT
-        return {"format": FORMAT, "preset": self.model.preset.name,
-                "model_config": dataclasses.asdict(self.model.model_config),
-                "mask_config": dataclasses.asdict(self.model.mask_config),
-                "action_dim": self.model.action_dim, "state_dict": self._model_state(),
-                "text": self.text.state_dict(), "extra": dict(extra)}
-
-    def save_checkpoint(self) -> Path:
-        """Write `<out>/checkpoints/step-XXXXXXXX.pt` for the current step (all ranks call;
-        rank 0 writes) and prune to the last `keep_last`."""
-        self.setup()
-        path = ckpt.checkpoint_path(self.out, self.step)
-        model = self._model_payload()
-        optimizer = self._optimizer_state()
-        ema = self._full_ema()
-        if self.env.is_main:
-            payload = {"model": model, "optimizer": optimizer,
-                       "scheduler": self.scheduler.state_dict(), "ema": ema,
-                       "rng": ckpt.rng_state(), "step": self.step,
-                       "data": {"step": self.step, "epoch": 0,
-                                "next_sample": self.step * self.global_batch},
-                       "config": to_dict(self.config), "config_hash": self.config_hash,
-                       "options": hashed_options(self.options)}
-            ckpt.write_checkpoint(path, payload)
-            for old in ckpt.prune(self.out, self.options.keep_last):
-                self.log(f"removed old checkpoint {old.name}")
-        dist_.barrier(self.env)
-        return path
 
     # ------------------------------------------------------------------ training
     def _autocast(self):
