@@ -121,8 +121,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     result = collect(target, scale, partial=args.partial, seeds=args.seeds or 1)
-    if result.notes():
-        print(result.notes(), file=sys.stderr)
+    if notes := result.notes():
+        print(notes, file=sys.stderr)
     if result.path is None:
         print(f"nothing written for {target.name} ({scale})"
               + ("; use --partial to collect the results that exist" if

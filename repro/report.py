@@ -15,8 +15,8 @@ def report(target: Target, scale: str, seeds: int = 1,
     """Collect what exists (naming what is missing), then table and plots; False if nothing
     was collected."""
     result = collect(target, scale, partial=True, seeds=seeds)
-    if result.notes():
-        echo(result.notes())
+    if notes := result.notes():
+        echo(notes)
     if result.path is None:
         echo(f"no results to report for {target.name} ({scale})")
         return False

@@ -89,10 +89,14 @@ class CheckpointState:
             return None
         return {k: dist_.full(v).detach().cpu() for k, v in self.ema.items()}
 
+    def model_extra(self) -> dict[str, Any]:
+        """The "extra" record of the model in a checkpoint and in model.pt."""
+        return {"resolution": [self.config.data.width, self.config.data.height],
+                "step": self.step, "run_config_hash": self.config_hash,
+                "stage": self.config.stage.name, "provenance": self.provenance}
+
     def _model_payload(self) -> dict[str, Any]:
-        extra = {"resolution": [self.config.data.width, self.config.data.height],
-                 "step": self.step, "run_config_hash": self.config_hash,
-                 "stage": self.config.stage.name, "provenance": self.provenance}
+        extra = self.model_extra()
         if self.fsdp:
             return self._fsdp_payload(extra)
         return model_checkpoint(self.model, self.text, extra)

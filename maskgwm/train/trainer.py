@@ -309,10 +309,7 @@ class Trainer(CheckpointState):
         state = self._model_state() if self.fsdp else None
         ema = self._full_ema()
         if self.env.is_main:
-            extra = {"resolution": [self.config.data.width, self.config.data.height],
-                     "step": self.step, "run_config_hash": self.config_hash,
-                     "stage": self.config.stage.name, "ema_decay": self.options.ema_decay,
-                     "provenance": self.provenance}
+            extra = {**self.model_extra(), "ema_decay": self.options.ema_decay}
             with outputs.export_weights(self, state, ema):
                 save_model(model_path, self.model, self.text, extra)
             summary = {"status": "done", "step": self.step, "stage": self.config.stage.name,

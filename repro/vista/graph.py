@@ -63,9 +63,11 @@ def retire_if_changed(run, workdir: Path) -> str:
     ones: move its folder (with its evaluations) to <workdir>/runs-stale/ and say so, so that
     it is prepared and evaluated again; otherwise ""."""
     from ..runner import run_dir, run_state
+    if run.stage != "vista" or not given():
+        return ""
     directory = run_dir(workdir, run.run_id)
     state, record = run_state(directory)
-    if run.stage != "vista" or state != "done" or not given():
+    if state != "done":
         return ""
     try:
         now = validate(None, None, workdir)

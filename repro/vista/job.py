@@ -86,7 +86,7 @@ def run_shard(spec: dict[str, Any], directory: Path, shard: int,
     target = shard_dir(directory / "samples", shard, shards)
     target.mkdir(parents=True, exist_ok=True)
     record_settings(target, {"sampler": "vista", **settings.to_dict(),
-                              "ingest_size": list(size)}, str(found.ckpt))
+                             "ingest_size": list(size)}, str(found.ckpt))
     stage_dir = directory / STAGE / f"{shard}-of-{shards}"
     staged = index_map(stage_dir)
     if staged and (stage_dir / OUT).is_dir():   # what a killed attempt left
