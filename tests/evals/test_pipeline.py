@@ -126,7 +126,9 @@ def test_a_whole_reference_bundle_serves_every_shard(sets, tmp_path, score, extr
     merged result equals the single pass (no reference clip counted twice)."""
     score("noise60")
     single = json.loads((sets / "noise60.json").read_text())
-    bundle = next((sets / "cache").glob("ref-*"))
+    bundle = next(b for b in (sets / "cache").glob("ref-*")     # this protocol's; the cache
+                  if json.loads((b / "bundle.json").read_text())["protocol_hash"]   # holds others
+                  == PROTOCOL.hash)
     out = tmp_path / "sharded.json"
     for index in (0, 1):
         evaluate(PROTOCOL, sets / "noise60", bundle, out, shard=(index, 2), progress=False,
