@@ -35,6 +35,7 @@ from maskgwm.model.blocks import TIMESTEP_SCALE, TemporalBlock, ViewBlock
 from maskgwm.model.presets import DiTPreset, get_preset, mismatched_fields
 
 ACTION_DIM = 16
+RECOMPILE_LIMIT = 32  # compiled variants per block kind (see MaskGWMDiT.compile_blocks)
 """Action scalars per frame or clip, packed by the caller (assumed width; the paper gives no
 layout): steering, speed, trajectory points, goal point and command, zero-padded to 16."""
 
@@ -214,7 +215,12 @@ class MaskGWMDiT(nn.Module):
         blocks, and each block's norms, modulation, MLP and attention glue fuse into fewer
         kernels (the GPU step is launch-bound, results/bench/gpu_h200.md). Shapes are dynamic
         from the start (frame counts, packed token counts and batch sizes change from step to
-        step), so only structural differences recompile (the last joint block, batch 1)."""
+        step), so only structural differences recompile (the last joint block, batch 1).
+        Those, with grad mode (training, sampling) and the strides of view inputs, add up to
+        more than dynamo's default 8 variants per block kind, after which a block would run
+        eagerly (seen on an H200): the limit is raised to RECOMPILE_LIMIT."""
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         count = 0
         for name in ("transformer_blocks", "temporal_blocks", "view_blocks", "recon_spatial",
                      "recon_temporal"):
