@@ -35,9 +35,10 @@ from maskgwm.model.blocks import TIMESTEP_SCALE, TemporalBlock, ViewBlock
 from maskgwm.model.presets import DiTPreset, get_preset, mismatched_fields
 
 ACTION_DIM = 16
-RECOMPILE_LIMIT = 32  # compiled variants per block kind (see MaskGWMDiT.compile_blocks)
 """Action scalars per frame or clip, packed by the caller (assumed width; the paper gives no
 layout): steering, speed, trajectory points, goal point and command, zero-padded to 16."""
+
+RECOMPILE_LIMIT = 32  # compiled variants per block kind (see MaskGWMDiT.compile_blocks)
 
 NEW_BLOCK_PREFIXES = ("temporal_blocks.", "view_blocks.", "mask_token.", "recon_spatial.",
                       "recon_temporal.")
