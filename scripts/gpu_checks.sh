@@ -28,7 +28,10 @@ step() {  # step NAME SECONDS COMMAND... (skipped unless NAME's first word is in
 }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-torch.cuda.get_device_name(0))"; } > "$out/machine.txt" 2>&1
+torch.cuda.get_device_name(0))"
+  # the git metadata a device copy carries can be older than its files: say what differs
+  echo "git HEAD $(git rev-parse --short HEAD 2>/dev/null); changed or untracked:"
+  git status --porcelain 2>/dev/null; } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 step tests 150 python3 -m pytest -q -p no:cacheprovider tests/maskgwm/test_cuda.py \
   tests/maskgwm/test_attention.py
