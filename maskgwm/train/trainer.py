@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -119,7 +120,9 @@ class Trainer(CheckpointState):
         modelsetup.set_trainable(model, names)
         if opts.activation_checkpointing:
             modelsetup.enable_activation_checkpointing(model)
-        if opts.compile:
+        if opts.compile:   # kernels kept with the caches: a requeued job (another node) reuses them
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
+                                  str(opts.cache_root(self.out).resolve() / "inductor"))
             self.provenance["compiled_blocks"] = model.compile_blocks()
         self.model = model.to(self.device)
         self.text, text_note = modelsetup.load_text(config.model.preset, self.weights_root,

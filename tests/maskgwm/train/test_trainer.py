@@ -205,9 +205,12 @@ def test_actions_ema_activation_checkpointing_and_samples(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_compiled_blocks_train_like_eager(tmp_path, cache_dir):
+def test_compiled_blocks_train_like_eager(tmp_path, cache_dir, monkeypatch):
     """--compile (regional torch.compile, inductor on the CPU) gives the eager per-step losses
-    and weights, with MR branches mixed in the steps; checkpoints keep the eager names."""
+    and weights, with MR branches mixed in the steps; checkpoints keep the eager names; the
+    compiled kernels are kept in the cache folder (for requeued jobs)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")   # restored after the test, unset in it
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     cfg = config(**{"stage.steps": 3, "stage.batch_size": 4})
     Trainer(cfg, tmp_path / "eager", options=options(cache_dir)).run()
     Trainer(cfg, tmp_path / "compiled", options=options(cache_dir, compile=True)).run()
@@ -218,6 +221,7 @@ def test_compiled_blocks_train_like_eager(tmp_path, cache_dir):
     assert max(float((eager[k] - compiled[k]).abs().max()) for k in eager) < 1e-5
     summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
     assert summary["provenance"]["compiled_blocks"] > 0
+    assert any(path.is_file() for path in (Path(cache_dir) / "inductor").rglob("*"))
 
 
 def test_real_data_roots(tmp_path, cache_dir, monkeypatch):
