@@ -22,8 +22,10 @@ model's dtype.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,6 +34,7 @@ import torch
 
 from evals.atomic import atomic_write_json
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
+from evals.weights import sha256_file
 from maskgwm.data.loader import crop_resize
 from maskgwm.model.checkpoint import load_model
 from maskgwm.model.flow import (SD3_SHIFT, VelocityFn, condition_mask, euler_sample,
@@ -139,6 +142,9 @@ def generate_views(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning,
         generate_window = euler_window_generator(velocity, frame_shape, window, steps, guidance,
                                                  unconditional, shift)
         out = rollout(generate_window, latents, n_frames, window, rollout_cond, seed)
+    if not torch.isfinite(out).all():
+        raise ValueError("the model produced NaN or Inf latents: check the checkpoint's weights "
+                         "(a diverged training run?)")
     new = out[0, n_cond:].transpose(0, 1)                      # [K, T - n_cond, C, h, w]
     generated = vae.decode(new.reshape(-1, *frame_shape[1:]), batch_size)
     generated = generated.reshape(views, n_frames - n_cond, *generated.shape[1:])
@@ -165,6 +171,28 @@ def shard_dir(out_dir: str | Path, shard: int, num_shards: int) -> Path:
     """Where a shard writes: `out_dir` itself for one shard, else out_dir/shard-III-of-NNN."""
     out_dir = Path(out_dir)
     return out_dir if num_shards == 1 else out_dir / f"shard-{shard:03d}-of-{num_shards:03d}"
+
+
+def real_set_digest(real: VideoSet) -> str:
+    """What identifies a real set for resuming: its manifest entries and its files' sizes
+    (the clip ids alone repeat between sets, e.g. Vista-layout sets)."""
+    digest = hashlib.sha256(json.dumps(
+        [asdict(entry) for entry in real.clips], sort_keys=True).encode())
+    for path in sorted(real.root.rglob("*")):
+        if path.is_file() and path.name not in ("manifest.json", SETTINGS_FILE):
+            digest.update(f"{path.relative_to(real.root)}:{path.stat().st_size};".encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def naming_clip(real: VideoSet, clip_id: str, checkpoint: str | Path):
+    """A ValueError while generating one clip, raised again naming the clip, its real set and
+    the checkpoint."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"{real.root}: clip {clip_id} (checkpoint {checkpoint}): {err}") \
+            from err
 
 
 def record_settings(folder: Path, settings: dict[str, Any], checkpoint: str) -> None:
@@ -216,12 +244,15 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
     settings = {"preset": model.preset.name, "steps": steps, "guidance": guidance,
                 "seed": seed, "frames": frames, "resolution": list(size) if size else None,
                 "window": window, "rollout_cond": ROLLOUT_COND, "shift": SD3_SHIFT,
-                "vae": [vae.scaling, vae.shift], "run": extra.get("run_id"),
-                "step": extra.get("step")}
+                "vae": [vae.scaling, vae.shift],
+                "run": extra.get("run_config_hash") or extra.get("run_id"),
+                "step": extra.get("step"), "checkpoint_sha256": sha256_file(checkpoint),
+                "real_set": real_set_digest(real)}
     if views:
         settings["views"] = list(views)
     record_settings(target, settings, str(Path(checkpoint).resolve()))
-    options = {"steps": steps, "guidance": guidance, "window": window, "batch_size": batch_size}
+    options = {"steps": steps, "guidance": guidance, "window": window, "batch_size": batch_size,
+               "checkpoint": checkpoint}
     if views:
         from maskgwm.sample_mview import sample_scenes
         return sample_scenes(model, vae, text, real, target, list(views), size, shard,
@@ -239,9 +270,10 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
             if n_cond > len(clip):
                 raise VideoSetError(f"{real.root}: clip {entry.clip_id} has {len(clip)} frames "
                                     f"but {n_cond} condition frames")
-            out = generate_clip(model, vae, text, condition_frames(clip, n_cond, size),
-                                frames or entry.frames, clip_seed(seed, entry.clip_id), steps,
-                                guidance, window, batch_size=batch_size)
+            with naming_clip(real, entry.clip_id, checkpoint):
+                out = generate_clip(model, vae, text, condition_frames(clip, n_cond, size),
+                                    frames or entry.frames, clip_seed(seed, entry.clip_id),
+                                    steps, guidance, window, batch_size=batch_size)
             writer.add(entry.clip_id, out.permute(0, 2, 3, 1).numpy(), entry.fps,
                        entry.source_clip, n_cond)
             done += 1

@@ -29,7 +29,7 @@ from evals.multiview import group_views
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
 from maskgwm.model.text import TextConditioning
 from maskgwm.model.vae import SD3VAE
-from maskgwm.sample import clip_seed, condition_frames, generate_views
+from maskgwm.sample import clip_seed, condition_frames, generate_views, naming_clip
 
 
 def sample_scenes(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning, real: VideoSet,
@@ -38,7 +38,7 @@ def sample_scenes(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning, r
                   log: Callable[[str], Any] = print) -> Path:
     """Generate the scenes of `real` that belong to `shard` into the video set `target`
     (called by maskgwm.sample.sample_videoset with `views`; `options` holds steps, guidance,
-    window and batch_size) and return `target`."""
+    window, batch_size and checkpoint) and return `target`."""
     scenes = group_views(real.clips, views)
     done = skipped = 0
     with VideoSetWriter(target, flush_every=1) as writer:
@@ -57,10 +57,11 @@ def sample_scenes(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning, r
                     raise VideoSetError(f"{real.root}: clip {entry.clip_id} has {len(clip)} "
                                         f"frames but {n_cond} condition frames")
                 cond.append(condition_frames(clip, n_cond, size))
-            out = generate_views(model, vae, text, torch.stack(cond), frames or entries[0].frames,
-                                 clip_seed(seed, scene_id), options["steps"],
-                                 options["guidance"], options["window"],
-                                 batch_size=options["batch_size"])
+            with naming_clip(real, scene_id, options["checkpoint"]):
+                out = generate_views(model, vae, text, torch.stack(cond),
+                                     frames or entries[0].frames, clip_seed(seed, scene_id),
+                                     options["steps"], options["guidance"], options["window"],
+                                     batch_size=options["batch_size"])
             for entry, clip in zip(entries, out):
                 if entry in missing:
                     writer.add(entry.clip_id, clip.permute(0, 2, 3, 1).numpy(), entry.fps,

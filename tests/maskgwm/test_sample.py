@@ -2,6 +2,8 @@
 (sharding, merging, resuming after a crash, resizing)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,8 @@ from evals.videoset import VideoSet, VideoSetError, write_videoset
 from maskgwm.data.loader import crop_resize
 from maskgwm.model.checkpoint import save_model
 from maskgwm.model.dit import MaskGWMDiT
-from maskgwm.sample import (clip_seed, generate_clip, merge_videosets, model_velocity,
-                            sample_videoset, shard_dir)
+from maskgwm.sample import (SETTINGS_FILE, clip_seed, generate_clip, merge_videosets,
+                            model_velocity, sample_videoset, shard_dir)
 
 STEPS = 2
 
@@ -140,6 +142,44 @@ def test_resume_after_crash(tmp_path, checkpoint, vae, real_set, single_run):
         assert np.array_equal(frames, expected[clip_id])
     with pytest.raises(ValueError, match="other settings .*steps"):
         sample_videoset(checkpoint, vae, real_set, out, steps=3, seed=5, log=lambda _: None)
+
+
+def test_resume_refuses_another_checkpoint_or_real_set(tmp_path, make_tiny_model, text, vae,
+                                                       checkpoint, real_set, single_run):
+    """A folder of clips from one checkpoint and real set is not resumed with another: same
+    preset, step and clip ids, but other weights, run or real frames."""
+    other = save_model(tmp_path / "other.pt", make_tiny_model(seed=7), text,
+                       {"resolution": [64, 32]})
+    with pytest.raises(ValueError, match="other settings .*checkpoint_sha256"):
+        sample_videoset(other, vae, real_set, single_run.root, steps=STEPS, seed=5,
+                        log=lambda _: None)
+    rng = np.random.default_rng(1)
+    same_ids = write_videoset(tmp_path / "real-b", [
+        (entry.clip_id, rng.integers(0, 256, (5, 48, 96, 3), dtype=np.uint8))
+        for entry in VideoSet.open(real_set).clips], fps=10.0, cond_frames=1).root
+    with pytest.raises(ValueError, match="other settings .*real_set"):
+        sample_videoset(checkpoint, vae, same_ids, single_run.root, steps=STEPS, seed=5,
+                        log=lambda _: None)
+    runs = [save_model(tmp_path / f"{run}.pt", make_tiny_model(seed=1), text,
+                       {"resolution": [64, 32], "run_config_hash": run}) for run in "ab"]
+    sample_videoset(runs[0], vae, real_set, tmp_path / "gen", steps=STEPS, log=lambda _: None)
+    settings = json.loads((tmp_path / "gen" / SETTINGS_FILE).read_text())["settings"]
+    assert settings["run"] == "a"
+    with pytest.raises(ValueError, match="other settings .*run"):
+        sample_videoset(runs[1], vae, real_set, tmp_path / "gen", steps=STEPS,
+                        log=lambda _: None)
+
+
+def test_non_finite_weights_fail_naming_the_clip(tmp_path, make_tiny_model, text, vae,
+                                                 real_set):
+    model = make_tiny_model(seed=1)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    path = save_model(tmp_path / "nan.pt", model, text, {"resolution": [64, 32]})
+    with pytest.raises(ValueError, match=r"clip scene-0/clip \(checkpoint .*nan.pt\): the model "
+                                         r"produced NaN or Inf latents"):
+        sample_videoset(path, vae, real_set, tmp_path / "gen", steps=STEPS, log=lambda _: None)
+    assert len(VideoSet.open(tmp_path / "gen")) == 0
 
 
 def test_resolution_from_arguments_resizes_condition_frames(tmp_path, model, text, vae,
