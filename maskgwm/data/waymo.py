@@ -18,6 +18,8 @@ Frame references: the JPEGs live inside those files, so `ClipRecord.frames` hold
 index>"` (v1), relative to `root`; `load_waymo_frame(root, ref)` returns uint8 [H, W, 3] (it
 has the loader's FrameReader signature). Clips: `n_frames` consecutive front frames every
 `stride` frames (default non-overlapping), at 10 Hz; segments shorter than a clip give none.
+A file must hold one segment with no gap over `MAX_GAP_PERIODS` frame periods (a dropped
+frame): either is a WaymoError naming the file, as a missing frame is for OpenDV.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import numpy as np
 from .manifest import ClipRecord, ManifestError
 
 FPS = 10.0
+MAX_GAP_PERIODS = 1.5
 FRONT = 1
 V2_DIR = "camera_image"
 V2_KEYS = {"segment": "key.segment_context_name", "timestamp": "key.frame_timestamp_micros",
@@ -285,15 +288,21 @@ def v1_segment_frames(root: str | Path, path: str | Path, camera: int = FRONT,
             raise WaymoError(f"{path}: record {index}: no image from camera {camera}")
         frames.append(WaymoFrame(name, timestamp, f"{rel}#{index}", velocity,
                                  image if with_images else None))
-    if len({frame.segment for frame in frames}) > 1:
-        raise WaymoError(f"{path}: frames from several segments")
     return _sorted_unique(frames, path)
 
 
 def _sorted_unique(frames: list[WaymoFrame], path: Path) -> list[WaymoFrame]:
+    segments = sorted({frame.segment for frame in frames})
+    if len(segments) > 1:
+        raise WaymoError(f"{path}: frames from {len(segments)} segments ({', '.join(segments)}); "
+                         "a segment file holds one segment: re-download it")
     frames.sort(key=lambda frame: frame.timestamp)
     if len({frame.timestamp for frame in frames}) != len(frames):
         raise WaymoError(f"{path}: repeated timestamps for one camera")
+    for before, after in zip(frames, frames[1:]):
+        if after.timestamp - before.timestamp > MAX_GAP_PERIODS * 1e6 / FPS:
+            raise WaymoError(f"{path}: segment {after.segment}: no frame between timestamps "
+                             f"{before.timestamp} and {after.timestamp}; re-download the file")
     return frames
 
 

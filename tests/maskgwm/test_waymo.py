@@ -128,6 +128,52 @@ def test_missing_parquet_column(data, tmp_path):
         waymo_clips(root, "v2", 5)
 
 
+def drop_front_frame(root, segment, index: int) -> None:
+    """Remove one front frame of `segment`, as a partial download would."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    if (root / "camera_image").is_dir():
+        path = root / "camera_image" / f"{segment['name']}.parquet"
+        table = pq.read_table(path)
+        hit = pc.and_(pc.equal(table["key.camera_name"], waymo.FRONT),
+                      pc.equal(table["key.frame_timestamp_micros"], segment["timestamps"][index]))
+        pq.write_table(table.filter(pc.invert(hit)), path)
+    else:
+        path = root / segment["v1_file"]
+        records = [tfrecord(d) for i, d in iter_tfrecord(path) if i != index]
+        path.write_bytes(b"".join(records))
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_dropped_frame_names_file_and_gap(data, tmp_path, version):
+    root = tmp_path / version
+    shutil.copytree(data[f"{version}_root"], root)
+    segment = data["segments"][1]
+    drop_front_frame(root, segment, 5)
+    before, after = segment["timestamps"][4], segment["timestamps"][6]
+    with pytest.raises(WaymoError, match=rf"{segment['name']}.*between timestamps "
+                                         rf"{before} and {after}; re-download"):
+        waymo_clips(root, version, 5)
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_two_segments_in_one_file(data, tmp_path, version):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    root = tmp_path / version
+    shutil.copytree(data[f"{version}_root"], root)
+    files = waymo.segment_files(root, version)
+    if version == "v2":
+        pq.write_table(pa.concat_tables([pq.read_table(f) for f in files[:2]]), files[0])
+    else:
+        files[0].write_bytes(files[0].read_bytes() + files[1].read_bytes())
+    files[1].unlink()
+    names = [s["name"] for s in data["segments"][:2]]
+    with pytest.raises(WaymoError, match=rf"{files[0].name}: frames from 2 segments "
+                                         rf"\({names[0]}, {names[1]}\)"):
+        waymo_clips(root, version, 5)
+
+
 def test_velocity_columns_optional(data, tmp_path):
     import pyarrow.parquet as pq
     root = tmp_path / "v2"
