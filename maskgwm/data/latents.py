@@ -1,15 +1,18 @@
 """A disk cache of VAE latents for training clips, so each window is encoded once.
 
-Latents live at `<dir>/<encoder_id>/<clip_id>/<start>-<frames>.npy` (float16 or float32), each
-written atomically; `encoder_id` must change whenever the VAE or its preprocessing does (use
-`vae_encoder_id`). `sd3_vae_encoder` wraps a diffusers `AutoencoderKL` with SD3's scaling and
-shift; it caches the posterior mean (assumed: deterministic latents, as many video pipelines
-cache them), not a sample.
+Latents live at `<dir>/<encoder_id>/<clip_id>/<start>-<frames>-<stamp>.npy` (float16 or
+float32), each written atomically; `encoder_id` must change whenever the VAE or its
+preprocessing does (use `vae_encoder_id`), and `stamp` (`frames_stamp`) changes whenever a
+source frame file is rewritten, so replaced frames are re-encoded, not served stale.
+`sd3_vae_encoder` wraps a diffusers `AutoencoderKL` with SD3's scaling and shift; it caches
+the posterior mean (assumed: deterministic latents, as many video pipelines cache them), not
+a sample.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -19,8 +22,8 @@ import torch
 from evals.atomic import atomic_open
 from maskgwm.model.vae import SD3_SCALING, SD3_SHIFT, frames_to_unit, to_latents
 
-__all__ = ["SD3_SCALING", "SD3_SHIFT", "Encoder", "LatentCache", "sd3_vae_encoder",
-           "vae_encoder_id"]
+__all__ = ["SD3_SCALING", "SD3_SHIFT", "Encoder", "LatentCache", "frames_stamp",
+           "sd3_vae_encoder", "vae_encoder_id"]
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # uint8 [N, 3, H, W] -> latents [N, C, h, w]
 
 
@@ -46,17 +49,34 @@ def sd3_vae_encoder(vae, scaling: float = SD3_SCALING, shift: float = SD3_SHIFT)
     return encode
 
 
+def frames_stamp(root: str | Path, refs: list[list[str]]) -> str:
+    """A cheap fingerprint of frames[t][v] under `root`: each ref with its file's size and
+    modification time (stat only, like `evals.pipeline.set_fingerprint`). A ref
+    `<file>#<key>` (a frame inside a container, e.g. Waymo's) stamps `<file>`."""
+    digest = hashlib.sha256()
+    for ref in (ref for views in refs for ref in views):
+        path = os.path.join(root, ref)
+        if "#" in ref and not os.path.exists(path):
+            path = os.path.join(root, ref.rpartition("#")[0])
+        try:
+            stat = os.stat(path)
+            digest.update(f"{ref}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        except FileNotFoundError:   # never cached: reading the frame raises, naming it
+            digest.update(f"{ref}:missing;".encode())
+    return digest.hexdigest()[:16]
+
+
 class LatentCache:
     def __init__(self, directory: str | Path, encoder_id: str, encode: Encoder,
                  dtype: np.dtype = np.float16):
         self.root = Path(directory) / encoder_id
         self.encode, self.dtype = encode, dtype
 
-    def path(self, clip_id: str, start: int, n_frames: int) -> Path:
-        return self.root / clip_id / f"{start}-{n_frames}.npy"
+    def path(self, clip_id: str, start: int, n_frames: int, stamp: str) -> Path:
+        return self.root / clip_id / f"{start}-{n_frames}-{stamp}.npy"
 
-    def load(self, clip_id: str, start: int, n_frames: int) -> torch.Tensor | None:
-        path = self.path(clip_id, start, n_frames)
+    def load(self, clip_id: str, start: int, n_frames: int, stamp: str) -> torch.Tensor | None:
+        path = self.path(clip_id, start, n_frames, stamp)
         if not path.exists():
             return None
         try:
@@ -65,12 +85,12 @@ class LatentCache:
             path.unlink(missing_ok=True)
             return None
 
-    def store(self, clip_id: str, start: int, frames: torch.Tensor) -> torch.Tensor:
+    def store(self, clip_id: str, start: int, frames: torch.Tensor, stamp: str) -> torch.Tensor:
         """Encode uint8 frames [T, V, 3, H, W] and cache latents [T, V, C, h, w]."""
         t, v = frames.shape[:2]
         latents = self.encode(frames.reshape(t * v, *frames.shape[2:]))
         array = latents.reshape(t, v, *latents.shape[1:]).float().cpu().numpy()
         array = array.astype(self.dtype)   # returned as stored: a later hit gives the same
-        with atomic_open(self.path(clip_id, start, t), "wb") as handle:
+        with atomic_open(self.path(clip_id, start, t, stamp), "wb") as handle:
             np.save(handle, array)
         return torch.from_numpy(array).float()

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from .latents import LatentCache
+from .latents import LatentCache, frames_stamp
 from .manifest import ClipManifest, ClipRecord
 
 FrameReader = Callable[[Path, str], np.ndarray]
@@ -103,18 +103,18 @@ class ClipDataset(Dataset):
         """With a latent cache: `latents` [T, V, C, h, w] instead of `frames`."""
         source_index, clip, start = self.choose(index)
         item = {"clip_id": clip.clip_id, "start": start, "source": source_index}
-        cache = self.latent_cache
-        cached = cache.load(clip.clip_id, start, self.n_frames) if cache else None
+        cache, source = self.latent_cache, self.sources[source_index]
+        steps = clip.frames[start:start + self.n_frames]
+        stamp = frames_stamp(source.root, steps) if cache else ""
+        cached = cache.load(clip.clip_id, start, self.n_frames, stamp) if cache else None
         if cached is not None:
             return {**item, "latents": cached}
-        source = self.sources[source_index]
-        steps = clip.frames[start:start + self.n_frames]
         frames = np.stack([np.stack([crop_resize(source.read_frame(source.root, ref),
                                                  self.width, self.height) for ref in views])
                            for views in steps])
         frames = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).contiguous()
         if cache:
-            return {**item, "latents": cache.store(clip.clip_id, start, frames)}
+            return {**item, "latents": cache.store(clip.clip_id, start, frames, stamp)}
         return {**item, "frames": frames}
 
 

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maskgwm.config.schema import DataConfig, content_hash
-from maskgwm.data.latents import LatentCache
+from maskgwm.data.latents import LatentCache, frames_stamp
 from maskgwm.data.loader import ClipDataset, Source, crop_resize
 from maskgwm.data.manifest import Actions, ClipManifest, ClipRecord
 from maskgwm.data.sources import read_clips
@@ -233,10 +233,11 @@ class TrainingSamples(Dataset):
         if self.cache is None:
             return {**item, "frames": read_window(source, clip, start, n_frames, self.width,
                                                   self.height)}
-        latents = self.cache.load(clip.clip_id, 0, clip.length)
+        stamp = frames_stamp(source.root, clip.frames)
+        latents = self.cache.load(clip.clip_id, 0, clip.length, stamp)
         if latents is None:
             frames = read_window(source, clip, 0, clip.length, self.width, self.height)
-            latents = self.cache.store(clip.clip_id, 0, frames)
+            latents = self.cache.store(clip.clip_id, 0, frames, stamp)
         return {**item, "latents": latents[start:start + n_frames].clone()}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -9,9 +10,11 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from maskgwm.data.latents import LatentCache, sd3_vae_encoder, vae_encoder_id
+from maskgwm.config.schema import DataConfig
+from maskgwm.data.latents import LatentCache, frames_stamp, sd3_vae_encoder, vae_encoder_id
 from maskgwm.data.loader import ClipDataset, Source, read_image_file
 from maskgwm.data.manifest import ClipManifest, ClipRecord
+from maskgwm.train.data import TrainingSamples
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +69,44 @@ def test_damaged_entry_is_re_encoded(vae, source, tmp_path):
     path = next((tmp_path / "cache" / "vae").rglob("*.npy"))
     path.write_bytes(b"garbage")
     assert torch.equal(dataset[0]["latents"], first)
+
+
+def mean_encoder(frames: torch.Tensor) -> torch.Tensor:
+    """A stand-in encoder: each frame's mean value, broadcast to [N, 16, 2, 4]."""
+    return frames.float().mean(dim=(1, 2, 3), keepdim=True).expand(-1, 16, 2, 4).clone()
+
+
+def replace_frames(source, value: int) -> None:
+    """Rewrite every frame of the fixture's clip (as a re-extraction would), newer mtime."""
+    for views in source.manifest.clips[0].frames:
+        path = source.root / views[0]
+        mtime = path.stat().st_mtime_ns
+        Image.fromarray(np.full((16, 32, 3), value, np.uint8)).save(path)
+        os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+
+
+def test_replaced_source_frames_are_re_encoded(source, tmp_path):
+    cache = LatentCache(tmp_path / "cache", "enc", mean_encoder, dtype=np.float32)
+    dataset = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=cache)
+    assert (dataset[0]["latents"] != 200).any()
+    replace_frames(source, 200)
+    assert (dataset[0]["latents"] == 200).all()
+
+
+def test_training_samples_re_encode_replaced_frames(source, tmp_path):
+    cache = LatentCache(tmp_path / "cache", "enc", mean_encoder, dtype=np.float32)
+    samples = TrainingSamples([source], DataConfig(width=32, height=16, frames=[4]), seed=0,
+                              global_batch=1, steps=1, latent_cache=cache)
+    assert samples[0]["latents"].shape == (4, 1, 16, 2, 4)
+    assert (samples[0]["latents"] != 200).any()
+    replace_frames(source, 200)
+    assert (samples[0]["latents"] == 200).all()
+
+
+def test_frames_stamp_follows_container_files(tmp_path):
+    (tmp_path / "seg.parquet").write_bytes(b"a")
+    refs = [["seg.parquet#1"], ["seg.parquet#2"]]
+    before = frames_stamp(tmp_path, refs)
+    assert frames_stamp(tmp_path, refs) == before
+    (tmp_path / "seg.parquet").write_bytes(b"bb")    # rewritten: new size
+    assert frames_stamp(tmp_path, refs) != before
