@@ -64,11 +64,25 @@ def open_nuscenes(dataroot: str | Path, version: str = "v1.0-trainval"):
             raise NuScenesDataError(f"{table_dir / f'{name}.json'}: table '{name}' is missing; "
                                     f"re-extract the nuScenes {version} metadata archive "
                                     f"into {root}")
-    for record in json.loads((table_dir / "map.json").read_text()):
+    for record in _read_table(table_dir / "map.json", version, root):
         if not (root / record["filename"]).is_file():
             raise NuScenesDataError(f"{root / record['filename']}: map image is missing; extract "
                                     f"the nuScenes maps into {root / 'maps'}")
-    return NuScenes(version=version, dataroot=str(root), verbose=False)
+    try:
+        return NuScenes(version=version, dataroot=str(root), verbose=False)
+    except json.JSONDecodeError:        # the devkit does not say which table; find it
+        for name in TABLES:
+            _read_table(table_dir / f"{name}.json", version, root)
+        raise
+
+
+def _read_table(path: Path, version: str, root: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise NuScenesDataError(f"{path}: not valid JSON ({err}); the file is truncated or "
+                                f"corrupt: re-extract the nuScenes {version} metadata archive "
+                                f"into {root}") from None
 
 
 def _scenes(nusc, split_scenes, report: ClipReport, skip_bad: bool) -> list[dict]:
@@ -102,6 +116,15 @@ def _get(nusc, table: str, token: str, referrer: str) -> dict:
             f"{Path(nusc.dataroot) / nusc.version / (table + '.json')}: the tables are corrupt "
             f"or from different versions; re-extract the metadata "
             f"(or pass skip_bad=True)") from None
+
+
+def _check_channels(nusc, window: list[dict], channels: tuple[str, ...]) -> None:
+    missing = [(k["token"], c) for k in window for c in channels if c not in k["data"]]
+    if missing:
+        table = Path(nusc.dataroot) / nusc.version / "sample_data.json"
+        raise NuScenesDataError(f"sample {missing[0][0]} has no {missing[0][1]} keyframe in "
+                                f"{table}; the table is incomplete: re-extract the metadata "
+                                f"(or pass skip_bad=True)")
 
 
 def _follow_chain(nusc, first_token: str, n_frames: int) -> list[dict] | None:
@@ -255,6 +278,7 @@ def vista_clips(nusc, split_scenes, n_frames: int = 25, *, split: str = "val",
             report.start_keyframes += 1
             window = keyframes[start:start + FUTURE_KEYFRAMES + 1]
             try:
+                _check_channels(nusc, window, ("CAM_FRONT", "LIDAR_TOP"))
                 chain = _follow_chain(nusc, window[0]["data"]["CAM_FRONT"], n_frames)
                 if chain is None:
                     report.dropped_short_chain.append(window[0]["token"])
@@ -292,10 +316,7 @@ def mview_clips(nusc, split_scenes, n_frames: int = 8, *, stride: int | None = N
             report.start_keyframes += 1
             window = keyframes[start:start + n_frames]
             try:
-                missing = [(k["token"], c) for k in window for c in CAMERAS if c not in k["data"]]
-                if missing:
-                    raise NuScenesDataError(f"sample {missing[0][0]} has no {missing[0][1]} "
-                                            f"keyframe; the sample_data table is incomplete")
+                _check_channels(nusc, window, CAMERAS)
                 records = [[_get(nusc, "sample_data", k["data"][c], f"sample {k['token']}")
                             for c in CAMERAS] for k in window]
                 frames = [[r["filename"] for r in row] for row in records]

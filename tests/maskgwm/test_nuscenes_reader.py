@@ -175,6 +175,35 @@ def test_error_for_missing_table(small):
         open_nuscenes(small, "v1.0-trainval")
 
 
+@pytest.mark.parametrize("table", ["sample_data", "map"])
+def test_error_for_truncated_table(small, table):
+    path = small / "v1.0-mini" / f"{table}.json"
+    path.write_text(path.read_text()[:-20])
+    with pytest.raises(NuScenesDataError, match=rf"{table}\.json: not valid JSON.*re-extract"):
+        open_nuscenes(small, "v1.0-mini")
+
+
+def test_error_for_sample_without_front_keyframe(small):
+    tables = small / "v1.0-mini"
+    read = lambda name: json.loads((tables / f"{name}.json").read_text())    # noqa: E731
+    channel = {s["token"]: s["channel"] for s in read("sensor")}
+    sensor = {c["token"]: channel[c["sensor_token"]] for c in read("calibrated_sensor")}
+    sample = sorted(read("sample"), key=lambda s: s["timestamp"])[2]["token"]
+    records = read("sample_data")
+    for r in records:
+        if r["sample_token"] == sample and sensor[r["calibrated_sensor_token"]] == "CAM_FRONT":
+            r["is_key_frame"] = False
+    (tables / "sample_data.json").write_text(json.dumps(records))
+    nusc = open_nuscenes(small, "v1.0-mini")
+    with pytest.raises(NuScenesDataError, match=f"sample {sample} has no CAM_FRONT keyframe"):
+        vista_clips(nusc, ["scene-0061"])
+    report = ClipReport()
+    clips = vista_clips(nusc, ["scene-0061"], report=report, skip_bad=True)
+    assert len(report.skipped) == 3 and all("CAM_FRONT" in s for s in report.skipped)
+    assert len(clips) + len(report.skipped) + len(report.dropped_short_chain) == \
+        report.start_keyframes
+
+
 def test_error_for_broken_chain(small):
     table = small / "v1.0-mini" / "sample_data.json"
     records = json.loads(table.read_text())
