@@ -96,30 +96,56 @@ class ClipManifest:
         if not path.exists():
             raise ManifestError(f"{path}: manifest not found")
         if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-            table = pq.read_table(path)
-            meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-            header = {"schema_version": int(meta.get("schema_version", -1)),
-                      "dataset": meta.get("dataset", ""), "root": meta.get("root", "")}
-            rows = table.to_pylist()
-            for row in rows:
-                for column in JSON_COLUMNS:
-                    row[column] = json.loads(row[column])
+            header, rows = _read_parquet(path)
         else:
             try:
-                data = json.loads(path.read_text())
+                header = json.loads(path.read_text())
             except json.JSONDecodeError as err:
                 raise ManifestError(f"{path}: not valid JSON ({err})") from None
-            header, rows = data, data.get("clips", [])
+            if not isinstance(header, dict):
+                raise ManifestError(f"{path}: a {type(header).__name__}, not a manifest object "
+                                    "({schema_version, dataset, root, clips})")
+            rows = header.get("clips", [])
         if header.get("schema_version") != SCHEMA_VERSION:
             raise ManifestError(f"{path}: schema_version {header.get('schema_version')!r}, "
                                 f"this code reads {SCHEMA_VERSION}")
-        try:
-            clips = [ClipRecord(**row) for row in rows]
-        except TypeError as err:
-            raise ManifestError(f"{path}: malformed clip ({err})") from None
+        missing = [key for key in ("dataset", "root") if not isinstance(header.get(key), str)]
+        if missing:
+            raise ManifestError(f"{path}: header lacks {missing}; rewrite the manifest with "
+                                "ClipManifest.save")
+        if not isinstance(rows, list):
+            raise ManifestError(f"{path}: 'clips' is a {type(rows).__name__}, not a list")
+        clips = []
+        for index, row in enumerate(rows):
+            try:
+                clips.append(ClipRecord(**row))
+            except (TypeError, ManifestError) as err:
+                raise ManifestError(f"{path}: clip {index}: malformed ({err})") from None
         return cls(header["dataset"], header["root"], clips)
 
+
+def _read_parquet(path: Path) -> tuple[dict, list[dict]]:
+    """(header, rows) of a Parquet manifest, its JSON cells decoded."""
+    import pyarrow.parquet as pq
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as err:
+        raise ManifestError(f"{path}: not a readable Parquet file ({err})") from None
+    header = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if header.get("schema_version", "").isdigit():
+        header["schema_version"] = int(header["schema_version"])
+    missing = [c for c in ClipRecord.__dataclass_fields__ if c not in table.column_names]
+    if missing:
+        raise ManifestError(f"{path}: columns {missing} missing")
+    rows = table.to_pylist()
+    for index, row in enumerate(rows):
+        for column in JSON_COLUMNS:
+            try:
+                row[column] = json.loads(row[column])
+            except (TypeError, json.JSONDecodeError) as err:
+                raise ManifestError(f"{path}: clip {index} ({row['clip_id']}): column "
+                                    f"{column!r} is not valid JSON ({err})") from None
+    return header, rows
 
 def _to_arrow(frame: Any, meta: dict[str, str]):
     import pyarrow as pa

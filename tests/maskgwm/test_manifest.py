@@ -34,3 +34,35 @@ def test_validation(tmp_path):
         ClipManifest.load(tmp_path / "bad.json")
     with pytest.raises(ManifestError, match="not found"):
         ClipManifest.load(tmp_path / "none.json")
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"schema_version": 1, "root": "/x", "clips": []}', r"header lacks \['dataset'\]"),
+    ("[]", "a list, not a manifest object"),
+    ('{"schema_version": 1, "dataset": "x", "root": "/x", "clips": [["c"]]}',
+     "clip 0: malformed"),
+])
+def test_malformed_json_names_file(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ManifestError, match=rf"bad\.json: {message}"):
+        ClipManifest.load(path)
+
+
+def test_malformed_parquet_names_file_and_clip(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pq.read_table(ClipManifest("x", "/x", [record(0), record(1)]).save(
+        tmp_path / "m.parquet"))
+    pq.write_table(table.drop_columns(["timestamps"]), tmp_path / "no_column.parquet")
+    with pytest.raises(ManifestError, match=r"no_column\.parquet: columns \['timestamps'\]"):
+        ClipManifest.load(tmp_path / "no_column.parquet")
+    column = table.schema.get_field_index("frames")
+    cells = pa.array([table["frames"][0].as_py(), '[["a.jpg"], ["b.j'])
+    pq.write_table(table.set_column(column, "frames", cells), tmp_path / "cell.parquet")
+    with pytest.raises(ManifestError, match=r"cell\.parquet: clip 1 \(c1\): column 'frames' "
+                                            "is not valid JSON"):
+        ClipManifest.load(tmp_path / "cell.parquet")
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "m.parquet").read_bytes()[:100])
+    with pytest.raises(ManifestError, match=r"cut\.parquet: not a readable Parquet file"):
+        ClipManifest.load(tmp_path / "cut.parquet")
