@@ -75,22 +75,30 @@ class LatentCache:
     def path(self, clip_id: str, start: int, n_frames: int, stamp: str) -> Path:
         return self.root / clip_id / f"{start}-{n_frames}-{stamp}.npy"
 
-    def load(self, clip_id: str, start: int, n_frames: int, stamp: str) -> torch.Tensor | None:
-        path = self.path(clip_id, start, n_frames, stamp)
-        if not path.exists():
-            return None
+    def load(self, clip_id: str, start: int, n_frames: int, n_views: int,
+             stamp: str) -> torch.Tensor | None:
+        """Latents [n_frames, n_views, C, h, w], or None when missing or damaged (unreadable,
+        truncated, wrongly shaped or non-finite: re-encoded and overwritten, never trusted)."""
         try:
-            return torch.from_numpy(np.load(path)).float()
-        except (ValueError, OSError):   # a damaged entry is re-encoded, never trusted
-            path.unlink(missing_ok=True)
+            array = np.load(self.path(clip_id, start, n_frames, stamp))
+        except (ValueError, OSError, EOFError):
             return None
+        if (array.dtype.kind != "f" or array.ndim != 5
+                or array.shape[:2] != (n_frames, n_views) or not np.isfinite(array).all()):
+            return None
+        return torch.from_numpy(array).float()
 
     def store(self, clip_id: str, start: int, frames: torch.Tensor, stamp: str) -> torch.Tensor:
         """Encode uint8 frames [T, V, 3, H, W] and cache latents [T, V, C, h, w]."""
         t, v = frames.shape[:2]
         latents = self.encode(frames.reshape(t * v, *frames.shape[2:]))
         array = latents.reshape(t, v, *latents.shape[1:]).float().cpu().numpy()
-        array = array.astype(self.dtype)   # returned as stored: a later hit gives the same
-        with atomic_open(self.path(clip_id, start, t, stamp), "wb") as handle:
+        with np.errstate(over="ignore"):   # overflow is reported below, naming the entry
+            array = array.astype(self.dtype)   # returned as stored: a later hit gives the same
+        path = self.path(clip_id, start, t, stamp)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{path}: non-finite latents from the encoder (NaN, or beyond "
+                             f"the range of {np.dtype(self.dtype).name}); not cached")
+        with atomic_open(path, "wb") as handle:
             np.save(handle, array)
         return torch.from_numpy(array).float()

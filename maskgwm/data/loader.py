@@ -105,8 +105,10 @@ class ClipDataset(Dataset):
         item = {"clip_id": clip.clip_id, "start": start, "source": source_index}
         cache, source = self.latent_cache, self.sources[source_index]
         steps = clip.frames[start:start + self.n_frames]
-        stamp = frames_stamp(source.root, steps) if cache else ""
-        cached = cache.load(clip.clip_id, start, self.n_frames, stamp) if cache else None
+        cached = stamp = None
+        if cache:
+            stamp = frames_stamp(source.root, steps)
+            cached = cache.load(clip.clip_id, start, self.n_frames, len(steps[0]), stamp)
         if cached is not None:
             return {**item, "latents": cached}
         frames = np.stack([np.stack([crop_resize(source.read_frame(source.root, ref),

@@ -62,6 +62,34 @@ def test_encoder_id_changes_with_weights_and_transform(vae):
     assert base != vae_encoder_id(vae, 1.5305, 0.0609)
 
 
+DAMAGE = {"empty": lambda path: path.write_bytes(b""),
+          "truncated": lambda path: path.write_bytes(path.read_bytes()[:100]),
+          "nan": lambda path: np.save(path, np.full((4, 1, 16, 2, 4), np.nan, np.float16)),
+          "inf": lambda path: np.save(path, np.full((4, 1, 16, 2, 4), np.inf, np.float16)),
+          "shape": lambda path: np.save(path, np.zeros((3, 1, 16, 2, 4), np.float16)),
+          "flat": lambda path: np.save(path, np.zeros(7, np.float16)),
+          "ints": lambda path: np.save(path, np.zeros((4, 1, 16, 2, 4), np.int16))}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_bad_entry_is_re_encoded_and_overwritten(damage, source, tmp_path):
+    cache = LatentCache(tmp_path / "cache", "enc", mean_encoder)
+    dataset = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=cache)
+    first = dataset[0]["latents"]
+    path = next((tmp_path / "cache" / "enc").rglob("*.npy"))
+    DAMAGE[damage](path)
+    assert torch.equal(dataset[0]["latents"], first)
+    assert np.array_equal(np.load(path), first.numpy().astype(np.float16))
+
+
+def test_non_finite_latents_are_not_cached(source, tmp_path):
+    huge = LatentCache(tmp_path / "cache", "enc", lambda x: mean_encoder(x) * 1e4)
+    dataset = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=huge)
+    with pytest.raises(ValueError, match=r"c0/.*\.npy: .*non-finite.*float16"):
+        dataset[0]
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
 def test_damaged_entry_is_re_encoded(vae, source, tmp_path):
     cache = LatentCache(tmp_path / "cache", "vae", sd3_vae_encoder(vae))
     dataset = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=cache)
