@@ -32,6 +32,7 @@ META_PATH = "meta/OpenDV-YouTube.json"
 IMAGE_DIRS = {"train": "full_images", "val": "val_images"}
 FRAME_NAME = re.compile(r"^(\d+)\.jpg$")
 LENGTH_SLACK_S = 1.0        # the sheet's duration is rounded to seconds
+SECONDS_KEYS = ("start_discard", "end_discard", "length")
 # OpenDV's 14 command classes -> Vista's cmd (0 right, 1 left, 2 stop, 3 straight); assumed.
 OPENDV_TO_VISTA_CMD = {0: 3, 1: 3, 2: 1, 3: 0, 12: 2}
 
@@ -69,11 +70,21 @@ def load_meta(root: str | Path) -> list[dict]:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise OpenDVError(f"{path}: not valid JSON ({err})") from None
-    required = ("videoid", "youtuber", "split", "start_discard", "end_discard", "length")
+    if not isinstance(entries, list):
+        raise OpenDVError(f"{path}: a {type(entries).__name__}, not a list of videos")
+    required = ("videoid", "youtuber", "split", *SECONDS_KEYS)
     for index, entry in enumerate(entries):
-        missing = [key for key in required if key not in entry]
+        missing = [key for key in required if key not in entry] if isinstance(entry, dict) \
+            else list(required)
         if missing:
             raise OpenDVError(f"{path}: entry {index} lacks {missing}")
+        for key in SECONDS_KEYS:
+            try:
+                float(entry[key])
+            except (TypeError, ValueError):
+                raise OpenDVError(f"{path}: entry {index} (video {entry['videoid']}): {key} "
+                                  f"{entry[key]!r} is not a number of seconds; make the meta "
+                                  "with DriveAGI's scripts/meta_preprocess.py") from None
     return entries
 
 
@@ -225,18 +236,24 @@ def load_language(source: str | Path | list) -> dict[str, list[dict]]:
         sources = list(source)
     grouped: dict[str, list[dict]] = {}
     for item in sources:
+        where = "language annotations"
         if isinstance(item, (str, Path)):
-            path = Path(item)
+            where = path = Path(item)
             if not path.is_file():
                 raise OpenDVError(f"{path}: language annotation file missing")
-            item = json.loads(path.read_text())
-        for anno in item:
+            try:
+                item = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise OpenDVError(f"{path}: not valid JSON ({err}); the file is truncated or "
+                                  "corrupt: download it again") from None
+        for index, anno in enumerate(item):
             try:
                 span = (_frame_index(anno["first_frame"]), _frame_index(anno["last_frame"]))
                 grouped.setdefault(_folder_key(anno["folder"]), []).append(
                     {"cmd": int(anno["cmd"]), "blip": anno.get("blip", ""), "span": span})
-            except (KeyError, ValueError) as err:
-                raise OpenDVError(f"language annotation {anno!r}: malformed ({err})") from None
+            except (KeyError, TypeError, ValueError) as err:
+                raise OpenDVError(f"{where}: annotation {index} {anno!r}: malformed "
+                                  f"({err})") from None
     for annos in grouped.values():
         annos.sort(key=lambda anno: anno["span"])
     return grouped

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,28 @@ def test_meta_fields_checked(tmp_path):
     (tmp_path / "meta" / "OpenDV-YouTube.json").write_text(json.dumps([{"videoid": "x"}]))
     with pytest.raises(OpenDVError, match="lacks"):
         opendv_clips(tmp_path, "Train", 10)
+
+
+def test_meta_values_checked(tree, tmp_path):
+    root = copy_tree(tree, tmp_path)
+    meta = root / "meta" / "OpenDV-YouTube.json"
+    entries = json.loads(meta.read_text())
+    entries[1]["length"] = "00:00:06"
+    meta.write_text(json.dumps(entries))
+    with pytest.raises(OpenDVError, match=rf"OpenDV-YouTube\.json: entry 1 \(video "
+                                          rf"{entries[1]['videoid']}\): length '00:00:06' "
+                                          "is not a number of seconds"):
+        opendv_clips(root, "Train", 10)
+    meta.write_text(json.dumps({"videos": entries}))
+    with pytest.raises(OpenDVError, match=r"OpenDV-YouTube\.json: a dict, not a list"):
+        opendv_clips(root, "Train", 10)
+
+
+def test_truncated_language_file(tree, tmp_path):
+    path = tmp_path / "language.json"
+    path.write_text(Path(tree["language"]).read_text()[:50])
+    with pytest.raises(OpenDVError, match=r"language\.json: not valid JSON"):
+        opendv_clips(tree["root"], "Train", 10, language=path)
+    path.write_text(json.dumps([{"folder": "a/b", "first_frame": "000000000.jpg"}]))
+    with pytest.raises(OpenDVError, match=r"language\.json: annotation 0 .*malformed"):
+        opendv_clips(tree["root"], "Train", 10, language=path)
