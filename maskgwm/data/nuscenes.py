@@ -80,9 +80,8 @@ def _read_table(path: Path, version: str, root: Path) -> list[dict]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise NuScenesDataError(f"{path}: not valid JSON ({err}); the file is truncated or "
-                                f"corrupt: re-extract the nuScenes {version} metadata archive "
-                                f"into {root}") from None
+        raise NuScenesDataError(f"{path}: not valid JSON ({err}); re-extract the nuScenes "
+                                f"{version} metadata archive into {root}") from None
 
 
 def _scenes(nusc, split_scenes, report: ClipReport, skip_bad: bool) -> list[dict]:
@@ -368,6 +367,24 @@ def _timestamp_from_filename(filename: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def _vista_entry_error(entry) -> str | None:
+    """What is wrong with one Vista entry's keys or value types, or None."""
+    absent = [key for key in VISTA_KEYS if not isinstance(entry, dict) or key not in entry]
+    if absent:
+        return f"lacks {absent}"
+    frames, cmd = entry["frames"], entry["cmd"]
+    if not (isinstance(frames, list) and frames and all(isinstance(f, str) for f in frames)):
+        return f"'frames' is {frames!r:.60}, not a non-empty list of image paths"
+    if type(cmd) is not int or not 0 <= cmd <= 3:
+        return f"'cmd' is {cmd!r}, not 0, 1, 2 or 3"
+    for key in ("traj", "speed", "angle", "goal", "z"):
+        values = [entry[key]] if key == "z" else entry[key]
+        if not isinstance(values, list) or any(type(v) not in (int, float) for v in values):
+            kind = "a number" if key == "z" else "a list of numbers"
+            return f"'{key}' is {entry[key]!r:.60}, not {kind}"
+    return None
+
+
 def import_vista_manifest(path: str | Path, split: str = "val") -> list[ClipRecord]:
     """Read Vista's `nuScenes_val.json` into clip records (manifest units; see module doc)."""
     path = Path(path)
@@ -382,9 +399,8 @@ def import_vista_manifest(path: str | Path, split: str = "val") -> list[ClipReco
     width, height = VISTA_IMAGE_SIZE
     clips = []
     for index, entry in enumerate(entries):
-        absent = [key for key in VISTA_KEYS if key not in entry]
-        if absent:
-            raise ManifestError(f"{path}: clip {index} lacks {absent}")
+        if problem := _vista_entry_error(entry):
+            raise ManifestError(f"{path}: clip {index} {problem}")
         goal, depth = entry["goal"], entry["z"]
         goal_valid = depth > 0 and len(goal) == 2 and 0 < goal[0] < width and 0 < goal[1] < height
         actions = Actions(traj=list(entry["traj"][2:]), cmd=entry["cmd"],

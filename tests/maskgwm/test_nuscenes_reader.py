@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from maskgwm.data.manifest import ClipManifest
+from maskgwm.data.manifest import ClipManifest, ManifestError
 from maskgwm.data.nuscenes import (
     CAMERAS, VISTA_KEYS, ClipReport, NuScenesDataError, export_vista_manifest,
     import_vista_manifest, mview_clips, open_nuscenes, vista_clips)
@@ -241,3 +241,22 @@ def test_dataset_without_can_bus_expansion(small):
     clips = vista_clips(nusc, ["scene-0061"], report=report)
     assert clips and report.scenes_without_can == ["scene-0061"]
     assert all(c.actions.speed == [] and c.actions.angle == [] for c in clips)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"frames": "samples/a.jpg"}, "'frames' is 'samples/a.jpg', not a non-empty list"),
+    ({"z": None}, "'z' is None, not a number"),
+    ({"speed": [1, "2"]}, r"'speed' is \[1, '2'\], not a list of numbers"),
+    ({"cmd": 7}, "'cmd' is 7, not 0, 1, 2 or 3"),
+])
+def test_vista_manifest_types_checked(tmp_path, change, message):
+    good = {"frames": ["samples/CAM_FRONT/x__CAM_FRONT__1533151603512404.jpg"] * 2,
+            "traj": [0.0] * 10, "cmd": 3, "speed": [1.0] * 5, "angle": [0.0] * 5, "z": 5.0,
+            "goal": [800.0, 450.0]}
+    path = tmp_path / "nuScenes_val.json"
+    path.write_text(json.dumps([good, {**good, **change}]))
+    with pytest.raises(ManifestError, match=rf"nuScenes_val\.json: clip 1 {message}"):
+        import_vista_manifest(path)
+    path.write_text(json.dumps([good, [1, 2]]))
+    with pytest.raises(ManifestError, match=r"nuScenes_val\.json: clip 1 lacks"):
+        import_vista_manifest(path)
