@@ -147,6 +147,7 @@ def _read_parquet(path: Path) -> tuple[dict, list[dict]]:
                                     f"{column!r} is not valid JSON ({err})") from None
     return header, rows
 
+
 def _to_arrow(frame: Any, meta: dict[str, str]):
     import pyarrow as pa
     table = pa.Table.from_pandas(frame, preserve_index=False)
