@@ -43,6 +43,25 @@ def run_state(directory: Path) -> tuple[str, dict[str, Any]]:
     return "pending", {}
 
 
+def process_alive(details: dict[str, Any]) -> bool | None:
+    """Whether the process that wrote a running.json still runs: None when it ran on another
+    host or recorded no pid (only the scheduler knows), else True/False."""
+    if details.get("host") != socket.gethostname() or not details.get("pid"):
+        return None
+    pid = int(details["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")   # Linux: an exited process not yet reaped is gone too
+    try:
+        return stat.read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return not Path("/proc/self").exists()   # gone since os.kill, or no /proc here
+
+
 def git_commit() -> str:
     return commit_of(repo_root())
 

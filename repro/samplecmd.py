@@ -10,18 +10,26 @@ from .datacmd import parse_size
 
 
 def default_shard(environ=os.environ) -> tuple[int, int]:
-    """(shard, shards) of a Slurm array task (ids from SLURM_ARRAY_TASK_MIN), else (0, 1)."""
+    """(shard, shards) of a Slurm array task of consecutive ids (`--array=A-B`, shard 0 at A),
+    else (0, 1). Other arrays (`--array=3,7`, `0-8:2`) do not say the shards: an error."""
     if "SLURM_ARRAY_TASK_ID" not in environ or "SLURM_ARRAY_TASK_COUNT" not in environ:
         return 0, 1
-    offset = int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
-    return int(environ["SLURM_ARRAY_TASK_ID"]) - offset, int(environ["SLURM_ARRAY_TASK_COUNT"])
+    count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+    low = int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+    high = int(environ.get("SLURM_ARRAY_TASK_MAX", low + count - 1))
+    step = int(environ.get("SLURM_ARRAY_TASK_STEP", 1))
+    if high - low + 1 != count or step != 1:
+        raise ValueError(f"Slurm array tasks {low}-{high} (step {step}, {count} tasks) are not "
+                         "consecutive, so they do not say the shards: pass --shard and "
+                         "--num-shards")
+    return int(environ["SLURM_ARRAY_TASK_ID"]) - low, count
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from maskgwm.model.vae import SD3VAE
     from maskgwm.sample import sample_videoset
 
-    env_shard, env_shards = default_shard()
+    env_shard, env_shards = default_shard() if None in (args.shard, args.num_shards) else (0, 1)
     shard = env_shard if args.shard is None else args.shard
     shards = env_shards if args.num_shards is None else args.num_shards
     if not Path(args.checkpoint).is_file():   # before loading the (large) VAE

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .fsio import read_json
-from .runner import run_state
+from .runner import process_alive, run_state
 from .executors import slurm_states, targets_of
 
 
@@ -21,7 +21,8 @@ def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, A
         rows.append({"run_id": job_file.parent.name, "target": target or job.get("target"),
                      "name": job.get("name"), "scale": job.get("scale"),
                      "cluster": job.get("cluster"), "job_id": job.get("job_id"),
-                     "state": state, "error": details.get("error", ""),
+                     "state": _local_state(job, state, details),
+                     "error": details.get("error", ""),
                      "stdout": job.get("stdout"), "stderr": job.get("stderr")})
     rows += _eval_rows(workdir, target)
     live = slurm_states([r["job_id"] for r in rows if r["cluster"] == "slurm"
@@ -30,6 +31,14 @@ def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, A
         if row["cluster"] == "slurm" and row["state"] in ("pending", "running"):
             row["state"] = live.get(row["job_id"], "").lower() or "lost"
     return rows
+
+
+def _local_state(job: dict[str, Any], state: str, details: dict[str, Any]) -> str:
+    """A local or debug job whose process is gone (killed hard) left running.json: lost."""
+    if job.get("cluster") != "slurm" and state == "running" and \
+            process_alive(details) is False:
+        return "lost"
+    return state
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
@@ -68,7 +77,8 @@ def _eval_rows(workdir: Path, target: str | None) -> list[dict[str, Any]]:
             state, details = run_state(shard_state_dir(directory, shard, shards))
             rows.append({**base, "name": f"{job.get('name')} sample {shard}/{shards} "
                                          f"{job.get('protocol')}",
-                         "job_id": jobs.get(str(shard), "-"), "state": state,
+                         "job_id": jobs.get(str(shard), "-"),
+                         "state": _local_state(job, state, details),
                          "error": details.get("error", "")})
         state, details = eval_state(directory)
         if state == "running" and not run_state(directory / "score")[0] == "running":

@@ -84,8 +84,14 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
         directory.rename(aside)
         stale = f"re-scored: the result of protocol version {old} was moved to {aside}"
     options = EVAL_OPTIONS[run.scale]
-    shards = shards or options["shards"]
     previous = previous_job(directory) or {}
+    requested = shards or options["shards"]
+    shards = _started_shards(directory, previous) or requested
+    if shards != requested:
+        stale = (stale + "; " if stale else "") + (
+            f"kept the {shards} shards this evaluation started with ({requested} asked; "
+            f"delete {directory / 'sample'} and {directory / 'samples'} to re-shard)")
+    live_shards: dict[int, str] = {}     # shard -> its still queued or running Slurm job
     if cluster == "slurm" and previous.get("cluster") == "slurm":
         ids = [j for j in list(previous.get("sample_jobs", {}).values())
                + [previous.get("score_job")] if j]
@@ -97,6 +103,9 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
             return EvalSubmitted(run, directory, "reused", shards,
                                  {int(k): v for k, v in previous["sample_jobs"].items()},
                                  previous["score_job"])
+        elif int(previous.get("shards") or 0) == shards:   # e.g. its score job was cancelled
+            live_shards = {int(k): v for k, v in previous.get("sample_jobs", {}).items()
+                           if v in live}
     if cluster != "slurm":
         wait_run(train)
         if run_state(run_dir(workdir, run.run_id))[0] != "done":
@@ -110,10 +119,12 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
                                             for i in range(shards)]
                                   + [node_id(run.run_id, run.protocol, "score")]})
     todo = [i for i in range(shards)
-            if run_state(shard_state_dir(directory, i, shards))[0] != "done"]
+            if run_state(shard_state_dir(directory, i, shards))[0] != "done"
+            and i not in live_shards]
     train_dep = f"afterok:{train.job_id}" if cluster == "slurm" and train.job_id and \
         train.action in ("submitted", "reused") else None
-    entry = EvalSubmitted(run, directory, "submitted", shards, message=stale)
+    entry = EvalSubmitted(run, directory, "submitted", shards, dict(live_shards),
+                          message=stale)
     if todo:
         from .eval_job import SampleJob
         executor = _eval_executor(cluster, workdir, run, "sample", options["sample_hours"],
@@ -136,7 +147,9 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
             return entry
     score_dep = None
     if cluster == "slurm":
-        array_ids = sorted({job_id.split("_")[0] for job_id in entry.sample_jobs.values()})
+        array_ids = sorted({job_id.split("_")[0] for i, job_id in entry.sample_jobs.items()
+                            if i not in live_shards})
+        array_ids += [live_shards[i] for i in sorted(live_shards)]   # single array tasks
         score_dep = ("afterok:" + ":".join(array_ids)) if array_ids else train_dep
     from .eval_job import ScoreJob
     executor = _eval_executor(cluster, workdir, run, "score", options["score_hours"],
@@ -151,6 +164,20 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
             entry.action, entry.message = "failed", f"scoring failed; log {job.paths.stderr}"
     _record_eval(entry, cluster)
     return entry
+
+
+def _started_shards(directory: Path, previous: dict[str, Any]) -> int | None:
+    """The shard count an unfinished evaluation already sampled with (its sample/<i>-of-<n>
+    state folders), so that another count does not sample its finished clips again."""
+    from .eval_job import eval_state
+    if eval_state(directory)[0] == "done":
+        return None
+    counts = {int(d.name.split("-of-")[1]) for d in (directory / "sample").glob("*-of-*")
+              if run_state(d)[0] != "pending"}
+    if not counts:
+        return None
+    recorded = int(previous.get("shards") or 0)
+    return recorded if recorded in counts else max(counts)
 
 
 def _record_eval(entry: EvalSubmitted, cluster: str) -> None:

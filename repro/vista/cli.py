@@ -79,6 +79,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         echo_plan(run, workdir, args.partition, shards=args.shards)
         return 0
     validate(None, None, workdir)          # refuse before anything is submitted
+    from .graph import retire_if_changed
+    note = retire_if_changed(run, workdir)  # another checkpoint or sample.py: prepare again
+    if note:
+        print(note)
     if args.cluster == "slurm":
         check_slurm()
     commit = git_commit()

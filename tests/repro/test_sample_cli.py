@@ -76,3 +76,11 @@ def test_default_shard():
     assert default_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == (3, 4)
     assert default_shard({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4",
                           "SLURM_ARRAY_TASK_MIN": "1"}) == (3, 4)
+    rerun = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "3",   # --array=3,7,9
+             "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "9"}
+    with pytest.raises(ValueError, match="not consecutive.*--shard and --num-shards"):
+        default_shard(rerun)
+    with pytest.raises(ValueError, match="step 2"):                       # --array=0-8:2
+        default_shard({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "5",
+                       "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "8",
+                       "SLURM_ARRAY_TASK_STEP": "2"})

@@ -116,3 +116,44 @@ def test_unwritable_workdir_submits_nothing(cli, isolated, monkeypatch):
     monkeypatch.setenv("REPRO_WORKDIR", str(blocker))
     result = cli("submit", "smoke", "--scale", "ci")
     assert result.code == 2 and "REPRO_WORKDIR" in result.err and result.out == ""
+
+
+def test_a_local_job_killed_hard_is_lost_and_a_live_one_is_waited_for(cli, isolated):
+    """A local job's process that died without a word shows as lost; a submit while an
+    earlier submit's job still trains the run waits for it instead of starting a second
+    trainer on the same folder."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from repro.submit import submit_run
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "stage1a")
+    directory = run_dir(isolated / "work", run.run_id)
+    directory.mkdir(parents=True)
+    (directory / "job.json").write_text(json.dumps(
+        {"cluster": "local", "job_id": "1", "target": "smoke", "targets": ["smoke"],
+         "name": "stage1a", "scale": "ci", "stdout": "o", "stderr": "e"}))
+
+    def running(pid: int) -> None:
+        (directory / "running.json").write_text(json.dumps(
+            {"started": "2026-01-01T00:00:00+00:00", "host": socket.gethostname(), "pid": pid}))
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    running(dead.pid)
+    status = cli("status", "smoke")
+    assert any(line.split()[:2] == ["lost", "smoke:stage1a"] for line in status.out.splitlines()), \
+        status.out
+    finishes = (f"import time, pathlib; time.sleep(1.5); "
+                f"pathlib.Path({str(directory / 'done.json')!r}).write_text('{{}}')")
+    orphan = subprocess.Popen([sys.executable, "-c", finishes])
+    try:
+        running(orphan.pid)
+        start = time.monotonic()
+        entry = submit_run(run, "local", isolated / "work", {}, None, "test")
+        assert entry.action == "skipped" and time.monotonic() - start >= 1.0
+        assert json.loads((directory / "job.json").read_text())["job_id"] == "1"
+    finally:
+        orphan.kill()
+        orphan.wait()

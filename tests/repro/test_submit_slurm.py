@@ -29,3 +29,47 @@ def test_smoke_target_runs_on_slurm_with_dependencies(cli, isolated, slurm_clust
     assert status.out.count("done ") == len(runs) and " slurm " in status.out
     again = cli("submit", "smoke", "--cluster", "slurm", "--scale", "ci")
     assert again.out.count("skipped") == len(runs)
+
+
+def test_a_cancelled_score_job_is_replaced_without_sampling_live_shards_again(
+        isolated, slurm_cluster):
+    """The user cancelled a run's score job while its sample array still waits in the queue:
+    the next submit adds a score job after those shards and samples nothing again."""
+    import json
+    import subprocess
+
+    from repro.eval_job import eval_dir
+    from repro.executors import Submitted
+    from repro.submit import run_spec
+    from repro.submit_eval import submit_eval
+
+    def sbatch(*args: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "--hold", "-p", slurm_cluster.partition,
+                               *args, "--wrap", "sleep 1"], capture_output=True, text=True,
+                              check=True).stdout.strip().split(";")[0]
+
+    work = isolated / "work"
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "ours")
+    directory = eval_dir(work, run.run_id, run.protocol)
+    directory.mkdir(parents=True)
+    array, score = sbatch("--array=0-1"), sbatch()
+    subprocess.run(["scancel", score], check=True)
+    (directory / "job.json").write_text(json.dumps(
+        {"cluster": "slurm", "target": "smoke", "targets": ["smoke"], "name": "ours",
+         "scale": "ci", "protocol": run.protocol, "shards": 2,
+         "sample_jobs": {"0": f"{array}_0", "1": f"{array}_1"}, "score_job": score}))
+    entry = None
+    try:
+        entry = submit_eval(run, run_spec(run), "slurm", work, Submitted(run, "skipped"),
+                            slurm_cluster.partition, "test")
+        assert entry.sample_jobs == {0: f"{array}_0", 1: f"{array}_1"}
+        assert entry.score_job and entry.score_job != score
+        shown = subprocess.run(["scontrol", "show", "job", entry.score_job],
+                               capture_output=True, text=True, check=True).stdout
+        dependency = next(f for f in shown.split() if f.startswith("Dependency="))
+        assert f"{array}_0" in dependency and f"{array}_1" in dependency, dependency
+        assert json.loads((directory / "job.json").read_text())["sample_jobs"] == \
+            {"0": f"{array}_0", "1": f"{array}_1"}
+    finally:
+        extra = [entry.score_job, *entry.sample_jobs.values()] if entry else []
+        subprocess.run(["scancel", array, *filter(None, extra)])

@@ -98,6 +98,40 @@ def test_vista_failure_midway_keeps_finished_clips(isolated, monkeypatch):
     assert len(json.loads((stage / "index_map.json").read_text())["clip_ids"]) == 2
 
 
+def test_other_shard_count_keeps_the_clips_of_an_unfinished_evaluation(cli, isolated,
+                                                                       monkeypatch):
+    """Vista stops after one clip per shard (ci: 2 shards, 3 clips); `--shards 3` then keeps
+    the 2 shards already started and samples only the missing clip."""
+    monkeypatch.setenv("REPRO_VISTA_DOUBLE_STOP_AFTER", "1")
+    cli("vista", "sample", "vista_nuscenes", "--scale", "ci", "--cluster", "debug")
+    monkeypatch.delenv("REPRO_VISTA_DOUBLE_STOP_AFTER")
+    again = cli("vista", "sample", "vista_nuscenes", "--scale", "ci", "--cluster", "debug",
+                "--shards", "3")
+    assert again.code == 0 and "kept the 2 shards" in again.out, again.out + again.err
+    (run,) = (isolated / "work" / "runs").iterdir()
+    directory = run / "eval" / "vista_nuscenes"
+    assert (directory / "result.json").is_file()
+    assert sorted(p.name for p in (directory / "sample").iterdir()) == ["0-of-2", "1-of-2"]
+    new = sum(json.loads((d / "done.json").read_text())["new"]
+              for d in (directory / "sample").iterdir() if (d / "done.json").exists())
+    assert new == 1
+
+
+def test_another_checkpoint_is_sampled_again(cli, isolated, tmp_path, monkeypatch):
+    import hashlib
+    retrained = tmp_path / "retrained.safetensors"
+    retrained.write_bytes(b"another checkpoint")
+    assert cli("vista", "sample", "vista_nuscenes", "--scale", "ci", "--cluster",
+               "debug").code == 0
+    monkeypatch.setenv("REPRO_VISTA_CKPT", str(retrained))
+    again = cli("vista", "sample", "vista_nuscenes", "--scale", "ci", "--cluster", "debug")
+    assert again.code == 0, again.out + again.err
+    (run,) = (isolated / "work" / "runs").iterdir()
+    result = json.loads((run / "eval" / "vista_nuscenes" / "result.json").read_text())
+    assert result["provenance"]["vista_ckpt_sha256"] == \
+        hashlib.sha256(retrained.read_bytes()).hexdigest()
+
+
 def test_missing_frame_names_the_clip_and_file(tmp_path):
     rng = np.random.default_rng(0)
     real = write_videoset(tmp_path / "real", [
