@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,18 @@ def process_alive(details: dict[str, Any]) -> bool | None:
         return stat.read_text().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return not Path("/proc/self").exists()   # gone since os.kill, or no /proc here
+
+
+def wait_for_earlier_job(directory: Path, what: str, poll_s: float = 2.0) -> None:
+    """Wait while a process on this host (a local job of an earlier submit) still works on the
+    run or shard `directory`, so that no second job starts on the same folder."""
+    state, details = run_state(directory)
+    if state != "running" or not process_alive(details):
+        return
+    print(f"waiting for {what}: process {details['pid']} of an earlier submit still works on "
+          f"it", file=sys.stderr, flush=True)
+    while process_alive(details):
+        time.sleep(poll_s)
 
 
 def git_commit() -> str:

@@ -22,14 +22,13 @@ from .executors import (CLUSTERS, Submitted, add_target, check_slurm, make_execu
 from .fsio import atomic_write_json
 from .jobs import ResolvedRun, Target, resolve_target
 from .preflight import check_inputs, warn_missing
-from .runner import git_commit, process_alive, run_dir, run_state
+from .runner import git_commit, run_dir, run_state, wait_for_earlier_job
 from .submit_eval import EvalSubmitted, evaluated_runs, submit_eval, wait_for_slurm_evals
 from .train_job import TrainingJob
 
 
 EVAL_ENV = "REPRO_EVAL"     # REPRO_EVAL=0: submit trains only (no sample and score jobs)
 MAX_TIMEOUT_REQUEUES = 20   # a paper-scale stage spans several 24-hour jobs
-LOCAL_POLL_S = 2.0          # how often a submit checks on a local job of an earlier submit
 
 
 def run_command(spec_path: Path) -> str:
@@ -216,19 +215,11 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
     """Submit one run (its parent, if any, already in `by_id`) unless it is done or queued."""
     directory = run_dir(workdir, run.run_id)
     targets = add_target(directory, run.target)
-    state, details = run_state(directory)
-    if state == "done":
+    if cluster != "slurm":
+        wait_for_earlier_job(directory, f"run {run.run_id}")
+    if run_state(directory)[0] == "done":
         return Submitted(run, "skipped")
     previous = previous_job(directory)
-    if state == "running" and cluster != "slurm" and process_alive(details):
-        # a local job of an earlier submit (whose process was killed) still trains it: wait
-        # for it rather than start a second trainer on the same folder
-        print(f"waiting for run {run.run_id}: process {details['pid']} of an earlier submit "
-              f"still trains it", file=sys.stderr, flush=True)
-        while process_alive(details):
-            time.sleep(LOCAL_POLL_S)
-        if run_state(directory)[0] == "done":
-            return Submitted(run, "skipped")
     if previous and previous.get("cluster") == "slurm" and cluster == "slurm":
         live = slurm_states([previous["job_id"]]).get(previous["job_id"])
         if live == "BLOCKED":  # its parent failed earlier; replace it

@@ -17,7 +17,7 @@ from .executors import (Submitted, add_target, make_executor, previous_job, slur
 from .collect import current_protocol_hash
 from .fsio import atomic_write_json
 from .jobs import ResolvedRun
-from .runner import run_dir, run_state
+from .runner import run_dir, run_state, wait_for_earlier_job
 
 
 def evaluated_runs(runs: list[ResolvedRun]) -> list[ResolvedRun]:
@@ -118,6 +118,10 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
                                   "nodes": [node_id(run.run_id, run.protocol, "sample", i, shards)
                                             for i in range(shards)]
                                   + [node_id(run.run_id, run.protocol, "score")]})
+    if cluster != "slurm":
+        for i in range(shards):
+            wait_for_earlier_job(shard_state_dir(directory, i, shards),
+                                 f"sample shard {i}/{shards} of run {run.run_id}")
     todo = [i for i in range(shards)
             if run_state(shard_state_dir(directory, i, shards))[0] != "done"
             and i not in live_shards]
