@@ -67,8 +67,8 @@ def wait_for_earlier_job(directory: Path, what: str, poll_s: float = 2.0) -> Non
     """Wait while a process on this host (a local job of an earlier submit) still works on the
     run or shard `directory`, so that no second job starts on the same folder."""
     state, details = run_state(directory)
-    if state != "running" or not process_alive(details):
-        return
+    if state != "running" or details.get("pid") == os.getpid() or not process_alive(details):
+        return          # (this process: a job of the in-process debug executor)
     print(f"waiting for {what}: process {details['pid']} of an earlier submit still works on "
           f"it", file=sys.stderr, flush=True)
     while process_alive(details):
