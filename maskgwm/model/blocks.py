@@ -190,7 +190,7 @@ class TemporalBlock(nn.Module):
             z = z + self.cross_attn(self.norm_cross(z), extra_k=add_k, extra_v=add_v,
                                     attn_mask=attn_mask)
         z = z + self.ff(self.norm_ff(z))
-        return z.view(batch, tokens, frames, dim).permute(0, 2, 1, 3)
+        return z.view(batch, tokens, frames, dim).permute(0, 2, 1, 3).contiguous()
 
 
 def to_view_sequences(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -239,7 +239,7 @@ class ViewBlock(nn.Module):
         z = to_view_sequences(x, self.mode)
         z = z + self.attn(self.norm_attn(z))
         z = z + self.ff(self.norm_ff(z))
-        return from_view_sequences(z, self.mode, x.shape)
+        return from_view_sequences(z, self.mode, x.shape).contiguous()
 
 
 class SpatialBlock(nn.Module):

@@ -151,7 +151,7 @@ class MaskGWMDiT(nn.Module):
         batch, frames, views, channels, height, width = latents.shape
         images = batch * frames * views
         tau = TemporalBlock.frame_timesteps(timesteps, cond_frames)
-        hidden = self.pos_embed(latents.reshape(images, channels, height, width))
+        hidden = self.pos_embed(latents.reshape(images, channels, height, width)).contiguous()
         image_tau = tau[:, :, None].expand(batch, frames, views).reshape(images)
         image_pooled = pooled_projections.repeat_interleave(frames * views, dim=0)
         temb = self.time_text_embed(image_tau * TIMESTEP_SCALE, image_pooled)
@@ -216,10 +216,11 @@ class MaskGWMDiT(nn.Module):
         blocks, and each block's norms, modulation, MLP and attention glue fuse into fewer
         kernels (the GPU step is launch-bound, results/bench/gpu_h200.md). Shapes are dynamic
         from the start (frame counts, packed token counts and batch sizes change from step to
-        step), so only structural differences recompile (the last joint block, batch 1).
-        Those, with grad mode (training, sampling) and the strides of view inputs, add up to
-        more than dynamo's default 8 variants per block kind, after which a block would run
-        eagerly (seen on an H200): the limit is raised to RECOMPILE_LIMIT."""
+        step), and every block takes contiguous tokens in one dtype (the compute dtype; MR's
+        mask tokens are cast to it), so only structural differences recompile (the last joint
+        block, batch 1, grad mode on or off, the base shape dynamo tracks for view inputs).
+        Those add up to more than dynamo's default 8 variants per block kind, after which a
+        block would run eagerly (seen on an H200): the limit is raised to RECOMPILE_LIMIT."""
         dynamo_config = torch._dynamo.config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         count = 0

@@ -145,6 +145,7 @@ def unpack_branch(model: "MaskGWMDiT", packed: BranchPack, encoded: torch.Tensor
     filler = packed.full
     if model.mask_config.token != "z_tau":
         masked = fold(mask_tokens(model, eps, tau, *packed.grid)).reshape(packed.full.shape)
+        masked = masked.to(packed.full.dtype)   # one dtype per stream (autocast: bf16)
         filler = torch.where(packed.row_keep[..., None], packed.full, masked)
     tokens = unfold(scatter_rows(fold(encoded), packed.pack, base=filler), len(packed.index))
     tokens = tokens.reshape(*tokens.shape[:3], *packed.grid, tokens.shape[-1])

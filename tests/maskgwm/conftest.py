@@ -2,6 +2,8 @@
 what the sampling tests share (a tiny DiT with perturbed weights, a random VAE, null text)."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from diffusers import SD3Transformer2DModel
@@ -28,6 +30,36 @@ def random_inputs(preset, batch=1, frames=2, views=2, seed=0):
 def inputs():
     """`random_inputs` as a fixture: inputs(preset, batch=1, frames=2, views=2, seed=0)."""
     return random_inputs
+
+
+BLOCK_LISTS = ("transformer_blocks", "temporal_blocks", "view_blocks", "recon_spatial",
+               "recon_temporal")
+
+
+@contextlib.contextmanager
+def recorded_block_inputs(model: MaskGWMDiT):
+    """Record (block list, dtype, contiguous) of the token input of every DiT and F block
+    called inside the `with`: what a compiled block's guards see."""
+    seen: list[tuple[str, torch.dtype, bool]] = []
+
+    def recorder(kind):
+        def hook(module, args, kwargs):
+            tokens = args[0] if args else kwargs["hidden_states"]
+            seen.append((kind, tokens.dtype, tokens.is_contiguous()))
+        return hook
+    handles = [block.register_forward_pre_hook(recorder(kind), with_kwargs=True)
+               for kind in BLOCK_LISTS for block in getattr(model, kind, [])]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.fixture
+def block_inputs():
+    """`recorded_block_inputs` as a fixture: `with block_inputs(model) as seen: ...`."""
+    return recorded_block_inputs
 
 
 @pytest.fixture

@@ -41,6 +41,23 @@ def test_output_shape(preset_name, inputs):
 
 
 @pytest.mark.parametrize("view_attention", ["K", "KW", "KHW"])
+def test_blocks_take_contiguous_tokens_of_one_dtype(view_attention, inputs, block_inputs):
+    """Sampling's pass (batch 1, no grad, bf16 autocast) and a training pass (batch 2): every
+    block gets contiguous tokens in the compute dtype, whatever the layout the block before
+    returned (so compiled blocks see one input layout, and nothing runs on strided copies)."""
+    model = MaskGWMDiT(ModelConfig(preset="tiny", view_blocks=True,
+                                   view_attention=view_attention))
+    for batch, grad in ((1, False), (2, True)):
+        latents, tau, text, pooled = inputs(model.preset, batch=batch)
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16), \
+                block_inputs(model) as seen:
+            model(latents, tau, text, pooled)
+        assert len(seen) == 3 * model.preset.num_layers
+        assert {(dtype, contiguous) for _, dtype, contiguous in seen} == \
+            {(torch.bfloat16, True)}
+
+
+@pytest.mark.parametrize("view_attention", ["K", "KW", "KHW"])
 def test_inflated_model_equals_image_model(tiny_sd3, view_attention, inputs):
     config = ModelConfig(preset="tiny", temporal_blocks=True, view_blocks=True,
                          view_attention=view_attention, actions=True)

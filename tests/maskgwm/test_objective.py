@@ -199,9 +199,11 @@ def test_view_rows_spatial_masks_are_row_wise_tubes():
 
 
 @pytest.mark.parametrize("token", ["p", "f_m", "mix", "z_tau"])
-def test_mr_step_runs_under_bf16_autocast(token):
+def test_mr_step_runs_under_bf16_autocast(token, block_inputs):
     """The GPU training precision (bf16 autocast, fp32 weights) on CPU: packed rows come back
-    in bf16 and are scattered into the fp32 filler (mask tokens)."""
+    in bf16 and are scattered into a filler (mask tokens) of the same dtype, so every block,
+    decoder and F blocks too, takes contiguous bf16 tokens (one compiled variant, no fp32
+    stretch of the stream)."""
     torch.manual_seed(0)
     mr_model = MaskGWMDiT(ModelConfig(preset="tiny", view_blocks=True, actions=True),
                           mask_config=dataclasses.replace(OURS, token=token))
@@ -209,9 +211,12 @@ def test_mr_step_runs_under_bf16_autocast(token):
     indices = one_of_each_branch(settings, FRAME_SHAPE, GRID, seed=0)
     z0, text, pooled, actions = batch(2)
     mr_model.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), block_inputs(mr_model) as seen:
         terms = training_loss(mr_model, z0, text, pooled, indices, 0, settings, actions)
     terms.loss.backward()
+    assert {kind for kind, _, _ in seen} == {"transformer_blocks", "temporal_blocks",
+                                             "view_blocks", "recon_spatial", "recon_temporal"}
+    assert {(dtype, contiguous) for _, dtype, contiguous in seen} == {(torch.bfloat16, True)}
     assert torch.isfinite(terms.loss)
     assert terms.branches.get("spatial") == 1 and terms.branches.get("temporal") == 1
     assert all(torch.isfinite(p.grad).all() for p in mr_model.parameters() if p.grad is not None)
