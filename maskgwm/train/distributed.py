@@ -9,7 +9,10 @@ as one unit: parameters, gradients and AdamW state are sharded between steps, th
 are gathered once per step and the gradients reduce-scattered once. One unit because a rank
 runs one DiT pass per MR branch its samples drew, so ranks make different numbers of passes in
 a step; per-block units would issue different numbers of collectives and hang (assumed design,
-documented in the README). Works on CPU with gloo too.
+documented in the README). Under bf16 training (CUDA) FSDP gathers the parameters in bf16
+(`MixedPrecisionPolicy`: half the all-gather traffic and gathered memory of fp32) and
+reduce-scatters gradients in fp32; the sharded parameters, which AdamW updates, stay fp32.
+Works on CPU with gloo too.
 """
 from __future__ import annotations
 
@@ -104,13 +107,17 @@ def init(env: DistEnv, device: torch.device) -> bool:
     return True
 
 
-def wrap(module: torch.nn.Module, strategy: str, device: torch.device) -> torch.nn.Module:
+def wrap(module: torch.nn.Module, strategy: str, device: torch.device,
+         param_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """`module` ready for a multi-process step: DDP (unused parameters found per step) or
-    FSDP2 sharded in place (see the module docstring). fp32 parameters in both; bf16 comes
-    from the trainer's autocast, so both strategies compute alike."""
+    FSDP2 sharded in place (see the module docstring). fp32 parameters in both, and bf16
+    matmuls from the trainer's autocast; with `param_dtype` (the autocast dtype) FSDP gathers
+    the parameters in that dtype for the step. Forward inputs are not cast (the loss module
+    forms its flow targets from fp32 latents)."""
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-        fully_shard(module)
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        fully_shard(module, mp_policy=MixedPrecisionPolicy(
+            param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False))
         return module
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(module,

@@ -150,7 +150,7 @@ class Trainer(CheckpointState):
         if not self.env.distributed:
             return module
         module.touch_all = self.options.strategy == "fsdp"
-        return dist_.wrap(module, self.options.strategy, self.device)
+        return dist_.wrap(module, self.options.strategy, self.device, self.compute_dtype)
 
     @property
     def fsdp(self) -> bool:
@@ -191,10 +191,15 @@ class Trainer(CheckpointState):
                      f"their action vectors are zeros")
 
     # ------------------------------------------------------------------ training
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        """bf16 autocast on CUDA; None (fp32 throughout) on the CPU."""
+        return torch.bfloat16 if self.device.type == "cuda" else None
+
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     def train_step(self, batch: dict, z0: torch.Tensor) -> dict[str, Any]:
         self.module.train()

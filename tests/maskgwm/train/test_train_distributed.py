@@ -131,6 +131,70 @@ def test_fsdp_two_processes_equal_one_across_a_resume(tmp_path):
     assert summary["strategy"] == "fsdp" and summary["local_batch"] == 2
 
 
+MIXED_PRECISION_SCRIPT = textwrap.dedent("""
+    import copy
+    import torch
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    from maskgwm.config.schema import MaskConfig, ModelConfig
+    from maskgwm.model.dit import MaskGWMDiT
+    from maskgwm.model.objective import ObjectiveSettings
+    from maskgwm.train import distributed as dist_
+    from maskgwm.train.trainer import LossModule
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = MaskGWMDiT(ModelConfig(preset="tiny"), mask_config=MaskConfig(
+        ratio=0.25, spatial=True, temporal=True, row=True, shift=True))
+    settings = ObjectiveSettings(model.mask_config, max_cond_frames=1)
+    reference = LossModule(copy.deepcopy(model), settings, seed=0)
+    generator = torch.Generator().manual_seed(1)
+    p = model.preset
+    z0 = torch.randn(2, 3, 1, p.in_channels, p.latent_height, p.latent_width,
+                     generator=generator)
+    text = torch.randn(2, 5, p.joint_attention_dim, generator=generator)
+    pooled = torch.randn(2, p.pooled_projection_dim, generator=generator)
+    gathered = set()
+    model.transformer_blocks[0].register_forward_pre_hook(
+        lambda block, args: gathered.add(block.norm1.linear.weight.dtype))
+    module = LossModule(model, settings, seed=0)
+    module.touch_all = True
+    dist_.wrap(module, "fsdp", torch.device("cpu"), torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        local = module(z0[rank:rank + 1], text[rank:rank + 1], pooled[rank:rank + 1], [rank])
+        whole = reference(z0, text, pooled, [0, 1])
+    local["loss"].backward()
+    whole["loss"].backward()
+    loss = local["loss"].detach().clone()
+    dist.all_reduce(loss)
+    assert gathered == {torch.bfloat16}, gathered
+    assert all(q.dtype == torch.float32 and q.grad.dtype == torch.float32
+               for q in model.parameters()), "sharded weights and gradients must stay fp32"
+    expected = float(whole["loss"].detach())
+    assert abs(float(loss) / 2 - expected) < 2e-2 * abs(expected)
+    ours = torch.cat([dist_.full(q.grad).reshape(-1) for q in model.parameters()])
+    theirs = torch.cat([q.grad.reshape(-1) for q in reference.model.parameters()])
+    error = float((ours - theirs).norm() / theirs.norm())
+    assert 0 < error < 5e-2, error
+    print("relative gradient error", error)
+""")
+
+
+def test_fsdp_gathers_bf16_weights_and_reduces_fp32_gradients(tmp_path):
+    """Under bf16 autocast, FSDP gathers bf16 parameters for the step (half the traffic and
+    gathered memory), keeps the sharded weights and their gradients in fp32, and trains as
+    one process with fp32 weights and the same global batch does, within bf16 rounding."""
+    script = tmp_path / "mixed.py"
+    script.write_text(MIXED_PRECISION_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+                           str(script)], env={**env, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("relative gradient error") == 2
+
+
 def test_slurm_launch_equals_torchrun(tmp_path):
     """Two processes started as srun starts them (SLURM_* variables, MASTER_ADDR from the
     node list) train the same steps as torchrun's."""
