@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .estimate import training_gpu_hours
+from .estimate import sampling_gpu_hours, training_gpu_hours
 from .executors import (CLUSTERS, Submitted, add_target, check_slurm, make_executor,
                         previous_job, sbatch_options, slurm_states, wait_run)
 from .fsio import atomic_write_json
@@ -64,7 +64,7 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
     runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
     names = {run.run_id: run.name for run in runs}
     echo(f"# dry run: target {target.name}, scale {scale}, {len(runs)} runs (nothing submitted)")
-    total = 0.0
+    total = sampling = 0.0
     for run in runs:
         state, _ = run_state(run_dir(workdir, run.run_id))
         dependency = f"afterok:<job of {names[run.parent_id]}>" if run.parent_id else None
@@ -80,20 +80,42 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
         echo(f"   command: {run_command(run_dir(workdir, run.run_id) / 'spec.json')}")
         echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
         if run in evaluated_runs(runs):
-            from .eval_job import EVAL_OPTIONS, eval_dir
-            shards = EVAL_OPTIONS[scale]["shards"]
-            echo(f"   then: sample array of {shards} shards (afterok on this job), score job "
-                 f"(afterok on the array) -> "
-                 f"{eval_dir(workdir, run.run_id, run.protocol) / 'result.json'}")
-            if run.external:
-                from .vista.plan import echo_plan
-                echo_plan(run, workdir, partition, echo)
+            sampling += echo_eval_plan(run, scale, workdir, partition, echo)
     if left_out:
         echo("\n# " + left_out)
-    echo(f"\n# total estimated GPU-hours (runs not yet done): {total:,.0f} "
-         f"(training only; see repro/estimate.py)")
+    echo(f"\n# total estimated GPU-hours (runs not yet done): {total + sampling:,.0f} "
+         f"(training {total:,.0f}, sampling for evaluation {sampling:,.1f}; scoring and "
+         f"Vista's sampling not included; see repro/estimate.py)")
     warn_missing(runs, scale, workdir, os.environ.get(EVAL_ENV, "1") != "0", echo)
-    return total
+    return total + sampling
+
+
+def echo_eval_plan(run: ResolvedRun, scale: str, workdir: Path, partition: str | None,
+                   echo: Callable[[str], None]) -> float:
+    """Print a run's evaluation jobs and their sampling estimate; return its GPU-hours (0 when
+    already scored, on the CPU, or Vista's, which is not estimated)."""
+    from .eval_job import EVAL_OPTIONS, eval_dir, eval_state
+    from .evalsets import scaled_protocol
+    options, directory = EVAL_OPTIONS[scale], eval_dir(workdir, run.run_id, run.protocol)
+    echo(f"   then: sample array of {options['shards']} shards (afterok on this job), score "
+         f"job (afterok on the array) -> {directory / 'result.json'}")
+    if run.external:
+        from .vista.plan import echo_plan
+        echo_plan(run, workdir, partition, echo)
+        echo("   estimated sampling GPU-hours: not estimated (Vista's sampler not measured)")
+        return 0.0
+    hours = sampling_gpu_hours(scaled_protocol(run.protocol, scale), options["steps"])
+    per_shard = hours / options["shards"]
+    if not run.resources.gpus:
+        echo(f"   estimated sampling GPU-hours: {hours:,.1f} (CPU only)")
+        return 0.0
+    echo(f"   estimated sampling GPU-hours: {hours:,.1f} ({per_shard:,.2f} per shard; "
+         f"time limit {options['sample_hours']} h)")
+    if per_shard > options["sample_hours"]:
+        echo(f"   WARNING: a sample shard may need {per_shard:,.1f} h, over its "
+             f"{options['sample_hours']} h limit (it requeues and resumes, or raise "
+             f"EVAL_OPTIONS['{scale}']['shards'] in repro/eval_job.py)")
+    return 0.0 if eval_state(directory)[0] == "done" else hours
 
 
 

@@ -99,9 +99,25 @@ def test_dry_run_prints_slurm_parameters_and_writes_nothing(cli, isolated):
                   .group(1).replace(",", ""))
     per_run = [float(x.replace(",", "")) for x in
                re.findall(r"estimated GPU-hours: ([\d,]+)\n", result.out)]
-    assert total == pytest.approx(sum(per_run), abs=len(per_run))
+    sampling = [float(x) for x in
+                re.findall(r"estimated sampling GPU-hours: ([\d.]+) \(", result.out)]
+    # 3000 OpenDV clips of 25 frames at 512x288, 30 steps: 3000 windows of 10.4 s (H200)
+    assert sampling == [pytest.approx(3000 * 10.4 / 3600, abs=0.05)] * 6
+    assert total == pytest.approx(sum(per_run) + sum(sampling), abs=len(per_run))
     assert 6 * 500 < total < 6 * 600 + 2000           # six ~540 GPU-h runs plus the base chain
     assert not (isolated / "work").exists()
+
+
+def test_dry_run_warns_when_a_sample_shard_outlasts_its_time_limit(cli, isolated, monkeypatch):
+    from repro.eval_job import EVAL_OPTIONS
+    monkeypatch.setitem(EVAL_OPTIONS["paper"], "shards", 2)
+    result = cli("submit", "table3b", "--dry-run")
+    assert result.code == 0
+    assert result.out.count("estimated sampling GPU-hours: 8.7 (4.33 per shard; time limit "
+                            "12 h)") == 6 and "WARNING: a sample shard" not in result.out
+    monkeypatch.setitem(EVAL_OPTIONS["paper"], "sample_hours", 4)
+    result = cli("submit", "table3b", "--dry-run")
+    assert result.out.count("WARNING: a sample shard may need 4.3 h, over its 4 h limit") == 6
 
 
 def test_submit_to_slurm_without_slurm_says_so(cli, monkeypatch):
