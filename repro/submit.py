@@ -104,11 +104,11 @@ def echo_eval_plan(run: ResolvedRun, scale: str, workdir: Path, partition: str |
         echo_plan(run, workdir, partition, echo)
         echo("   estimated sampling GPU-hours: not estimated (Vista's sampler not measured)")
         return 0.0
+    if not run.resources.gpus:
+        echo("   estimated sampling GPU-hours: 0 (CPU only)")
+        return 0.0
     hours = sampling_gpu_hours(scaled_protocol(run.protocol, scale), options["steps"])
     per_shard = hours / options["shards"]
-    if not run.resources.gpus:
-        echo(f"   estimated sampling GPU-hours: {hours:,.1f} (CPU only)")
-        return 0.0
     echo(f"   estimated sampling GPU-hours: {hours:,.1f} ({per_shard:,.2f} per shard; "
          f"time limit {options['sample_hours']} h)")
     if per_shard > options["sample_hours"]:
