@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a lent GPU machine (see README "GPU checks"):
 #   bash scripts/gpu_checks.sh OUT_DIR
-# 1. the CUDA tests (tests/maskgwm/test_cuda.py, test_attention.py's flash test);
+# 1. the CUDA tests (tests/maskgwm/test_cuda.py, test_attention.py's flash test, FSDP's bf16
+#    gathering over NCCL in one process);
 # 2. the trainer's CUDA path: a smoke-scale stage-1c run (small preset, bf16 autocast);
 # 3. sd3-medium at 512x288 (latent 36x64), bf16: MR vs full training steps (time, memory,
 #    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison;
@@ -33,8 +34,9 @@ torch.cuda.get_device_name(0))"
   echo "git HEAD $(git rev-parse --short HEAD 2>/dev/null); changed or untracked:"
   git status --porcelain 2>/dev/null; } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
-step tests 150 python3 -m pytest -q -p no:cacheprovider tests/maskgwm/test_cuda.py \
-  tests/maskgwm/test_attention.py
+step tests 180 python3 -m pytest -q -p no:cacheprovider tests/maskgwm/test_cuda.py \
+  tests/maskgwm/test_attention.py \
+  "tests/maskgwm/train/test_train_distributed.py::test_fsdp_gathers_bf16_weights_and_reduces_fp32_gradients"
 step train_smoke 150 python3 -m maskgwm.train.bench --steps 30 --workers 2 \
   --out "$out/train_gpu.json"
 step model_sd3_medium "$([ -n "${COMPILE:-}" ] && echo 480 || echo 330)" \

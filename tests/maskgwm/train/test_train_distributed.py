@@ -133,6 +133,7 @@ def test_fsdp_two_processes_equal_one_across_a_resume(tmp_path):
 
 MIXED_PRECISION_SCRIPT = textwrap.dedent("""
     import copy
+    import sys
     import torch
     import torch.distributed as dist
     torch.set_num_threads(1)
@@ -141,27 +142,30 @@ MIXED_PRECISION_SCRIPT = textwrap.dedent("""
     from maskgwm.model.objective import ObjectiveSettings
     from maskgwm.train import distributed as dist_
     from maskgwm.train.trainer import LossModule
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
+    device = torch.device(sys.argv[1])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = MaskGWMDiT(ModelConfig(preset="tiny"), mask_config=MaskConfig(
-        ratio=0.25, spatial=True, temporal=True, row=True, shift=True))
+        ratio=0.25, spatial=True, temporal=True, row=True, shift=True)).to(device)
     settings = ObjectiveSettings(model.mask_config, max_cond_frames=1)
     reference = LossModule(copy.deepcopy(model), settings, seed=0)
     generator = torch.Generator().manual_seed(1)
     p = model.preset
-    z0 = torch.randn(2, 3, 1, p.in_channels, p.latent_height, p.latent_width,
-                     generator=generator)
-    text = torch.randn(2, 5, p.joint_attention_dim, generator=generator)
-    pooled = torch.randn(2, p.pooled_projection_dim, generator=generator)
+    z0, text, pooled = (torch.randn(*shape, generator=generator).to(device) for shape in (
+        (2, 3, 1, p.in_channels, p.latent_height, p.latent_width),
+        (2, 5, p.joint_attention_dim), (2, p.pooled_projection_dim)))
+    mine = slice(rank * 2 // world, (rank + 1) * 2 // world)
     gathered = set()
     model.transformer_blocks[0].register_forward_pre_hook(
         lambda block, args: gathered.add(block.norm1.linear.weight.dtype))
     module = LossModule(model, settings, seed=0)
     module.touch_all = True
-    dist_.wrap(module, "fsdp", torch.device("cpu"), torch.bfloat16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        local = module(z0[rank:rank + 1], text[rank:rank + 1], pooled[rank:rank + 1], [rank])
+    dist_.wrap(module, "fsdp", device, torch.bfloat16)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        local = module(z0[mine], text[mine], pooled[mine], list(range(2))[mine])
         whole = reference(z0, text, pooled, [0, 1])
     local["loss"].backward()
     whole["loss"].backward()
@@ -171,7 +175,7 @@ MIXED_PRECISION_SCRIPT = textwrap.dedent("""
     assert all(q.dtype == torch.float32 and q.grad.dtype == torch.float32
                for q in model.parameters()), "sharded weights and gradients must stay fp32"
     expected = float(whole["loss"].detach())
-    assert abs(float(loss) / 2 - expected) < 2e-2 * abs(expected)
+    assert abs(float(loss) / world - expected) < 2e-2 * abs(expected)
     ours = torch.cat([dist_.full(q.grad).reshape(-1) for q in model.parameters()])
     theirs = torch.cat([q.grad.reshape(-1) for q in reference.model.parameters()])
     error = float((ours - theirs).norm() / theirs.norm())
@@ -180,19 +184,24 @@ MIXED_PRECISION_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_fsdp_gathers_bf16_weights_and_reduces_fp32_gradients(tmp_path):
+@pytest.mark.parametrize("device, processes", [
+    ("cpu", 2), pytest.param("cuda", 1, marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL, one process)"))])
+def test_fsdp_gathers_bf16_weights_and_reduces_fp32_gradients(tmp_path, device, processes):
     """Under bf16 autocast, FSDP gathers bf16 parameters for the step (half the traffic and
     gathered memory), keeps the sharded weights and their gradients in fp32, and trains as
-    one process with fp32 weights and the same global batch does, within bf16 rounding."""
+    one process with fp32 weights and the same global batch does, within bf16 rounding.
+    On the CPU: 2 gloo processes; on a GPU: one NCCL process (the lent machines have one)."""
     script = tmp_path / "mixed.py"
     script.write_text(MIXED_PRECISION_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-                           str(script)], env={**env, "OMP_NUM_THREADS": "1"},
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run",
+                           f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
+                           f"--master_port={free_port()}", str(script), device],
+                          env={**env, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("relative gradient error") == 2
+    assert done.stdout.count("relative gradient error") == processes
 
 
 def test_slurm_launch_equals_torchrun(tmp_path):
