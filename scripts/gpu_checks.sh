@@ -8,9 +8,10 @@
 #    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison;
 #    the MR step is also timed the old way (one pass per branch) as a same-run baseline.
 # 4. with 2+ GPUs: scripts/multi_gpu_check.sh (DDP and FSDP over NCCL against one process).
-# Environment: FRAMES (16), REPEATS (60), COMPILE=1 (regional torch.compile of the blocks, with
-# the eager step timed in the same rounds), CHECKS (which of "tests train model multi" to run;
-# default all, e.g. CHECKS=model when device time is short).
+# Environment: FRAMES (16), REPEATS (60), BATCH (2: samples per step, the paper's per GPU),
+# COMPILE=1 (regional torch.compile of the blocks, with the eager step timed in the same
+# rounds), CHECKS (which of "tests train model multi" to run; default all, e.g. CHECKS=model
+# when device time is short).
 # Each step has its own time limit and writes its log and JSON under OUT_DIR, so a failure or
 # a timeout in one step still returns the others.
 set -u
@@ -41,7 +42,7 @@ step train_smoke 150 python3 -m maskgwm.train.bench --steps 30 --workers 2 \
   --out "$out/train_gpu.json"
 step model_sd3_medium "$([ -n "${COMPILE:-}" ] && echo 480 || echo 330)" \
   python3 -m maskgwm.model.bench_model --preset sd3-medium --frames "${FRAMES:-16}" \
-  --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" \
+  --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" --batch "${BATCH:-2}" \
   --attention-preset sd3-medium ${COMPILE:+--compile} --out "$out/model_gpu.json"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv >> "$out/machine.txt" 2>&1
 if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then

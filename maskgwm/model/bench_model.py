@@ -2,9 +2,10 @@
 
     python -m maskgwm.model.bench_model --out results/bench/model.json
 
-Training step: the same model (built with MR blocks) and the same batch, timed with the MR
-objective (r = 0.25, M_spatial + row-wise M_time with shift; one sample of each branch) and
-with MR off (every sample on the plain path); forward, loss, backward and an AdamW step, timed
+Training step: the same model (built with MR blocks) and the same batch (`--batch`, default 2),
+timed with the MR objective (r = 0.25, M_spatial + row-wise M_time with shift; the samples
+alternate between the branches) and with MR off (every sample on the plain path); forward,
+loss, backward and an AdamW step, timed
 back to back in rounds (warm-up, then the median over rounds of the per-round ratio). Memory:
 on CUDA the peak allocated bytes; on CPU (where torch keeps no allocator statistics) the bytes
 of the tensors autograd saves for backward, which is what grows a training step's peak
@@ -50,15 +51,19 @@ def token_bound(layers: int, decoder_layers: int, recon_layers: int, ratio: floa
     return ((layers - decoder_layers) * (1 - ratio) + decoder_layers + recon_layers) / layers
 
 
-def one_of_each_branch(settings: ObjectiveSettings, frame_shape, grid, seed: int) -> list[int]:
-    """Two sample indices whose draws take the spatial and the temporal branch."""
-    found: dict[str, int] = {}
-    for index in range(1000):
+def alternating_branches(settings: ObjectiveSettings, frame_shape, grid, seed: int,
+                         count: int = 2) -> list[int]:
+    """`count` sample indices whose draws take the spatial and the temporal branch in turn
+    (spatial first)."""
+    found: dict[str, list[int]] = {"spatial": [], "temporal": []}
+    for index in range(100 * count + 1000):
         branch = draw_sample(sample_generator(seed, index), frame_shape, grid, settings).branch
-        found.setdefault(branch, index)
-        if "spatial" in found and "temporal" in found:
-            return [found["spatial"], found["temporal"]]
-    raise RuntimeError("no sample index with both branches in 1000 draws")
+        if branch in found:
+            found[branch].append(index)
+        if len(found["spatial"]) >= (count + 1) // 2 and len(found["temporal"]) >= count // 2:
+            return [found[("spatial", "temporal")[i % 2]][i // 2] for i in range(count)]
+    raise RuntimeError(f"not {count} samples alternating between the branches in "
+                       f"{100 * count + 1000} draws")
 
 
 def timed_rounds(steps: dict, rounds: int) -> dict[str, list[float]]:
@@ -151,8 +156,8 @@ def peak_memory(step, device: torch.device) -> tuple[int, str, int | None]:
 
 
 def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repeats: int,
-                        device: torch.device, dtype: torch.dtype, compiled: bool = False
-                        ) -> dict:
+                        device: torch.device, dtype: torch.dtype, compiled: bool = False,
+                        batch: int = 2) -> dict:
     torch.manual_seed(0)
     with torch.device(device):   # initialised where it runs (a 2B model is slow to init on CPU)
         model = MaskGWMDiT(ModelConfig(preset=preset), mask_config=MR)
@@ -160,13 +165,13 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         model.compile_blocks()
     p = model.preset
     generator = torch.Generator().manual_seed(0)
-    z0 = torch.randn(2, frames, 1, p.in_channels, *latent, generator=generator).to(device)
-    text = torch.randn(2, 8, p.joint_attention_dim, generator=generator).to(device)
-    pooled = torch.randn(2, p.pooled_projection_dim, generator=generator).to(device)
+    z0 = torch.randn(batch, frames, 1, p.in_channels, *latent, generator=generator).to(device)
+    text = torch.randn(batch, 8, p.joint_attention_dim, generator=generator).to(device)
+    pooled = torch.randn(batch, p.pooled_projection_dim, generator=generator).to(device)
     grid = (latent[0] // p.patch_size, latent[1] // p.patch_size)
     with_mr = ObjectiveSettings(MR, max_cond_frames=1)
     without = dataclasses.replace(with_mr, mask=MaskConfig())
-    indices = one_of_each_branch(with_mr, tuple(z0.shape[1:]), grid, seed=0)
+    indices = alternating_branches(with_mr, tuple(z0.shape[1:]), grid, seed=0, count=batch)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
 
     def step(settings: ObjectiveSettings, per_sample: bool = False):
@@ -176,7 +181,7 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
                 if per_sample:
                     loss = sum(training_loss(model, z0[i:i + 1], text[i:i + 1],
                                              pooled[i:i + 1], indices[i:i + 1], 0,
-                                             settings).loss for i in range(2)) / 2
+                                             settings).loss for i in range(batch)) / batch
                 else:
                     loss = training_loss(model, z0, text, pooled, indices, 0, settings).loss
             loss.backward()
@@ -238,9 +243,10 @@ def bench_training_step(preset: str, frames: int, latent: tuple[int, int], repea
         "achieved_tflops": {name: round(flops[base] / statistics.median(
             times[f"{name}_seconds"]) / 1e12, 4) for name in steps
             if (base := name.removesuffix("_eager")) in flops},
-        "shapes": {"preset": preset, "batch": 2, "frames": frames, "views": 1,
+        "shapes": {"preset": preset, "batch": batch, "frames": frames, "views": 1,
                    "latent": list(latent), "tokens_per_frame": grid[0] * grid[1],
-                   "branches": "one spatial, one row-wise temporal sample", "dtype": str(dtype),
+                   "branches": "spatial and row-wise temporal samples in turn",
+                   "dtype": str(dtype),
                    "compiled": compiled},
     }
 
@@ -275,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--frames", type=int, default=4, help="frames per training clip")
+    parser.add_argument("--batch", type=int, default=2, help="samples per training step "
+                        "(paper: 2 per GPU, 64 on 32 GPUs)")
     parser.add_argument("--latent", default="36x64", help="training latent HxW (paper: 36x64)")
     parser.add_argument("--sample-latent", default="8x16", help="sampling latent HxW")
     parser.add_argument("--repeats", type=int, default=6, help="timed rounds")
@@ -297,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python -m maskgwm.model.bench_model " + " ".join(
                   sys.argv[1:] if argv is None else argv)}
     result.update(bench_training_step(args.preset, args.frames, latent, args.repeats, device,
-                                      dtype, args.compile))
+                                      dtype, args.compile, args.batch))
     result["mfu"] = {name: mfu(value, device, args.peak_tflops)
                      for name, value in result["achieved_tflops"].items()}
     sample_latent = tuple(int(x) for x in args.sample_latent.split("x"))

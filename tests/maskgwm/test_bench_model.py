@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from maskgwm.model.bench_model import MR, one_of_each_branch, token_bound
+from maskgwm.model.bench_model import MR, alternating_branches, token_bound
 from maskgwm.model.objective import ObjectiveSettings, draw_sample, sample_generator
 
 
@@ -13,13 +13,15 @@ def test_token_bound_matches_design():
     assert token_bound(12, 2, 1, 0.0) > 1.0
 
 
-def test_one_sample_of_each_branch():
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_samples_alternate_between_the_branches(count):
     settings = ObjectiveSettings(MR, max_cond_frames=1)
     shape, grid = (4, 1, 16, 8, 16), (4, 8)
-    indices = one_of_each_branch(settings, shape, grid, seed=0)
+    indices = alternating_branches(settings, shape, grid, seed=0, count=count)
     branches = [draw_sample(sample_generator(0, i), shape, grid, settings).branch
                 for i in indices]
-    assert branches == ["spatial", "temporal"]
+    assert len(set(indices)) == count
+    assert branches == ["spatial", "temporal", "spatial", "temporal"][:count]
 
 
 def test_shared_passes_dispatch_fewer_ops_than_one_pass_per_branch():
@@ -38,7 +40,7 @@ def test_shared_passes_dispatch_fewer_ops_than_one_pass_per_branch():
     text, pooled = torch.randn(2, 8, p.joint_attention_dim), torch.randn(2, p.pooled_projection_dim)
     settings = ObjectiveSettings(MR, max_cond_frames=1)
     grid = (p.latent_height // p.patch_size, p.latent_width // p.patch_size)
-    indices = one_of_each_branch(settings, tuple(z0.shape[1:]), grid, seed=0)
+    indices = alternating_branches(settings, tuple(z0.shape[1:]), grid, seed=0)
 
     def shared():
         training_loss(model, z0, text, pooled, indices, 0, settings).loss.backward()

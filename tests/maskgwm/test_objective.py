@@ -10,7 +10,7 @@ import torch
 from maskgwm.config.schema import MaskConfig, ModelConfig
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.flow import euler_sample
-from maskgwm.model.bench_model import one_of_each_branch
+from maskgwm.model.bench_model import alternating_branches
 from maskgwm.model.masks import kept_count
 from maskgwm.model.objective import (ObjectiveSettings, draw_sample, sample_generator,
                                      training_loss)
@@ -208,7 +208,7 @@ def test_mr_step_runs_under_bf16_autocast(token, block_inputs):
     mr_model = MaskGWMDiT(ModelConfig(preset="tiny", view_blocks=True, actions=True),
                           mask_config=dataclasses.replace(OURS, token=token))
     settings = ObjectiveSettings(mr_model.mask_config)
-    indices = one_of_each_branch(settings, FRAME_SHAPE, GRID, seed=0)
+    indices = alternating_branches(settings, FRAME_SHAPE, GRID, seed=0)
     z0, text, pooled, actions = batch(2)
     mr_model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16), block_inputs(mr_model) as seen:
