@@ -99,6 +99,36 @@ def sha256_file(path: str | Path) -> str:
     return file_hashes(Path(path))[0]
 
 
+def sidecar_cache(path: str | Path) -> Path:
+    """Where `cached_sha256` keeps a checkpoint's hash beside it: `<file>.sha256.json`."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256.json")
+
+
+def cached_sha256(path: str | Path, cache: Path | None) -> str:
+    """SHA-256 of a (large) file, remembered by (path, size, mtime) in the JSON file `cache`
+    (None: not remembered). A cache that cannot be read or written is recomputed or skipped:
+    it only saves time (every sample shard and the score job of an evaluation name the
+    checkpoint's hash; a paper-scale checkpoint is about 12 GB)."""
+    import contextlib
+    import json
+    from evals.atomic import atomic_write_json
+    path = Path(path)
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        known = json.loads(cache.read_text()) if cache is not None else {}
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    if key not in known:
+        known[key] = sha256_file(path)
+        if cache is not None:
+            with contextlib.suppress(OSError):
+                atomic_write_json(cache, known)
+    return known[key]
+
+
 def git_blob_sha1_file(path: str | Path) -> str:
     """The id git gives the file's content: SHA-1 of b"blob <size>\\0" + content."""
     return file_hashes(Path(path))[1]

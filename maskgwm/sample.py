@@ -34,7 +34,7 @@ import torch
 
 from evals.atomic import atomic_write_json
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
-from evals.weights import sha256_file
+from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.data.loader import crop_resize
 from maskgwm.model.checkpoint import load_model
 from maskgwm.model.flow import (SD3_SHIFT, VelocityFn, condition_mask, euler_sample,
@@ -246,7 +246,8 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
                 "window": window, "rollout_cond": ROLLOUT_COND, "shift": SD3_SHIFT,
                 "vae": [vae.scaling, vae.shift],
                 "run": extra.get("run_config_hash") or extra.get("run_id"),
-                "step": extra.get("step"), "checkpoint_sha256": sha256_file(checkpoint),
+                "step": extra.get("step"),
+                "checkpoint_sha256": cached_sha256(checkpoint, sidecar_cache(checkpoint)),
                 "real_set": real_set_digest(real)}
     if views:
         settings["views"] = list(views)

@@ -38,7 +38,7 @@ from typing import Any
 
 import submitit
 
-from evals.weights import sha256_file
+from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.config import content_hash
 
 from .fsio import atomic_write_json, read_json
@@ -280,7 +280,8 @@ def _model_provenance(spec: dict[str, Any], model: Path | dict[str, Any]) -> dic
                                      "set's size: ci/smoke)" if spec["scale"] in SMALL_SCALES
                                      else f"{settings['width']}x{settings['height']} (Vista's)"),
                 "vista_label": vista_label(model)}
-    return {"checkpoint": str(model), "checkpoint_sha256": sha256_file(model),
+    return {"checkpoint": str(model),
+            "checkpoint_sha256": cached_sha256(model, sidecar_cache(model)),
             "sampling": {k: spec[k] for k in ("steps", "guidance", "shards", "seed")},
             "vae": (f"SD3VAE.random(seed={spec['vae_seed']})"
                     if spec["scale"] in RANDOM_DETECTOR_SCALES else "SD3 VAE")}

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from evals.atomic import atomic_write_json
+from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.config.schema import RunConfig, to_dict
 from maskgwm.data.latents import LatentCache, vae_encoder_id
 from maskgwm.model.checkpoint import save_model
@@ -327,6 +328,7 @@ class Trainer(CheckpointState):
                        "global_batch": self.global_batch, "local_batch": self.local_batch,
                        **self.timer.summary(), **peak_memory(self.device),
                        "provenance": self.provenance, "model": str(model_path),
+                       "model_sha256": cached_sha256(model_path, sidecar_cache(model_path)),
                        "config": to_dict(self.config)}
             atomic_write_json(summary_path, summary)
             self.log(f"done: step {self.step}, {summary['steps_per_s']:.3f} steps/s, "

@@ -11,14 +11,13 @@ once and cached by (path, size, mtime) under `<workdir>/cache/vista-sha256.json`
 from __future__ import annotations
 
 import ast
-import json
 import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.weights import sha256_file
+from evals.weights import cached_sha256, sha256_file
 
 VISTA_REPO = "https://github.com/OpenDriveLab/Vista"
 VISTA_COMMIT = "cc9821b4253ca7987c32757613d2fc2448fa9f5d"   # main, 2025-07-02: flags checked here
@@ -141,19 +140,6 @@ def git_head(root: Path) -> str:
     if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
         return "unknown (not a git checkout)"
     return lines[1]
-
-
-def cached_sha256(path: Path, cache: Path | None) -> str:
-    """SHA-256 of a (large) file, cached by (path, size, mtime) in the JSON file `cache`."""
-    from ..fsio import atomic_write_json
-    stat = path.stat()
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    known = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
-    if key not in known:
-        known[key] = sha256_file(path)
-        if cache is not None:
-            atomic_write_json(cache, known)
-    return known[key]
 
 
 def validate(checkout: str | Path | None, ckpt: str | Path | None,

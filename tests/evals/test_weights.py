@@ -188,3 +188,30 @@ def test_unknown_detector_and_torchscript_random_stand_in_are_refused(tmp_path):
 def test_degenerate_random_features_are_refused(features, match):
     with pytest.raises(RuntimeError, match=match):
         check_features("i3d-400", features)
+
+
+def test_large_file_hash_is_remembered_by_size_and_mtime(tmp_path, monkeypatch):
+    """cached_sha256: hashed once per (path, size, mtime); a changed file is hashed again; a
+    cache that is corrupt or cannot be written costs a hash, never an error."""
+    import os
+
+    import evals.weights as weights
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights v1")
+    cache = weights.sidecar_cache(checkpoint)
+    assert cache == tmp_path / "model.pt.sha256.json"
+    first = weights.cached_sha256(checkpoint, cache)
+    assert first == weights.sha256_file(checkpoint) and cache.is_file()
+    real = weights.sha256_file
+    calls = []
+    monkeypatch.setattr(weights, "sha256_file", lambda path: calls.append(path) or real(path))
+    assert weights.cached_sha256(checkpoint, cache) == first and calls == []
+    checkpoint.write_bytes(b"weights v2")          # same size: the mtime tells them apart
+    os.utime(checkpoint, ns=(1, 10**18))
+    second = weights.cached_sha256(checkpoint, cache)
+    assert second != first and len(calls) == 1
+    cache.write_text("{not json")
+    assert weights.cached_sha256(checkpoint, cache) == second and len(calls) == 2
+    unwritable = checkpoint / "cache.json"          # under a file: cannot be written
+    assert weights.cached_sha256(checkpoint, unwritable) == second and len(calls) == 3
+    assert weights.cached_sha256(checkpoint, None) == second and len(calls) == 4

@@ -9,7 +9,7 @@ import pytest
 
 from repro.jobs import load_target, resolve_target
 from repro.preflight import missing_inputs
-from repro.vista.checkout import (VISTA_COMMIT, VistaError, cached_sha256, script_flags,
+from repro.vista.checkout import (VISTA_COMMIT, VistaError, script_flags,
                                   validate)
 
 DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "vista_checkout"
@@ -71,15 +71,6 @@ def test_missing_checkpoint_names_path_and_source(checkout):
         validate(root, None)
     text = str(err.value)
     assert str(ckpt) in text and "huggingface.co/OpenDriveLab/Vista" in text
-
-
-def test_checkpoint_hash_is_cached_by_size_and_mtime(checkout, tmp_path, monkeypatch):
-    _, ckpt = checkout
-    cache = tmp_path / "sha.json"
-    first = cached_sha256(ckpt, cache)
-    import repro.vista.checkout as module
-    monkeypatch.setattr(module, "sha256_file", lambda path: pytest.fail("hashed again"))
-    assert cached_sha256(ckpt, cache) == first
 
 
 def test_preflight_refuses_vista_targets_at_paper_and_ci_with_a_bad_checkout(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from evals.weights import sha256_file
 from maskgwm.config.resolve import resolve_run_config
 from maskgwm.model.checkpoint import load_model
 from maskgwm.train.checkpointing import CheckpointMismatchError, list_checkpoints
@@ -69,6 +70,9 @@ def test_resume_is_exact_bit_for_bit(tmp_path, cache_dir):
     assert all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_run"] == 2 and 0 <= summary["data_wait_fraction"] <= 1
+    # the model's hash, remembered beside it for the sample shards (evals.weights)
+    assert summary["model_sha256"] == sha256_file(out / "model.pt")
+    assert summary["model_sha256"] in (out / "model.pt.sha256.json").read_text()
     lines = (out / "metrics.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("step,loss,flow")
 
