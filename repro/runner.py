@@ -44,9 +44,36 @@ def run_state(directory: Path) -> tuple[str, dict[str, Any]]:
     return "pending", {}
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3 on of /proc/<pid>/stat (Linux; after the command name), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _start(fields: list[str]) -> str:
+    try:
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        boot = "?"
+    return f"{boot}:{fields[19]}"     # field 22: start time in clock ticks since boot
+
+
+def process_start(pid: int) -> str | None:
+    """A process's start, "<boot id>:<start time>" (Linux), which no later process with the same
+    pid shares, nor any after a reboot; None where there is no /proc."""
+    fields = _stat(pid)
+    return _start(fields) if fields else None
+
+
 def process_alive(details: dict[str, Any]) -> bool | None:
     """Whether the process that wrote a running.json still runs: None when it ran on another
-    host or recorded no pid (only the scheduler knows), else True/False."""
+    host or recorded no pid (only the scheduler knows), else True/False. A live process with
+    the pid but another recorded `process_start` (the pid was reused) is not it."""
     if details.get("host") != socket.gethostname() or not details.get("pid"):
         return None
     pid = int(details["pid"])
@@ -55,12 +82,14 @@ def process_alive(details: dict[str, Any]) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")   # Linux: an exited process not yet reaped is gone too
-    try:
-        return stat.read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
+        pass            # another user's process: /proc tells whether it is the one
+    fields = _stat(pid)
+    if fields is None:
         return not Path("/proc/self").exists()   # gone since os.kill, or no /proc here
+    if fields[0] == "Z":
+        return False    # exited, not yet reaped
+    recorded = details.get("process_start")      # older running.json files have none
+    return not recorded or recorded == _start(fields)
 
 
 def wait_for_earlier_job(directory: Path, what: str, poll_s: float = 2.0) -> None:
@@ -85,6 +114,7 @@ def _now() -> str:
 
 def _provenance() -> dict[str, Any]:
     return {"git_commit": git_commit(), "host": socket.gethostname(), "pid": os.getpid(),
+            "process_start": process_start(os.getpid()),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "python": sys.version.split()[0]}
 
 
