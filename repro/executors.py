@@ -109,6 +109,7 @@ class Submitted:
     job: Any = None             # submitit Job when submitted in this process
     stdout: str | None = None
     stderr: str | None = None
+    message: str = ""           # blocked: by which failed run
 
 
 def previous_job(directory: Path) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .fsio import read_json
-from .runner import process_alive, run_state
+from .runner import process_alive, run_dir, run_state
 from .executors import slurm_states, targets_of
 
 
@@ -18,11 +18,13 @@ def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, A
         if target and target not in targets_of(job):
             continue
         state, details = run_state(job_file.parent)
+        state = _local_state(job, state, details)
+        blocked = _blocked(workdir, job) if state in ("pending", "failed") else ""
         rows.append({"run_id": job_file.parent.name, "target": target or job.get("target"),
                      "name": job.get("name"), "scale": job.get("scale"),
-                     "cluster": job.get("cluster"), "job_id": job.get("job_id"),
-                     "state": _local_state(job, state, details),
-                     "error": details.get("error", ""),
+                     "cluster": job.get("cluster"), "job_id": job.get("job_id") or "-",
+                     "state": "blocked" if blocked else state,
+                     "error": blocked or details.get("error", ""),
                      "stdout": job.get("stdout"), "stderr": job.get("stderr")})
     rows += _eval_rows(workdir, target)
     live = slurm_states([r["job_id"] for r in rows if r["cluster"] == "slurm"
@@ -31,6 +33,14 @@ def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, A
         if row["cluster"] == "slurm" and row["state"] in ("pending", "running"):
             row["state"] = live.get(row["job_id"], "").lower() or "lost"
     return rows
+
+
+def _blocked(workdir: Path, job: dict[str, Any]) -> str:
+    """Why a local submit left a run or evaluation blocked (job.json "blocked"), while the run
+    it waits for is still not done; else ""."""
+    if not job.get("blocked") or run_state(run_dir(workdir, job["waits_for"]))[0] == "done":
+        return ""
+    return job["blocked"]
 
 
 def _local_state(job: dict[str, Any], state: str, details: dict[str, Any]) -> str:
@@ -49,7 +59,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{row['state']:<10} {row['target'] + ':' + row['name']:<34} "
                      f"{row['run_id']:<12} {row['scale']:<6} {row['cluster']:<7} {row['job_id']}")
         if row["state"] == "blocked":
-            lines.append("           its parent run failed: fix that, then submit again")
+            reason = row["error"] or "its parent run failed"
+            lines.append(f"           {reason}: fix that, then submit again")
         if row["state"] in ("failed", "lost"):
             reason = row["error"] or "the job ended without writing a result"
             lines.append(f"           {reason}")
@@ -71,6 +82,11 @@ def _eval_rows(workdir: Path, target: str | None) -> list[dict[str, Any]]:
                 "scale": job.get("scale"),
                 "cluster": job.get("cluster"), "stdout": job.get("logs"),
                 "stderr": job.get("logs")}
+        blocked = _blocked(workdir, job)
+        if blocked:     # its training run is not done: no shard nor score job
+            rows.append({**base, "name": f"{job.get('name')} score {job.get('protocol')}",
+                         "job_id": "-", "state": "blocked", "error": blocked})
+            continue
         shards = int(job.get("shards", 0))
         jobs = job.get("sample_jobs", {})
         for shard in range(shards):

@@ -179,7 +179,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
                                                train_options)
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
              + (f"  job {entry.job_id}" if entry.job_id else "")
-             + (f"  log {entry.stdout}" if entry.stdout else ""))
+             + (f"  log {entry.stdout}" if entry.stdout else "")
+             + (f"  ({entry.message})" if entry.message else ""))
         if cluster != "slurm":
             wait_run(entry)   # one local job at a time: concurrent CPU jobs thrash
     evals: list[EvalSubmitted] = []
@@ -252,8 +253,14 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
     parent = by_id.get(run.parent_id) if run.parent_id else None
     if parent is not None and cluster != "slurm":
         wait_run(parent)
-        if run_state(run_dir(workdir, parent.run.run_id))[0] != "done":
-            return Submitted(run, "blocked")
+        parent_state = run_state(run_dir(workdir, parent.run.run_id))[0]
+        if parent_state != "done":
+            ended = "failed" if parent_state == "failed" else "did not finish"
+            entry = Submitted(run, "blocked",       # a blocked parent's message names its run
+                              message=parent.message or f"waits for run {parent.run.name} "
+                              f"(run {parent.run.run_id}), which {ended}")
+            _record_job(directory, entry, cluster, targets, None)
+            return entry
     dependency = None
     if parent is not None and cluster == "slurm" and parent.job_id:
         dependency = f"afterok:{parent.job_id}"
@@ -264,10 +271,20 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
     job = executor.submit(TrainingJob(), str(spec_path))
     entry = Submitted(run, "submitted", str(job.job_id), job, str(job.paths.stdout),
                       str(job.paths.stderr))
+    _record_job(directory, entry, cluster, targets, dependency)
+    return entry
+
+
+def _record_job(directory: Path, entry: Submitted, cluster: str, targets: list[str],
+                dependency: str | None) -> None:
+    """job.json: the run's job, or ("blocked") why a local submit did not start it: its
+    parent ("waits_for") is not done."""
+    run, blocked = entry.run, entry.action == "blocked"
     atomic_write_json(directory / "job.json",
                       {"cluster": cluster, "job_id": entry.job_id, "stdout": entry.stdout,
                        "stderr": entry.stderr, "target": run.target, "targets": targets,
-                       "name": run.name, "scale": run.scale, "dependency": dependency})
-    return entry
+                       "name": run.name, "scale": run.scale, "dependency": dependency,
+                       "blocked": entry.message if blocked else None,
+                       "waits_for": run.parent_id if blocked else None})
 
 

@@ -109,9 +109,11 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
     if cluster != "slurm":
         wait_run(train)
         if run_state(run_dir(workdir, run.run_id))[0] != "done":
-            return EvalSubmitted(run, directory, "blocked", shards,
-                                 message="its training run is not done" if not run.external
-                                 else "its Vista prepare step failed (checkout or checkpoint)")
+            entry = EvalSubmitted(run, directory, "blocked", shards,
+                                  message="its training run is not done" if not run.external
+                                  else "its Vista prepare step failed (checkout or checkpoint)")
+            _record_eval(entry, cluster, blocked=entry.message)
+            return entry
     spec_path = directory / "spec.json"
     spec = eval_spec(spec, run.protocol, workdir, shards)
     atomic_write_json(spec_path, {**spec, "submitted_from_commit": commit,
@@ -184,7 +186,9 @@ def _started_shards(directory: Path, previous: dict[str, Any]) -> int | None:
     return recorded if recorded in counts else max(counts)
 
 
-def _record_eval(entry: EvalSubmitted, cluster: str) -> None:
+def _record_eval(entry: EvalSubmitted, cluster: str, blocked: str | None = None) -> None:
+    """The evaluation's job.json: its jobs, or (`blocked`) why a local submit started none (its
+    training run is not done)."""
     run = entry.run
     atomic_write_json(entry.directory / "job.json",
                       {"cluster": cluster, "target": run.target,
@@ -192,6 +196,7 @@ def _record_eval(entry: EvalSubmitted, cluster: str) -> None:
                        "scale": run.scale, "protocol": run.protocol, "shards": entry.shards,
                        "sample_jobs": {str(k): v for k, v in entry.sample_jobs.items()},
                        "score_job": entry.score_job,
+                       "blocked": blocked, "waits_for": run.run_id if blocked else None,
                        "logs": str(entry.directory.parents[2] / "logs" / run.run_id)})
 
 

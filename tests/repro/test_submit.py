@@ -157,3 +157,41 @@ def test_a_local_job_killed_hard_is_lost_and_a_live_one_is_waited_for(cli, isola
     finally:
         orphan.kill()
         orphan.wait()
+
+
+CHILD_RUN = """
+[runs.child]
+stage = "1c"
+variant = "ours"
+parent = "stage1b"
+cells = ["table3b/ours"]
+"""
+
+
+def test_runs_blocked_by_a_failed_parent_show_in_status(isolated, make_target):
+    """A local submit whose stage 1a fails leaves stage 1b, its child and the child's
+    evaluation blocked: `repro status` lists them with the failed run that blocks them, until
+    the run each waits for is done."""
+    from repro.status import collect_status, format_status
+    from repro.submit import submit
+    target = make_target(isolated, "blockme", "opendv_ablation", CHILD_RUN, "blocked (test)")
+    work, ids = isolated / "work", {r.name: r.run_id for r in resolve_target(target, "ci")}
+    run_dir(work, ids["stage1a"]).mkdir(parents=True)
+    (run_dir(work, ids["stage1a"]) / "train").write_text("")   # stage 1a cannot run
+    submit(target, "ci", "local", work, echo=lambda line: None, evaluate=True)
+    lines = format_status(collect_status(work, "blockme")).splitlines()
+
+    def reason(name: str) -> str:
+        words = name.split()
+        row = next((i for i, line in enumerate(lines)
+                    if line.split()[1:1 + len(words)] == words), None)
+        assert row is not None, f"no row for {name}:\n" + "\n".join(lines)
+        assert lines[row].startswith("blocked"), lines[row]
+        return lines[row + 1]
+    failed = f"waits for run stage1a (run {ids['stage1a']}), which failed: fix that, then submit"
+    assert failed in reason("blockme:stage1b") and failed in reason("blockme:child")
+    assert "its training run is not done: fix that" in reason("blockme:child score")
+    for run_id in ids.values():     # trained since (e.g. by a train-only submit): not blocked
+        (run_dir(work, run_id) / "done.json").write_text("{}")
+    lines = format_status(collect_status(work, "blockme")).splitlines()
+    assert not any(line.startswith("blocked") for line in lines), "\n".join(lines)
