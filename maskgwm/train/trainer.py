@@ -65,6 +65,10 @@ class LossModule(nn.Module):
                 "branches": branches}
 
 
+class TrainingDivergedError(RuntimeError):
+    """A step whose loss or gradient norm is NaN or infinite."""
+
+
 def warmup_factor(warmup_steps: int) -> Callable[[int], float]:
     """Linear warm-up over `warmup_steps` steps, then constant: step s uses (s + 1) / warmup."""
     return lambda step: 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
@@ -221,6 +225,16 @@ class Trainer(CheckpointState):
                     p.grad = torch.zeros_like(p)
         clip = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
         grad_norm = dist_.full(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        stats = torch.stack([out["loss"].detach().float(), out["flow"].detach().float(),
+                             out["contrastive"].detach().float()])
+        stats = dist_.mean_across(stats, self.env)       # the same on every rank
+        if not (torch.isfinite(stats).all() and torch.isfinite(grad_norm)):
+            newest = ckpt.list_checkpoints(self.out)
+            raise TrainingDivergedError(
+                f"step {self.step + 1}: loss {float(stats[0])}, grad_norm {float(grad_norm)} "
+                f"(not finite); stopped before the update, nothing of it checkpointed (newest "
+                f"checkpoint: {newest[0][1] if newest else 'none'}): lower optim.lr or "
+                f"optim.grad_clip, or check the data, then resume")
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -230,9 +244,6 @@ class Trainer(CheckpointState):
                 for name, p in self.model.named_parameters():
                     if name in self.ema:
                         self.ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
-        stats = torch.stack([out["loss"].detach().float(), out["flow"].detach().float(),
-                             out["contrastive"].detach().float()])
-        stats = dist_.mean_across(stats, self.env)
         branches = out["branches"]
         if self.env.distributed:
             branches = dist_.mean_across(branches, self.env) * self.env.world

@@ -279,3 +279,31 @@ def test_stage_1a_at_lite_scale_inflates_sd3_and_uses_its_vae(tmp_path, cache_di
         trainer.provenance["model"]["init"]
     assert torch.equal(trainer.text.encoder_hidden_states, text["encoder_hidden_states"])
     assert trainer.run()["status"] == "done"
+
+
+def test_non_finite_loss_stops_with_an_error_and_keeps_the_good_checkpoints(
+        tmp_path, cache_dir, monkeypatch):
+    """A NaN loss from step 3 on: an error naming the step, before any update or checkpoint
+    of it (before the fix the run finished 'done' with NaN weights, the good checkpoints
+    pruned)."""
+    from maskgwm.train import trainer as trainer_module
+    original, calls = trainer_module.training_loss, []
+
+    def nan_from_step_3(*args, **kwargs):
+        terms = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) >= 3:
+            terms.loss = terms.loss * float("nan")
+        return terms
+    monkeypatch.setattr(trainer_module, "training_loss", nan_from_step_3)
+    cfg = config("1a", "no-mr", **{"stage.steps": 5})
+    trainer = Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1,
+                                                     keep_last=2))
+    with pytest.raises(trainer_module.TrainingDivergedError,
+                       match=r"step 3: loss nan.*step-00000002\.pt"):
+        trainer.run()
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 1]
+    assert not (tmp_path / "model.pt").exists()
+    assert sorted(losses(tmp_path)) == [1, 2]
+    state = load_model(tmp_path / "checkpoints" / "step-00000002.pt")[0].state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values())
