@@ -21,6 +21,7 @@ import torch
 from evals.atomic import atomic_open
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
+PARTIAL = re.compile(r"^\.step-\d{8}\.pt\..*\.tmp$")    # atomic_open's temporary files
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -82,7 +83,13 @@ def load_latest(out_dir: Path, config_hash: str, log: Callable[[str], None] = pr
                 map_location: Any = "cpu") -> dict[str, Any] | None:
     """The newest readable checkpoint of this run, or None when there is none. Unreadable
     newer files are renamed to `<name>.corrupt`, so they neither shadow the file resumed from
-    nor take a place among the last k kept."""
+    nor take a place among the last k kept. Partial files of writes a hard kill interrupted
+    are deleted."""
+    folder = checkpoint_dir(out_dir)
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if PARTIAL.match(path.name):
+            path.unlink(missing_ok=True)
+            log(f"removed {path.name}, the partial file of an interrupted checkpoint write")
     for _, path in list_checkpoints(out_dir):
         try:
             return read_checkpoint(path, config_hash, map_location)

@@ -307,3 +307,19 @@ def test_non_finite_loss_stops_with_an_error_and_keeps_the_good_checkpoints(
     assert sorted(losses(tmp_path)) == [1, 2]
     state = load_model(tmp_path / "checkpoints" / "step-00000002.pt")[0].state_dict()
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_resume_deletes_partial_checkpoint_files_of_a_hard_kill(tmp_path, cache_dir):
+    """A kill -9 inside a checkpoint write leaves atomic_open's temporary file (as large as a
+    checkpoint); the next start deletes it, and nothing else."""
+    cfg = config("1a", "no-mr", **{"stage.steps": 3})
+    first = Trainer(cfg, tmp_path, options=options(cache_dir))
+    first.run(lambda: first.step >= 2)
+    folder = tmp_path / "checkpoints"
+    (folder / ".step-00000003.pt.k3j_x9.tmp").write_bytes(b"half a checkpoint")
+    (folder / "notes.txt").write_text("kept")
+    messages = []
+    Trainer(cfg, tmp_path, options=options(cache_dir), log=messages.append).run()
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "step-00000002.pt",
+                                                      "step-00000003.pt"]
+    assert any(".step-00000003.pt.k3j_x9.tmp" in m for m in messages)
