@@ -255,6 +255,9 @@ class Trainer(CheckpointState):
 
     def run(self, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Train to stage.steps from the newest checkpoint; see the module docstring."""
+        done = self._done_without_checkpoints()
+        if done is not None:
+            return done
         self.setup()
         total = self.config.stage.steps
         if self.step >= total:
@@ -319,6 +322,22 @@ class Trainer(CheckpointState):
             if self.fsdp:
                 self.module.reshard()
             dist_.barrier(self.env)
+
+    def _done_without_checkpoints(self) -> dict[str, Any] | None:
+        """The result of this run if it finished and dropped its checkpoints
+        (drop_checkpoints_when_done): then only summary.json and model.pt say it is done."""
+        model_path, summary_path = self.out / "model.pt", self.out / "summary.json"
+        if ckpt.list_checkpoints(self.out) or not (model_path.is_file() and
+                                                   summary_path.is_file()):
+            return None
+        summary = read_summary(self.out)
+        if summary.get("config_hash") != self.config_hash:
+            raise ckpt.CheckpointMismatchError(
+                f"{summary_path} belongs to a run with config hash {summary.get('config_hash')}"
+                f", this run's is {self.config_hash}: choose another --out")
+        self.log(f"run already complete at step {summary['step']}: {model_path}")
+        return {"status": "done", "step": summary["step"], "model": str(model_path),
+                "summary": str(summary_path), "already_done": True}
 
     def _finish(self, resumed_done: bool = False) -> dict[str, Any]:
         model_path, summary_path = self.out / "model.pt", self.out / "summary.json"

@@ -323,3 +323,19 @@ def test_resume_deletes_partial_checkpoint_files_of_a_hard_kill(tmp_path, cache_
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "step-00000002.pt",
                                                       "step-00000003.pt"]
     assert any(".step-00000003.pt.k3j_x9.tmp" in m for m in messages)
+
+
+def test_finished_run_without_checkpoints_is_not_trained_again(tmp_path, cache_dir):
+    """drop_checkpoints_when_done deletes the checkpoints once model.pt is written; starting
+    the run again (a requeue) must find it done, not train it again from step 0."""
+    cfg = config("1a", "no-mr", **{"stage.steps": 2})
+    opts = options(cache_dir, drop_checkpoints_when_done=True)
+    assert Trainer(cfg, tmp_path, options=opts).run()["status"] == "done"
+    model = (tmp_path / "model.pt").stat().st_mtime_ns
+    again = Trainer(cfg, tmp_path, options=opts).run()
+    assert again["status"] == "done" and again.get("already_done") and again["step"] == 2
+    assert (tmp_path / "model.pt").stat().st_mtime_ns == model
+    assert sorted(losses(tmp_path)) == [1, 2] and not list_checkpoints(tmp_path)
+    other = config("1a", "no-mr", **{"stage.steps": 3})     # another run in the folder
+    with pytest.raises(CheckpointMismatchError, match="summary.json"):
+        Trainer(other, tmp_path, options=opts).run()
