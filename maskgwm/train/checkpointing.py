@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,10 @@ PARTIAL = re.compile(r"^\.step-\d{8}\.pt\..*\.tmp$")    # atomic_open's temporar
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint this run cannot resume from: another run's (config hash), one whose
     optimizer state does not fit, or one that not every rank can read."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint that could not be written (disk full, I/O error); no partial file is left."""
 
 
 def checkpoint_dir(out_dir: Path) -> Path:
@@ -47,9 +52,18 @@ def list_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Atomic write (temporary file in the folder, fsync, os.replace)."""
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+    """Atomic write (temporary file in the folder, fsync, os.replace); CheckpointWriteError
+    naming the file and the free space if it fails (a full disk: torch's own message is an
+    opaque "unexpected pos")."""
+    try:
+        with atomic_open(path, "wb") as handle:
+            torch.save(payload, handle)
+    except (OSError, RuntimeError) as err:
+        free = shutil.disk_usage(path.parent).free / 2**30
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {path} ({type(err).__name__}: {err}); {free:.2f} GiB "
+            f"free in {path.parent}: free space there (or choose another --out), then resume "
+            f"from the checkpoints kept") from err
     return path
 
 

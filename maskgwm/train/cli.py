@@ -24,7 +24,8 @@ from maskgwm.train.signals import DeferredSignal
 DEFAULT_VARIANT = {"1a": "no-mr", "1b": "no-mr", "1c": "ours", "2": "ours", "3": "ours"}
 KNOWN_ERRORS = ("ConfigError", "OutputDirError", "DataSetupError", "ModelSetupError",
                 "CheckpointMismatchError", "DistributedError", "CheckpointMismatch",
-                "FileNotFoundError", "TextConditioningError", "TrainingDivergedError")
+                "FileNotFoundError", "TextConditioningError", "TrainingDivergedError",
+                "CheckpointWriteError")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

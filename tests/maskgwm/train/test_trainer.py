@@ -339,3 +339,25 @@ def test_finished_run_without_checkpoints_is_not_trained_again(tmp_path, cache_d
     other = config("1a", "no-mr", **{"stage.steps": 3})     # another run in the folder
     with pytest.raises(CheckpointMismatchError, match="summary.json"):
         Trainer(other, tmp_path, options=opts).run()
+
+
+def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
+        tmp_path, cache_dir, monkeypatch):
+    """A full disk inside torch.save (torch says only "unexpected pos"): an error naming the
+    file and the free space; no partial file; the checkpoints before it stay readable."""
+    from maskgwm.train import checkpointing
+    cfg = config("1a", "no-mr", **{"stage.steps": 3})
+    first = Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1))
+    first.run(lambda: first.step >= 2)
+
+    def disk_full(payload, handle):
+        handle.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8 vs 0")
+    monkeypatch.setattr(checkpointing.torch, "save", disk_full)
+    with pytest.raises(checkpointing.CheckpointWriteError,
+                       match=r"cannot write checkpoint .*step-00000003\.pt .*GiB free"):
+        Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1)).run()
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-00000001.pt", "step-00000002.pt"]
+    assert load_model(tmp_path / "checkpoints" / "step-00000002.pt")[2]["step"] == 2
