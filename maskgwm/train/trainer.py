@@ -294,12 +294,13 @@ class Trainer(CheckpointState):
                 every = self.options.sample_every
                 if every and self.step % every == 0:
                     self.write_sample()
+                saved = None
                 if self.step < total and self.options.checkpoint_every and \
                         self.step % self.options.checkpoint_every == 0:
-                    self.save_checkpoint()
+                    saved = self.save_checkpoint()
                 wants = stop() if stop is not None else False
                 if dist_.any_across(bool(wants), self.env, self.device) and self.step < total:
-                    path = self.save_checkpoint()
+                    path = saved or self.save_checkpoint()   # not twice in the grace time
                     self.log(f"stopped at step {self.step}; checkpoint {path}")
                     return {"status": "interrupted", "step": self.step,
                             "checkpoint": str(path)}

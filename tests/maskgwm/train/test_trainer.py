@@ -361,3 +361,16 @@ def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step-00000001.pt", "step-00000002.pt"]
     assert load_model(tmp_path / "checkpoints" / "step-00000002.pt")[2]["step"] == 2
+
+
+def test_stop_at_a_periodic_checkpoint_writes_it_once(tmp_path, cache_dir):
+    """A stop at a step that just got its periodic checkpoint does not write it again (a
+    second write can outlast the preemption grace time, and then the job is not requeued)."""
+    cfg = config("1a", "no-mr", **{"stage.steps": 4})
+    trainer = Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=2))
+    writes, save = [], trainer.save_checkpoint
+    trainer.save_checkpoint = lambda: writes.append(trainer.step) or save()
+    result = trainer.run(lambda: trainer.step >= 2)
+    assert result == {"status": "interrupted", "step": 2,
+                      "checkpoint": str(tmp_path / "checkpoints" / "step-00000002.pt")}
+    assert writes == [2]
