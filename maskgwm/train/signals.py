@@ -33,8 +33,11 @@ class DeferredSignal:
 
     def _raise_flag(self, signum: int, frame: object) -> None:
         self.requested = True     # first: the print below may fail inside another write
-        print(f"received {signal.Signals(signum).name}: checkpointing after the current step",
-              flush=True)
+        try:        # raised here, the error would end the step the signal interrupted
+            print(f"received {signal.Signals(signum).name}: checkpointing after the current "
+                  f"step", flush=True)
+        except (RuntimeError, OSError):   # "reentrant call inside <_io.BufferedWriter ...>"
+            pass
 
     def restore(self) -> None:
         if self.original is not None:
