@@ -91,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {out / 'checkpoints'} already holds checkpoints: pass --resume to "
                   f"continue that run, or choose another --out", file=sys.stderr)
             return 2
+        if args.resume and not list_checkpoints(out) and not (out / "model.pt").is_file():
+            print(f"note: --resume, but {out / 'checkpoints'} holds no checkpoint: starting at "
+                  f"step 0", file=sys.stderr)
         options = TrainOptions(checkpoint_every=args.checkpoint_every, keep_last=args.keep_last,
                                log_every=args.log_every, sample_every=args.sample_every,
                                workers=args.workers, strategy=args.strategy,

@@ -47,11 +47,13 @@ def write_sample(trainer) -> Path:
     frames = read_window(source, clip, start, n_frames, trainer.config.data.width,
                          trainer.config.data.height)[:, 0]
     trainer.model.eval()
-    with torch.no_grad(), trainer._autocast():
-        video = generate_clip(trainer.model, trainer.vae, trainer.text.to(trainer.device),
-                              frames[:1], n_frames, seed=trainer.config.seed,
-                              steps=trainer.options.sample_steps)
-    trainer.model.train()
+    try:
+        with torch.no_grad(), trainer._autocast():
+            video = generate_clip(trainer.model, trainer.vae, trainer.text.to(trainer.device),
+                                  frames[:1], n_frames, seed=trainer.config.seed,
+                                  steps=trainer.options.sample_steps)
+    finally:
+        trainer.model.train()
     folder = trainer.out / "samples" / f"step-{trainer.step:08d}"
     with VideoSetWriter(folder) as writer:
         writer.add(clip.clip_id, np.ascontiguousarray(video.permute(0, 2, 3, 1).numpy()),

@@ -314,11 +314,16 @@ class Trainer(CheckpointState):
     # ------------------------------------------------------------------ outputs
     def write_sample(self) -> Path | None:
         """A sample video of the first clip under <out>/samples/step-N (outputs.py), written by
-        rank 0; every rank calls (under FSDP the parameters are gathered for it)."""
+        rank 0; every rank calls (under FSDP the parameters are gathered for it). A failure is
+        a warning: a sample video is a log, not worth the steps since the last checkpoint."""
         if self.fsdp:
             self.module.unshard()
         try:
             return outputs.write_sample(self) if self.env.is_main else None
+        except Exception as err:  # noqa: BLE001 - any failure of the log output
+            self.log(f"warning: no sample video at step {self.step} ({type(err).__name__}: "
+                     f"{err}); training goes on")
+            return None
         finally:
             if self.fsdp:
                 self.module.reshard()

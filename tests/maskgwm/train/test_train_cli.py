@@ -19,8 +19,9 @@ def train(*args, cwd=None):
 
 def test_cli_train_resume_and_guard(tmp_path):
     out = tmp_path / "run"
-    first = train("1a", "--scale", "ci", "--out", str(out), "--workers", "0")
+    first = train("1a", "--scale", "ci", "--out", str(out), "--workers", "0", "--resume")
     assert first.returncode == 0, first.stderr
+    assert "--resume, but" in first.stderr and "starting at step 0" in first.stderr
     result = json.loads(first.stdout.strip().splitlines()[-1])
     assert result["status"] == "done" and result["step"] == 2
     assert (out / "model.pt").is_file() and (out / "summary.json").is_file()

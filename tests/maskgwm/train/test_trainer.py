@@ -208,6 +208,23 @@ def test_actions_ema_activation_checkpointing_and_samples(tmp_path, cache_dir):
     assert any(p.name == "manifest.json" or p.suffix == ".json" for p in samples)
 
 
+def test_failed_sample_video_is_a_warning_and_training_goes_on(tmp_path, cache_dir):
+    """A sample video that cannot be written (here: `samples` is a file) costs no steps: the
+    run warns, goes on in training mode and trains as one without samples does."""
+    cfg = config(**{"stage.steps": 2})
+    Trainer(cfg, tmp_path / "plain", options=options(cache_dir)).run()
+    out = tmp_path / "broken"
+    out.mkdir()
+    (out / "samples").write_text("not a folder")
+    said = []
+    result = Trainer(cfg, out, options=options(cache_dir, sample_every=1, sample_steps=2),
+                     log=said.append).run()
+    assert result["status"] == "done"
+    warnings = [line for line in said if line.startswith("warning: no sample video")]
+    assert len(warnings) == 2 and "step 1" in warnings[0]
+    assert losses(out) == losses(tmp_path / "plain")
+
+
 @pytest.mark.slow
 def test_compiled_blocks_train_like_eager(tmp_path, cache_dir, monkeypatch):
     """--compile (regional torch.compile, inductor on the CPU) gives the eager per-step losses
