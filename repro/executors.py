@@ -80,7 +80,9 @@ def make_executor(cluster: str, folder: Path, name: str, hours: float, res, node
                    tasks: int, gpus: int, dependency: str | None, partition: str | None,
                    max_timeouts: int = MAX_TIMEOUTS):
     """A submitit executor; on Slurm with the resources given and USR2 this long before the
-    time limit, so the job checkpoints and requeues (train_job.py), up to `max_timeouts` times."""
+    time limit, so the job checkpoints and requeues (train_job.py), up to `max_timeouts` times.
+    A job of several tasks ends when one of them fails (srun --kill-on-bad-exit), instead of
+    leaving the other ranks to wait in a collective until NCCL's timeout."""
     import submitit
 
     extra = {"slurm_max_num_timeout": max_timeouts} if cluster == "slurm" else {}
@@ -93,6 +95,8 @@ def make_executor(cluster: str, folder: Path, name: str, hours: float, res, node
                       slurm_signal_delay_s=min(SIGNAL_DELAY_S, timeout_min * 30))
         if gpus:
             params["gpus_per_node"] = gpus
+        if nodes * tasks > 1:
+            params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
         if partition or res.partition:
             params["slurm_partition"] = partition or res.partition
         if dependency:

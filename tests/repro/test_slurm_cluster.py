@@ -55,3 +55,27 @@ def test_map_array_runs_every_task(slurm_cluster, slurm_workdir):
     results = [wait_result(job) for job in jobs]
     assert [total for total, _ in results] == [11, 22, 33]
     assert len({job_id for _, job_id in results}) == 3
+
+
+def fail_on_rank_one() -> str:
+    if os.environ["SLURM_PROCID"] == "1":
+        raise RuntimeError("rank 1 fails")
+    time.sleep(300)         # rank 0 would wait this long for rank 1 in a collective
+    return "rank 0 outlived rank 1"
+
+
+def test_a_failing_task_ends_a_multi_task_job(slurm_cluster, slurm_workdir):
+    """The training executor (repro.executors.make_executor) with two tasks: one task's
+    failure ends the job at once, not after the other task's wait."""
+    from repro.executors import make_executor as training_executor, slurm_states
+    from repro.jobs import Resources
+    resources = Resources(nodes=1, gpus_per_node=0, cpus_per_task=1, mem_gb=1, time_hours=0.1)
+    executor = training_executor("slurm", slurm_workdir / "ranks", "ranks", 0.1, resources, 1,
+                                 2, 0, None, slurm_cluster.partition)
+    job = executor.submit(fail_on_rank_one)
+    deadline = time.monotonic() + WAIT_S       # squeue: this Slurm keeps no accounting
+    while slurm_states([job.job_id]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = job.paths.stderr.read_text() if job.paths.stderr.exists() else ""
+    assert not slurm_states([job.job_id]), f"job {job.job_id} still runs:\n{log}"
+    assert "task 1: Exited with exit code 1" in log and "task 0: Killed" in log
