@@ -10,6 +10,7 @@ run (config hash) is an error.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import shutil
@@ -52,19 +53,25 @@ def list_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
 
 
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Atomic write (temporary file in the folder, fsync, os.replace); CheckpointWriteError
-    naming the file and the free space if it fails (a full disk: torch's own message is an
-    opaque "unexpected pos")."""
-    try:
+    """Atomic write (temporary file in the folder, fsync, os.replace); see `naming_write`."""
+    with naming_write(path):
         with atomic_open(path, "wb") as handle:
             torch.save(payload, handle)
+    return path
+
+
+@contextlib.contextmanager
+def naming_write(path: Path):
+    """A failed write of `path` (a full disk: torch's own message is an opaque "unexpected
+    pos") raised as CheckpointWriteError naming the file and the free space."""
+    try:
+        yield
     except (OSError, RuntimeError) as err:
         free = shutil.disk_usage(path.parent).free / 2**30
         raise CheckpointWriteError(
-            f"cannot write checkpoint {path} ({type(err).__name__}: {err}); {free:.2f} GiB "
-            f"free in {path.parent}: free space there (or choose another --out), then resume "
-            f"from the checkpoints kept") from err
-    return path
+            f"cannot write {path} ({type(err).__name__}: {err}); {free:.2f} GiB free in "
+            f"{path.parent}: free space there (or choose another --out), then resume from "
+            f"the checkpoints kept") from err
 
 
 def prune(out_dir: Path, keep_last: int) -> list[Path]:

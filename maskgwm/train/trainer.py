@@ -355,7 +355,7 @@ class Trainer(CheckpointState):
         ema = self._full_ema()
         if self.env.is_main:
             extra = {**self.model_extra(), "ema_decay": self.options.ema_decay}
-            with outputs.export_weights(self, state, ema):
+            with outputs.export_weights(self, state, ema), ckpt.naming_write(model_path):
                 save_model(model_path, self.model, self.text, extra)
             summary = {"status": "done", "step": self.step, "stage": self.config.stage.name,
                        "scale": self.config.scale, "config_hash": self.config_hash,

@@ -372,12 +372,20 @@ def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8 vs 0")
     monkeypatch.setattr(checkpointing.torch, "save", disk_full)
     with pytest.raises(checkpointing.CheckpointWriteError,
-                       match=r"cannot write checkpoint .*step-00000003\.pt .*GiB free"):
+                       match=r"cannot write .*step-00000003\.pt .*GiB free"):
         Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1)).run()
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step-00000001.pt", "step-00000002.pt"]
     assert load_model(tmp_path / "checkpoints" / "step-00000002.pt")[2]["step"] == 2
+    import maskgwm.train.trainer as trainer_module            # the final model.pt too
+
+    def model_disk_full(path, *args):
+        disk_full(None, open(path, "wb"))
+    monkeypatch.setattr(trainer_module, "save_model", model_disk_full)
+    with pytest.raises(checkpointing.CheckpointWriteError,
+                       match=r"cannot write .*model\.pt .*GiB free"):
+        Trainer(cfg, tmp_path / "final", options=options(cache_dir)).run()
 
 
 def test_stop_at_a_periodic_checkpoint_writes_it_once(tmp_path, cache_dir):
