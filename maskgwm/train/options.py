@@ -46,6 +46,9 @@ class TrainOptions:
         for name in ("checkpoint_every", "keep_last", "log_every", "sample_every", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainOptions.{name} must be >= 0")
+        for name in ("sample_steps", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"TrainOptions.{name} must be >= 1")
 
     def cache_root(self, out_dir: Path) -> Path:
         return Path(self.cache_dir) if self.cache_dir else Path(out_dir) / "cache"

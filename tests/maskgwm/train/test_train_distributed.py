@@ -269,3 +269,12 @@ def test_config_from_dict_round_trip():
     assert again == config
     assert run_hash(again, TrainOptions()) == run_hash(config, TrainOptions(workers=7))
     assert run_hash(config, TrainOptions()) != run_hash(config, TrainOptions(ema_decay=0.99))
+
+
+@pytest.mark.parametrize("field, value", [("strategy", "zero"), ("ema_decay", 1.0),
+                                          ("workers", -1), ("sample_steps", 0),
+                                          ("threads", 0)])
+def test_bad_train_options_are_named(field, value):
+    from maskgwm.train.options import TrainOptions
+    with pytest.raises(ValueError, match=f"TrainOptions.{field}"):
+        TrainOptions(**{field: value}).check()
