@@ -44,12 +44,26 @@ def set_fingerprint(videoset: VideoSet) -> str:
     manifest = videoset.root / "manifest.json"
     if manifest.exists():
         digest.update(manifest.read_bytes())
-    for path in sorted(videoset.root.rglob("*")):
+    for path in _set_files(videoset.root):
         if path.is_file() and path.name != "manifest.json":
             stat = path.stat()
             digest.update(f"{path.relative_to(videoset.root)}:{stat.st_size}:"
                           f"{stat.st_mtime_ns};".encode())
     return digest.hexdigest()
+
+
+def _set_files(root: Path) -> list[Path]:
+    """Every entry under `root` but folders, sorted; symlinked folders are followed (a set
+    may link its clip folders to frames elsewhere), each real folder once."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        files.extend(Path(folder) / name for name in names)
+    return sorted(files)
 
 
 def clip_order_hash(clip_ids: list[str]) -> str:

@@ -165,6 +165,23 @@ def test_fingerprint_sees_a_rewritten_clip_of_the_same_size(tmp_path):
     assert set_fingerprint(VideoSet.open(tmp_path)) != before
 
 
+def test_fingerprint_sees_frames_in_a_symlinked_clip_folder(tmp_path):
+    """A set may link its clip folders to frames elsewhere: a changed frame there must
+    change the fingerprint, or the reference cache serves stale features."""
+    import os
+    import shutil
+    write_videoset(tmp_path / "real", [("c0", moving_clip(0))], fps=10)
+    (tmp_path / "linked").mkdir()
+    shutil.copy(tmp_path / "real" / "manifest.json", tmp_path / "linked" / "manifest.json")
+    (tmp_path / "linked" / "c0").symlink_to(tmp_path / "real" / "c0")
+    before = set_fingerprint(VideoSet.open(tmp_path / "linked"))
+    frame = tmp_path / "real" / "c0" / "000003.png"
+    frame.write_bytes((tmp_path / "real" / "c0" / "000000.png").read_bytes())
+    stat = frame.stat()
+    os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert set_fingerprint(VideoSet.open(tmp_path / "linked")) != before
+
+
 def test_reference_features_are_cached(sets, tmp_path, score, extractors):
     score("noise20")
     cached = list((sets / "cache").glob("ref-*/bundle.json"))
