@@ -75,21 +75,26 @@ def _stack(images: list[np.ndarray], paths: list[Path], clip: str) -> np.ndarray
     if len(shapes) > 1:
         first = images[0].shape
         odd = next(p for p, image in zip(paths, images) if image.shape != first)
-        raise VideoSetError(f"clip {clip}: frames differ in size ({paths[0].name} is "
-                            f"{first[1]}x{first[0]}, {odd.name} is different)")
+        raise VideoSetError(f"clip {clip}: frames differ in size ({paths[0]} is "
+                            f"{first[1]}x{first[0]}, {odd} is different)")
     return check_frames(np.stack(images), f"clip {clip}")
 
 
 def read_frame_folder(folder: Path, expected: int | None = None) -> np.ndarray:
     """Numbered frames 000000.png ... of one clip; gaps and size changes are errors."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
     if not files:
         raise VideoSetError(f"{folder}: no frames (expected numbered .png/.jpg files)")
     try:
-        numbers = [int(p.stem) for p in files]
+        files = sorted(files, key=lambda p: (int(p.stem), p.name))  # 9.png before 10.png
     except ValueError:
         raise VideoSetError(f"{folder}: frame files must be named by number, "
                             f"e.g. 000000.png") from None
+    numbers = [int(p.stem) for p in files]
+    twice = [(p.name, q.name) for p, q in zip(files, files[1:]) if int(p.stem) == int(q.stem)]
+    if twice:
+        raise VideoSetError(f"{folder}: {twice[0][0]} and {twice[0][1]} are the same frame; "
+                            f"keep one file per frame")
     missing = sorted(set(range(len(numbers))) - set(numbers))
     if missing or numbers != list(range(len(numbers))):
         gap = missing[0] if missing else numbers[-1]
@@ -128,6 +133,9 @@ class VideoSet:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise VideoSetError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise VideoSetError(f"{path}: expected a JSON object with schema_version and "
+                                f"clips, got a {type(data).__name__}; see evals/videoset.py")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise VideoSetError(f"{path}: schema_version {data.get('schema_version')!r}, this "
                                 f"reader understands {SCHEMA_VERSION}")

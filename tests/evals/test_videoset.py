@@ -44,6 +44,28 @@ def test_missing_frame_names_clip_and_frame(tmp_path):
         videoset.read(videoset.clip("c0"))
 
 
+def test_frames_are_ordered_by_number_and_duplicates_named(tmp_path):
+    """Unpadded names (0.png ... 11.png) are read in time order; two files for one frame
+    are named, not reported as a missing frame."""
+    frames = clip(0, frames=12)
+    videoset = write_videoset(tmp_path, [("c0", frames)], fps=10)
+    for t in range(12):
+        (tmp_path / "c0" / f"{t:06d}.png").rename(tmp_path / "c0" / f"{t}.png")
+    np.testing.assert_array_equal(videoset.read(videoset.clip("c0")), frames)
+    Image.fromarray(frames[1]).save(tmp_path / "c0" / "000001.jpg")
+    with pytest.raises(VideoSetError, match="c0: 000001.jpg and 1.png are the same frame"):
+        videoset.read(videoset.clip("c0"))
+
+
+def test_frames_of_different_sizes_name_the_full_path(tmp_path):
+    """Generated and reference sets share clip ids: the message must say which set."""
+    videoset = write_videoset(tmp_path / "ref", [("c0", clip(0))], fps=10)
+    Image.fromarray(clip(1, 1, (8, 8))[0]).save(tmp_path / "ref" / "c0" / "000003.png")
+    with pytest.raises(VideoSetError) as error:
+        videoset.read(videoset.clip("c0"))
+    assert str(tmp_path / "ref" / "c0" / "000003.png") in str(error.value)
+
+
 def test_frames_of_different_sizes(tmp_path):
     videoset = write_videoset(tmp_path, [("c0", clip(0))], fps=10)
     Image.fromarray(clip(1, 1, (8, 8))[0]).save(tmp_path / "c0" / "000003.png")
@@ -88,6 +110,9 @@ def test_manifest_frame_count_mismatch(tmp_path):
 def test_unknown_schema_and_empty_folder(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99, "clips": []}))
     with pytest.raises(VideoSetError, match="schema_version 99"):
+        VideoSet.open(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps([{"clip_id": "c0"}]))
+    with pytest.raises(VideoSetError, match="manifest.json: expected a JSON object"):
         VideoSet.open(tmp_path)
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(VideoSetError, match="no manifest.json"):
