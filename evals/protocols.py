@@ -98,6 +98,10 @@ class Protocol:
         if self.long_horizon is None:
             return [(self.frames_per_clip, self.frames_per_clip / self.fps)]
         spec, points, frames = self.long_horizon, [], self.long_horizon.window
+        if spec.window <= spec.cond_frames:
+            raise ValueError(f"protocol {self.name}: long_horizon.window ({spec.window}) must "
+                             f"exceed long_horizon.cond_frames ({spec.cond_frames}), or no "
+                             "round adds frames")
         while True:
             points.append((frames, frames / self.fps))
             if frames / self.fps >= spec.horizon_s:

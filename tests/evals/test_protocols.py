@@ -69,3 +69,19 @@ def test_hash_tracks_every_field():
     assert base.replace(**{"fid.resize": "torch_bilinear"}).hash != base.hash
     with pytest.raises(ValueError, match="resize"):
         base.replace(**{"fid.resize": "nearest"}).validate()
+
+
+def test_long_horizon_rounds_that_add_no_frames_are_refused_not_looped():
+    import signal
+
+    def stop(*_):
+        raise TimeoutError("measurement_points did not return")
+    protocol = get_protocol("opendv_long").replace(**{"long_horizon.cond_frames": 25})
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(5)
+    try:
+        with pytest.raises(ValueError, match="window .25. must exceed long_horizon.cond_frames"):
+            protocol.validate()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
