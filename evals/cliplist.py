@@ -55,10 +55,15 @@ def read_clip_list(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ClipListError(f"{path}: cannot read clip list ({err})") from None
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ClipListError(f"{path}: schema_version {data.get('schema_version')!r}, "
-                            f"expected {SCHEMA_VERSION}")
-    actual = clips_hash(data["clips"])
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        raise ClipListError(f"{path}: schema_version {version!r}, expected {SCHEMA_VERSION}")
+    try:
+        actual = clips_hash(data["clips"])
+    except (KeyError, TypeError) as err:
+        raise ClipListError(f"{path}: every clip needs {', '.join(CLIP_KEYS)} ({err!r} is "
+                            "missing or malformed); rebuild the list with write_clip_list"
+                            ) from None
     if actual != data.get("hash"):
         raise ClipListError(f"{path}: content hash mismatch (file says {data.get('hash')}, "
                             f"clips hash to {actual}): the list was edited; rebuild it")

@@ -144,6 +144,13 @@ def test_clip_list_hash(tmp_path):
         read_clip_list(tmp_path / "list.json")
     with pytest.raises(ClipListError, match="duplicate"):
         write_clip_list(tmp_path / "dup.json", "x", clips + clips[:1])
+    del data["clips"][1]["cond_frames"]
+    (tmp_path / "list.json").write_text(json.dumps(data))
+    with pytest.raises(ClipListError, match="list.json: every clip needs clip_id"):
+        read_clip_list(tmp_path / "list.json")
+    (tmp_path / "list.json").write_text(json.dumps(data["clips"]))
+    with pytest.raises(ClipListError, match="list.json: schema_version None"):
+        read_clip_list(tmp_path / "list.json")
 
 
 def test_dataset_clip_ids_get_safe_folder_names(tmp_path):
