@@ -381,7 +381,8 @@ def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
     import maskgwm.train.trainer as trainer_module            # the final model.pt too
 
     def model_disk_full(path, *args):
-        disk_full(None, open(path, "wb"))
+        with open(path, "wb") as handle:
+            disk_full(None, handle)
     monkeypatch.setattr(trainer_module, "save_model", model_disk_full)
     with pytest.raises(checkpointing.CheckpointWriteError,
                        match=r"cannot write .*model\.pt .*GiB free"):
