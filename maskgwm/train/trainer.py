@@ -341,16 +341,18 @@ class Trainer(CheckpointState):
             raise ckpt.CheckpointMismatchError(
                 f"{summary_path} belongs to a run with config hash {summary.get('config_hash')}"
                 f", this run's is {self.config_hash}: choose another --out")
-        self.log(f"run already complete at step {summary['step']}: {model_path}")
-        return {"status": "done", "step": summary["step"], "model": str(model_path),
+        return self._already_done(summary["step"])
+
+    def _already_done(self, step: int) -> dict[str, Any]:
+        model_path, summary_path = self.out / "model.pt", self.out / "summary.json"
+        self.log(f"run already complete at step {step}: {model_path}")
+        return {"status": "done", "step": step, "model": str(model_path),
                 "summary": str(summary_path), "already_done": True}
 
     def _finish(self, resumed_done: bool = False) -> dict[str, Any]:
         model_path, summary_path = self.out / "model.pt", self.out / "summary.json"
         if resumed_done and model_path.is_file() and summary_path.is_file():
-            self.log(f"run already complete at step {self.step}: {model_path}")
-            return {"status": "done", "step": self.step, "model": str(model_path),
-                    "summary": str(summary_path), "already_done": True}
+            return self._already_done(self.step)
         state = self._model_state() if self.fsdp else None
         ema = self._full_ema()
         if self.env.is_main:
