@@ -20,18 +20,11 @@ from evals.atomic import atomic_write_json
 from evals.commit import git_commit
 from maskgwm.config.resolve import resolve_run_config
 from maskgwm.config.schema import to_dict
+from maskgwm.train.metrics import rates, read_rows
 from maskgwm.train.options import TrainOptions
 from maskgwm.train.trainer import Trainer
 
 TARGET_DATA_WAIT = 0.10
-
-
-def rates(rows: list[dict], batch: int) -> dict:
-    step_s = sum(r["step_s"] for r in rows) or 1e-12
-    wait_s = sum(r["data_wait_s"] for r in rows)
-    return {"steps": len(rows), "steps_per_s": len(rows) / step_s,
-            "samples_per_s": len(rows) * batch / step_s, "data_wait_s": wait_s,
-            "data_wait_fraction": wait_s / step_s}
 
 
 def bench(out: Path, steps: int, workers: int, threads: int | None, work: Path) -> dict:
@@ -44,7 +37,7 @@ def bench(out: Path, steps: int, workers: int, threads: int | None, work: Path) 
     trainer = Trainer(config, work / "run", options=options)
     result = trainer.run()
     wall = time.perf_counter() - started
-    rows = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(work / "run", trainer.step)
     summary = json.loads((work / "run" / "summary.json").read_text())
     overall = rates(rows, config.stage.batch_size)
     steady = rates(rows[1:], config.stage.batch_size)

@@ -2,7 +2,8 @@
 progress line, and the end-of-run summary numbers.
 
 On resume, rows after the resumed step (written by the interrupted run after its last
-checkpoint) are dropped, so each step appears once.
+checkpoint) are dropped, so each step appears once. The summary's throughput is computed from
+those rows, so it covers the whole run across preemptions, not only the last process's steps.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import io
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,18 +23,34 @@ COLUMNS = ("step", "loss", "flow", "contrastive", "lr", "grad_norm", "frames", "
            "step_s", "data_wait_s", "branch_plain", "branch_spatial", "branch_temporal")
 
 
+def read_rows(out_dir: Path, up_to: int) -> list[dict[str, Any]]:
+    """The rows of `<out>/metrics.jsonl` for steps 1..`up_to`."""
+    path = Path(out_dir) / "metrics.jsonl"
+    rows = []
+    if up_to > 0 and path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue          # a torn last line of an interrupted run
+            if row.get("step", 0) <= up_to:
+                rows.append(row)
+    return rows
+
+
+def rates(rows: list[dict[str, Any]], batch: int) -> dict[str, float]:
+    """Throughput over metric rows of `batch` samples each."""
+    step_s = sum(r["step_s"] for r in rows) or 1e-12
+    wait_s = sum(r["data_wait_s"] for r in rows)
+    return {"steps_timed": len(rows), "train_time_s": round(step_s, 4),
+            "steps_per_s": len(rows) / step_s, "samples_per_s": len(rows) * batch / step_s,
+            "data_wait_s": round(wait_s, 4), "data_wait_fraction": wait_s / step_s}
+
+
 class MetricsWriter:
     def __init__(self, out_dir: Path, resume_step: int):
         self.jsonl, self.csv = Path(out_dir) / "metrics.jsonl", Path(out_dir) / "metrics.csv"
-        rows = []
-        if resume_step > 0 and self.jsonl.is_file():
-            for line in self.jsonl.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue          # a torn last line of an interrupted run
-                if row.get("step", 0) <= resume_step:
-                    rows.append(row)
+        rows = read_rows(out_dir, resume_step)
         # atomic: a kill while rewriting must not lose the history before the resume step
         atomic_write_text(self.jsonl, "".join(json.dumps(row) + "\n" for row in rows))
         table = io.StringIO()
@@ -97,7 +113,6 @@ class Timer:
 
     def __init__(self):
         self.steps, self.samples, self.step_s, self.wait_s = 0, 0, 0.0, 0.0
-        self.started = time.perf_counter()
 
     def add(self, step_s: float, wait_s: float, samples: int) -> None:
         self.steps += 1

@@ -36,7 +36,8 @@ from maskgwm.train import checkpointing as ckpt
 from maskgwm.train import distributed as dist_
 from maskgwm.train import modelsetup, outputs
 from maskgwm.train.data import BatchLatents, TrainingSamples, build_sources, make_batches
-from maskgwm.train.metrics import MetricsWriter, Progress, Timer, peak_memory
+from maskgwm.train.metrics import (MetricsWriter, Progress, Timer, peak_memory, rates,
+                                   read_rows)
 from maskgwm.train.options import TrainOptions, env_path, run_hash
 from maskgwm.train.state import CheckpointState
 
@@ -364,7 +365,8 @@ class Trainer(CheckpointState):
                        "world_size": self.env.world, "device": str(self.device),
                        "strategy": self.options.strategy if self.env.distributed else "single",
                        "global_batch": self.global_batch, "local_batch": self.local_batch,
-                       **self.timer.summary(), **peak_memory(self.device),
+                       **rates(read_rows(self.out, self.step), self.global_batch),
+                       "steps_run": self.timer.steps, **peak_memory(self.device),
                        "provenance": self.provenance, "model": str(model_path),
                        "model_sha256": cached_sha256(model_path, sidecar_cache(model_path)),
                        "config": to_dict(self.config)}

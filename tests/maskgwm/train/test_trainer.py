@@ -69,12 +69,25 @@ def test_resume_is_exact_bit_for_bit(tmp_path, cache_dir):
     a, b = final_state(out), final_state(tmp_path / "full")
     assert all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps_run"] == 2 and 0 <= summary["data_wait_fraction"] <= 1
+    # throughput over the whole run (the metric rows); steps_run: this process's steps
+    assert summary["steps_run"] == 2 and summary["steps_timed"] == 4
+    assert 0 <= summary["data_wait_fraction"] <= 1 and summary["steps_per_s"] > 0
     # the model's hash, remembered beside it for the sample shards (evals.weights)
     assert summary["model_sha256"] == sha256_file(out / "model.pt")
     assert summary["model_sha256"] in (out / "model.pt.sha256.json").read_text()
     lines = (out / "metrics.csv").read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("step,loss,flow")
+    # model.pt and summary.json lost: re-exported from the last checkpoint, no step trained,
+    # the summary still describes the whole run
+    (out / "model.pt").unlink()
+    (out / "summary.json").unlink()
+    again = Trainer(cfg, out, options=options(cache_dir)).run()
+    assert again["status"] == "done" and again["step"] == 4
+    redone = json.loads((out / "summary.json").read_text())
+    assert redone["steps_run"] == 0
+    assert {k: redone[k] for k in ("steps_timed", "steps_per_s", "train_time_s")} == \
+        {k: summary[k] for k in ("steps_timed", "steps_per_s", "train_time_s")}
+    assert torch.equal(final_state(out)[next(iter(a))], a[next(iter(a))])
 
 
 def test_corrupt_newest_checkpoint_falls_back_with_warning(tmp_path, cache_dir):
