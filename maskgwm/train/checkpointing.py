@@ -6,7 +6,7 @@ Each file holds {"model": model_checkpoint(...) (so `load_model` reads it direct
 "options"}; only tensors, plain containers, numbers and strings (torch.load weights_only).
 Resume takes the newest readable file; a corrupt newest one is renamed to `*.corrupt` (kept for
 inspection, out of the resume order and of pruning) with a warning naming it; a file of another
-run (config hash) is an error.
+run (config hash) is an error naming the settings that differ.
 """
 from __future__ import annotations
 
@@ -84,24 +84,50 @@ def prune(out_dir: Path, keep_last: int) -> list[Path]:
     return old
 
 
-def read_checkpoint(path: Path, config_hash: str, map_location: Any = "cpu") -> dict[str, Any]:
-    """A trainer checkpoint of this run; CheckpointMismatchError if another run wrote it, any
-    other exception if it cannot be read."""
+def differences(found: dict[str, Any], expected: dict[str, Any], prefix: str = "") -> list[str]:
+    """'key: found -> expected' for each leaf where two nested dicts differ."""
+    out = []
+    for key in sorted(set(found) | set(expected), key=str):
+        a, b = found.get(key, "(absent)"), expected.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def mismatch_message(where: Path, found_hash: Any, config_hash: str,
+                     found: dict[str, Any], identity: dict[str, Any] | None) -> str:
+    """Why the run that wrote `where` is not this one, naming the settings that differ."""
+    what = ""
+    if identity is not None:
+        changed = differences({k: found.get(k, {}) for k in identity}, identity)
+        if changed:
+            what = (f" (that run -> this run: {'; '.join(changed[:6])}"
+                    f"{'; ...' if len(changed) > 6 else ''})")
+    return (f"{where} belongs to a run with config hash {found_hash}, this run's is "
+            f"{config_hash}{what}: resume with the settings that wrote it, or choose another "
+            f"--out (never mixing two runs in one folder)")
+
+
+def read_checkpoint(path: Path, config_hash: str, map_location: Any = "cpu",
+                    identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A trainer checkpoint of this run; CheckpointMismatchError (naming what differs from
+    `identity`, options.run_identity) if another run wrote it, any other exception if it
+    cannot be read."""
     data = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(data, dict) or "step" not in data or "model" not in data:
         raise ValueError("not a trainer checkpoint")
     found = data.get("config_hash")
     if found != config_hash:
-        raise CheckpointMismatchError(
-            f"{path} belongs to a run with config hash {found}, this run's is "
-            f"{config_hash}: resume with the config that wrote it, or choose another "
-            f"--out (never mixing two runs in one folder)")
+        raise CheckpointMismatchError(mismatch_message(path, found, config_hash, data, identity))
     data["path"] = str(path)
     return data
 
 
 def load_latest(out_dir: Path, config_hash: str, log: Callable[[str], None] = print,
-                map_location: Any = "cpu") -> dict[str, Any] | None:
+                map_location: Any = "cpu",
+                identity: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The newest readable checkpoint of this run, or None when there is none. Unreadable
     newer files are renamed to `<name>.corrupt`, so they neither shadow the file resumed from
     nor take a place among the last k kept. Partial files of writes a hard kill interrupted
@@ -113,7 +139,7 @@ def load_latest(out_dir: Path, config_hash: str, log: Callable[[str], None] = pr
             log(f"removed {path.name}, the partial file of an interrupted checkpoint write")
     for _, path in list_checkpoints(out_dir):
         try:
-            return read_checkpoint(path, config_hash, map_location)
+            return read_checkpoint(path, config_hash, map_location, identity)
         except CheckpointMismatchError:
             raise
         except Exception as err:  # noqa: BLE001 - any failure: fall back to an older file

@@ -59,6 +59,11 @@ def hashed_options(options: TrainOptions) -> dict[str, Any]:
     return {"ema_decay": options.ema_decay}
 
 
+def run_identity(config: RunConfig, options: TrainOptions) -> dict[str, Any]:
+    """What makes a run this run: checkpoints and summary.json hold it under these keys."""
+    return {"config": to_dict(config), "options": hashed_options(options)}
+
+
 def run_hash(config: RunConfig, options: TrainOptions) -> str:
     """The hash a checkpoint must carry to be resumed by this run."""
     return content_hash(to_dict(config), hashed_options(options))

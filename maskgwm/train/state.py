@@ -11,11 +11,9 @@ from typing import Any
 
 import torch
 
-from maskgwm.config.schema import to_dict
 from maskgwm.model.checkpoint import model_checkpoint
 from maskgwm.train import checkpointing as ckpt
 from maskgwm.train import distributed as dist_
-from maskgwm.train.options import hashed_options
 
 
 class CheckpointState:
@@ -27,17 +25,20 @@ class CheckpointState:
         cannot read its choice, every rank stops with an error naming the file (no rank falls
         back on its own, none waits for the others forever)."""
         if not self.env.distributed:
-            return ckpt.load_latest(self.out, self.config_hash, self._log)
+            return ckpt.load_latest(self.out, self.config_hash, self._log,
+                                        identity=self.identity)
         data, failure = None, None
         if self.env.is_main:
             try:
-                data = ckpt.load_latest(self.out, self.config_hash, self._log)
+                data = ckpt.load_latest(self.out, self.config_hash, self._log,
+                                        identity=self.identity)
             except Exception as err:  # noqa: BLE001 - reported below, on every rank
                 failure = f"rank 0: {type(err).__name__}: {err}"
         chosen = dist_.broadcast_object(data["path"] if data else None, self.env)
         if chosen is not None and not self.env.is_main:
             try:
-                data = ckpt.read_checkpoint(Path(chosen), self.config_hash)
+                data = ckpt.read_checkpoint(Path(chosen), self.config_hash,
+                                            identity=self.identity)
             except Exception as err:  # noqa: BLE001 - reported below, on every rank
                 failure = f"rank {self.env.rank}: {type(err).__name__}: {err}"
         failures = [f for f in dist_.gather_objects(failure, self.env) if f]
@@ -125,8 +126,7 @@ class CheckpointState:
                        "rng": ckpt.rng_state(), "step": self.step,
                        "data": {"step": self.step, "epoch": 0,
                                 "next_sample": self.step * self.global_batch},
-                       "config": to_dict(self.config), "config_hash": self.config_hash,
-                       "options": hashed_options(self.options)}
+                       "config_hash": self.config_hash, **self.identity}
             ckpt.write_checkpoint(path, payload)
             for old in ckpt.prune(self.out, self.options.keep_last):
                 self.log(f"removed old checkpoint {old.name}")

@@ -26,7 +26,7 @@ from torch import nn
 
 from evals.atomic import atomic_write_json
 from evals.weights import cached_sha256, sidecar_cache
-from maskgwm.config.schema import RunConfig, to_dict
+from maskgwm.config.schema import RunConfig
 from maskgwm.data.latents import LatentCache, vae_encoder_id
 from maskgwm.model.checkpoint import save_model
 from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
@@ -38,7 +38,7 @@ from maskgwm.train import modelsetup, outputs
 from maskgwm.train.data import BatchLatents, TrainingSamples, build_sources, make_batches
 from maskgwm.train.metrics import (MetricsWriter, Progress, Timer, peak_memory, rates,
                                    read_rows)
-from maskgwm.train.options import TrainOptions, env_path, run_hash
+from maskgwm.train.options import TrainOptions, env_path, run_hash, run_identity
 from maskgwm.train.state import CheckpointState
 
 
@@ -90,6 +90,7 @@ class Trainer(CheckpointState):
         self.global_batch = config.stage.batch_size
         self.local_batch = dist_.local_batch(self.global_batch, self.env.world)
         self.config_hash = run_hash(config, self.options)
+        self.identity = run_identity(config, self.options)
         self._log = log
         outputs.check_writable(self.out, self.env.rank, self.options.cache_root(self.out))
         self.step, self.ready, self.provenance = 0, False, {}
@@ -339,9 +340,9 @@ class Trainer(CheckpointState):
             return None
         summary = read_summary(self.out)
         if summary.get("config_hash") != self.config_hash:
-            raise ckpt.CheckpointMismatchError(
-                f"{summary_path} belongs to a run with config hash {summary.get('config_hash')}"
-                f", this run's is {self.config_hash}: choose another --out")
+            raise ckpt.CheckpointMismatchError(ckpt.mismatch_message(
+                summary_path, summary.get("config_hash"), self.config_hash, summary,
+                self.identity))
         return self._already_done(summary["step"])
 
     def _already_done(self, step: int) -> dict[str, Any]:
@@ -369,7 +370,7 @@ class Trainer(CheckpointState):
                        "steps_run": self.timer.steps, **peak_memory(self.device),
                        "provenance": self.provenance, "model": str(model_path),
                        "model_sha256": cached_sha256(model_path, sidecar_cache(model_path)),
-                       "config": to_dict(self.config)}
+                       **self.identity}
             atomic_write_json(summary_path, summary)
             self.log(f"done: step {self.step}, {summary['steps_per_s']:.3f} steps/s, "
                      f"model {model_path}")
