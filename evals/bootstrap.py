@@ -1,7 +1,10 @@
-"""Percentile bootstrap intervals for FID/FVD from per-clip blocks of FeatureStats.
+"""Percentile bootstrap intervals for FID/FVD from the clip blocks of FeatureStats.
 
-Frames of one clip are correlated, so the resampling unit is the clip block (clips with
-index i % n_blocks == b; evals/stats.py). Each replicate draws multinomial weights over the
+Frames of one clip are correlated, and so are the views of one multi-view scene, so the
+resampling unit is a block of whole groups: block b holds the clips whose group g has
+g % n_blocks == b (evals/stats.py), where a clip's group is its index i, or for multi-view
+protocols (bootstrap.unit "scene") the index of its scene, so all views of a scene share a
+block (evals/pipeline.py block_groups). Each replicate draws multinomial weights over the
 non-empty blocks (as many draws as blocks, with replacement); the weighted sums of block
 (count, sum, outer) give the replicate's mean and covariance without touching features again.
 
@@ -12,7 +15,8 @@ percentile interval therefore need not contain the point estimate; report the pl
 
 The reference set is held fixed unless `resample_ref` says otherwise: "same" reuses the
 generated set's weights (the reference is the real counterpart of the same clips, so pairs
-stay together), "independent" draws its own weights over its own blocks.
+stay together; both must assign the same clips to the same blocks), "independent" draws its
+own weights over its own blocks.
 
 KID has its own spread: `kid_interval` uses mean +- z * std / sqrt(n_subsets) from the KID
 subsets (a normal approximation of the subset average's Monte Carlo error; subsets overlap,
@@ -122,7 +126,6 @@ class _RefDistance:
         return frechet_distance(mu, cov, *ref_moments)
 
 
-
 def _check_same_clips(a: FeatureStats, b: FeatureStats, name_a: str, name_b: str) -> None:
     if a.n_blocks != b.n_blocks:
         raise ValueError(f"{name_a} and {name_b} use different n_blocks "
@@ -133,6 +136,11 @@ def _check_same_clips(a: FeatureStats, b: FeatureStats, name_a: str, name_b: str
         raise ValueError(f"{name_a} and {name_b} are not scored on the same clips "
                          f"({only_a} clips only in {name_a}, {only_b} only in {name_b}): "
                          f"same clips and block assignment required")
+    if a.n_blocks and not np.array_equal(a.clip_groups % a.n_blocks, b.clip_groups % b.n_blocks):
+        moved = int(np.sum(a.clip_groups % a.n_blocks != b.clip_groups % b.n_blocks))
+        raise ValueError(f"{name_a} and {name_b} put {moved} of the same clips in different "
+                         f"blocks (clips grouped by scene in one, by clip in the other?): "
+                         f"same block assignment required")
 
 
 def _percentile_interval(value, replicates, level, method="percentile block bootstrap"):

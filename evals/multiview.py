@@ -11,7 +11,8 @@ as single-view videos, one per (scene, view): FVD over the videos, FID over thei
   since a clip id alone cannot tell a view suffix from any other path part.
 
 Producers that generate views jointly (maskgwm.sample_mview) group the clips back into scenes
-with `group_views`. Evaluators need nothing from this module.
+with `group_views`. Evaluators need only `scene_groups`: the views of a scene are correlated, so
+the bootstrap resamples whole scenes (protocol bootstrap.unit "scene", evals/pipeline.py).
 """
 from __future__ import annotations
 
@@ -34,6 +35,24 @@ def split_view_clip_id(clip_id: str, views: Sequence[str]) -> tuple[str, str]:
         raise VideoSetError(f"clip {clip_id!r} is not a view clip '<scene>/<view>' with a view "
                             f"in {list(views)}")
     return scene_id, view
+
+
+def scene_groups(clip_ids: Sequence[str]) -> list[int]:
+    """Each clip's scene as an index in order of first appearance (scene 0, 0, ..., 1, ...).
+
+    The scene of a view clip `<scene_id>/<view>` is everything before its last '/'; the
+    view names are not needed (a view has no '/'), so gen and ref, which share the clip ids,
+    get the same groups whatever their manifests' `source_clip` say."""
+    index: dict[str, int] = {}
+    groups = []
+    for clip_id in clip_ids:
+        scene_id, _, view = clip_id.rpartition("/")
+        if not scene_id or not view:
+            raise VideoSetError(f"clip {clip_id!r} is not a view clip '<scene>/<view>': a "
+                                "protocol that resamples scenes (bootstrap.unit 'scene') "
+                                "needs multi-view clip ids")
+        groups.append(index.setdefault(scene_id, len(index)))
+    return groups
 
 
 def group_views(entries: Sequence[ClipEntry],

@@ -3,9 +3,14 @@
 A bundle is a folder: `bundle.json` (protocol, clip order, shard, detectors, inputs) and, per
 measurement point k, side (gen/ref) and metric (fid/fvd), `p{k}-{side}-{metric}.npz`
 (FeatureStats) and `...-raw.npy` / `...-clips.npy` (features and their clip indices, for KID).
-Shards (`shard=(i, n)` takes clips i, i + n, ...) write bundles that `merge_bundles` joins into
+Shards (`shard=(i, n)` takes clips i, i + n, ...) write bundles that `merge_parts` joins into
 exactly the single-pass result. Reference features are cached by a fingerprint of the reference
 set, the protocol and the detectors, so a reference is extracted once.
+
+Bootstrap blocks (evals/stats.py) follow `block_groups`, a function of the protocol and the clip
+order alone, so gen and ref, every shard, and a cached reference (keyed by protocol hash and
+clip order) agree: clip i is group i, or under bootstrap.unit "scene" (multi-view) the index
+of its scene in order of first appearance, so the views of a scene share a block.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .frames import fid_frames, frames_needed, fvd_frames
+from .multiview import scene_groups
 from .protocols import Protocol
 from .stats import FeatureStats
 from .videoset import ClipEntry, VideoSet, VideoSetError
@@ -70,16 +76,23 @@ def clip_order_hash(clip_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(clip_ids).encode()).hexdigest()
 
 
+def block_groups(protocol: Protocol, clip_ids: list[str]) -> list[int]:
+    """The bootstrap group of each clip: its index, or its scene's (bootstrap.unit 'scene')."""
+    if protocol.bootstrap.unit == "scene":
+        return scene_groups(clip_ids)
+    return list(range(len(clip_ids)))
+
+
 class _Collector:
     """Stats and raw features of one side/metric at one point."""
 
     def __init__(self, blocks: int):
         self.blocks, self.stats, self.raw, self.clips = blocks, None, [], []
 
-    def add(self, features: np.ndarray, clip_index: int, source: str) -> None:
+    def add(self, features: np.ndarray, clip_index: int, group: int, source: str) -> None:
         if self.stats is None:
             self.stats = FeatureStats(features.shape[1], n_blocks=self.blocks)
-        self.stats.update(features, clip_index, source=source)
+        self.stats.update(features, clip_index, source=source, group=group)
         self.raw.append(features.astype(np.float32))
         self.clips.append(np.full(len(features), clip_index, dtype=np.int64))
 
@@ -115,6 +128,7 @@ def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
     fid_x, fvd_x = extractors
     index, count = shard
     mine = [(i, cid) for i, cid in enumerate(clip_ids) if i % count == index]
+    groups = block_groups(protocol, clip_ids)
     points = range(len(protocol.measurement_points()))
     need = frames_needed(protocol)
     out = {(p, side, m): _Collector(protocol.bootstrap.blocks)
@@ -134,17 +148,17 @@ def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
             for clip_index, clip_id, frames in batch:
                 _check_clip(frames, videoset.clip(clip_id), need, str(videoset.root))
             for p in points:
-                _add_chunk(out[(p, side, "fid")], fid_x, batch, str(videoset.root),
+                _add_chunk(out[(p, side, "fid")], fid_x, batch, groups, str(videoset.root),
                            lambda ci, fr: fr[fid_frames(protocol, ci, p)])
-                _add_chunk(out[(p, side, "fvd")], fvd_x, batch, str(videoset.root),
+                _add_chunk(out[(p, side, "fvd")], fvd_x, batch, groups, str(videoset.root),
                            lambda ci, fr: fr[fvd_frames(protocol, ci, p)][None])
             bar.update(len(batch))
         bar.close()
     return out
 
 
-def _add_chunk(collector: _Collector, extractor: Callable, batch: list, root: str,
-               select: Callable[[int, np.ndarray], np.ndarray]) -> None:
+def _add_chunk(collector: _Collector, extractor: Callable, batch: list, groups: list[int],
+               root: str, select: Callable[[int, np.ndarray], np.ndarray]) -> None:
     """One detector call for a chunk of clips (per clip where frame sizes differ)."""
     pieces = [select(clip_index, frames) for clip_index, _, frames in batch]
     if len({piece.shape[1:] for piece in pieces}) == 1:
@@ -153,7 +167,7 @@ def _add_chunk(collector: _Collector, extractor: Callable, batch: list, root: st
     else:
         features = [extractor(piece) for piece in pieces]
     for (clip_index, clip_id, _), feats in zip(batch, features):
-        collector.add(feats, clip_index, f"{root}/{clip_id}")
+        collector.add(feats, clip_index, groups[clip_index], f"{root}/{clip_id}")
 
 
 def save_bundle(folder: Path, meta: dict[str, Any],
@@ -194,13 +208,15 @@ def load_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
 
 
 def shard_part(part: dict[str, Any], shard: tuple[int, int]) -> dict[str, Any]:
-    """The clips of `shard` (i, i + n, ...) of a whole part, as extracting only them gives."""
+    """The clips of `shard` (i, i + n, ...) of a whole part, as extracting only them gives
+    (each clip keeps its group, so its block)."""
     index, count = shard
     keep = part["clips"] % count == index
     whole = part["stats"]
+    group_of = dict(zip(whole.clip_indices.tolist(), whole.clip_groups.tolist()))
     stats = FeatureStats(whole.dim, whole.n_blocks, whole.metadata)
     for clip in np.unique(part["clips"][keep]):
-        stats.update(part["raw"][part["clips"] == clip], int(clip))
+        stats.update(part["raw"][part["clips"] == clip], int(clip), group=group_of[int(clip)])
     return {"stats": stats, "raw": part["raw"][keep], "clips": part["clips"][keep]}
 
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
+BOOTSTRAP_UNITS = ("clip", "scene")
+# Fields added after a protocol's hash was in use: left out of to_dict (and so of the hash)
+# at their default, so protocols that do not set them keep their hash and cached features.
+ADDED_DEFAULTS = {("bootstrap", "unit"): "clip"}
 RESIZE_CHOICES = ("tf_bilinear", "torch_bilinear")
 CROP_CHOICES = ("none", "center")
 FID_DETECTORS = ("inception-2015-12-05",)
@@ -51,8 +55,10 @@ class KIDSpec:
 class BootstrapSpec:
     n_boot: int = 200                    # 0: no intervals
     level: float = 0.95
-    blocks: int = 20                     # clip blocks (frames of one clip share one); each
+    blocks: int = 20                     # resampled blocks (frames of one clip share one); each
                                          # FeatureStats holds blocks x d^2 float64 (671 MB at 2048)
+    unit: str = "clip"                   # what shares a block: a clip, or a scene (every view
+                                         # `<scene>/<view>` of it; multi-view, evals/multiview.py)
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,11 @@ class Protocol:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for (section, key), default in ADDED_DEFAULTS.items():
+            if data[section][key] == default:
+                del data[section][key]
+        return data
 
     @property
     def hash(self) -> str:
@@ -144,6 +154,8 @@ class Protocol:
         if first < 0 or count < 0 or first + max(count, 1) > scored:
             problems.append(f"fvd frames from {first} ({count or 'all'}) do not fit the "
                             f"{scored} frames scored per clip")
+        if self.bootstrap.unit not in BOOTSTRAP_UNITS:
+            problems.append(f"bootstrap.unit must be one of {BOOTSTRAP_UNITS}")
         if self.n_clips < 2:
             problems.append("n_clips must be at least 2")
         if problems:
@@ -166,7 +178,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "nuscenes", "val", 5369, 25, 10.0, 1, n_fid_frames_paper=5369 * 24),
     Protocol("drivewm_mview", "Drive-WM multi-view: 150 val scenes x 6 views = 900 videos of "
              "8 keyframes; FID on all their frames", "nuscenes_mview", "val", 900, 8, 2.0, 1,
-             n_fid_frames_paper=10000, fid=FIDSpec(exclude_cond_frames=False)),
+             n_fid_frames_paper=10000, fid=FIDSpec(exclude_cond_frames=False),
+             bootstrap=BootstrapSpec(unit="scene")),     # a scene's 6 views are one unit
     Protocol("waymo_zeroshot", "600 Waymo val front-camera videos, zero-shot, 1 condition "
              "frame, no action; FID on 15K frames", "waymo", "validation", 600, 25, 10.0, 1,
              n_fid_frames_paper=15000, fid=FIDSpec(exclude_cond_frames=False)),

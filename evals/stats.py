@@ -1,16 +1,21 @@
 """Sufficient statistics of a feature set (count, sum, sum of outer products) in float64.
 
-`FeatureStats` accumulates what FID/FVD need, shard by shard, and keeps per-clip blocks for the
+`FeatureStats` accumulates what FID/FVD need, shard by shard, and keeps blocks of clips for the
 bootstrap (evals/bootstrap.py): the frames of clip `i` (its index in the evaluation's global
-clip list, not a shard-local one) always go to block `i % n_blocks`. Blocks cost
+clip list, not a shard-local one) always go to block `g % n_blocks`, where `g` is the clip's
+group: `i` itself unless `update` is given another (multi-view sets pass the index of the
+clip's scene, so all views of a scene share a block; evals/pipeline.py). `clip_groups` records
+each clip's group, and a clip has one group across updates, merges and files. Blocks cost
 n_blocks * d^2 * 8 bytes: with the default 50 blocks, 1.6 GB at d = 2048 (Inception pool3) and
 64 MB at d = 400 (I3D logits); `n_blocks=0` turns them off (one d^2 accumulator).
 
 Storage: each block's sum of x x^T lives in the lower triangle of its own d x d array (the
-upper triangle stays zero), updated in place by BLAS dsyrk. Files hold only the non-empty blocks
-(`filled_blocks`), so a shard of a few clips stays small whatever n_blocks is. At d = 2048 that costs ~16 ms per
+upper triangle stays zero), updated in place by BLAS dsyrk. At d = 2048 that costs ~16 ms per
 clip instead of ~130 ms for forming X^T X and adding it to a full total and a full block. The
-totals (`count`, `sum`, `outer`) are sums over blocks, formed when read.
+totals (`count`, `sum`, `outer`) are sums over blocks, formed when read. Files hold only the
+non-empty blocks (`filled_blocks`), so a shard of a few clips stays small whatever n_blocks is;
+`clip_groups` is stored (schema version 3) only where some group differs from its clip index,
+so other files are written as version 2, as before.
 
 `inputs_hash` identifies what went in, independently of order, batching and sharding: the sum
 modulo 2^256 of SHA-256(clip index as int64 LE || feature row as float64 LE) over all rows.
@@ -30,8 +35,9 @@ from scipy.linalg import blas
 
 from .atomic import atomic_open
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)           # version 1 stored every block, empty ones included
+SCHEMA_VERSION = 2                   # files of stats whose groups are their clip indices
+GROUPED_SCHEMA_VERSION = 3           # files with `clip_groups` (multi-view scene blocks)
+READABLE_VERSIONS = (1, 2, 3)        # version 1 stored every block, empty ones included
 DEFAULT_N_BLOCKS = 50
 HASH_MODULUS = 1 << 256
 IDENTITY_KEYS = ("detector", "protocol_hash")  # metadata that must agree before stats can mix
@@ -65,6 +71,22 @@ def _row_hashes_sum(features: np.ndarray, clip_indices: np.ndarray) -> int:
     return total % HASH_MODULUS
 
 
+def _union_clips(clips: np.ndarray, groups: np.ndarray, more_clips: np.ndarray,
+                 more_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique clips, the group of each) of both; a clip with two groups is an error."""
+    all_clips = np.concatenate([clips, more_clips])
+    all_groups = np.concatenate([groups, more_groups])
+    unique, first, inverse = np.unique(all_clips, return_index=True, return_inverse=True)
+    kept = all_groups[first]
+    expected = kept[inverse.reshape(-1)]
+    clash = np.flatnonzero(all_groups != expected)
+    if clash.size:
+        row = clash[0]
+        raise ValueError(f"clip {all_clips[row]} is in group {expected[row]} and group "
+                         f"{all_groups[row]}: the frames of a clip must share one block")
+    return unique, kept
+
+
 def _add_outer_lower(target: np.ndarray, rows: np.ndarray) -> None:
     """target's lower triangle += rows^T rows, in place."""
     # target.T is Fortran-ordered, so dsyrk writes into it; its upper is target's lower.
@@ -89,6 +111,7 @@ class FeatureStats:
         self._sum = np.zeros((n_acc, self.dim))
         self._outer_lower = np.zeros((n_acc, self.dim, self.dim))
         self.clip_indices = np.zeros(0, dtype=np.int64)  # sorted, unique
+        self.clip_groups = np.zeros(0, dtype=np.int64)   # the group of each of clip_indices
         self._hash_acc = 0
 
     @property
@@ -125,8 +148,11 @@ class FeatureStats:
         """[n_blocks, d, d] block sums of x x^T in the lower triangles (upper zero); a view."""
         return self._outer_lower[:self.n_blocks]
 
-    def update(self, features: np.ndarray, clip_index, source: str = "") -> None:
-        """Add rows of `features` [n, d]; `clip_index` is one int for all rows or one per row."""
+    def update(self, features: np.ndarray, clip_index, source: str = "", group=None) -> None:
+        """Add rows of `features` [n, d]; `clip_index` is one int for all rows or one per row.
+
+        Rows go to block `group % n_blocks`; `group` (like `clip_index`) defaults to the clip
+        index. The views of one scene pass the scene's index as their group."""
         what = f"features from {source!r}" if source else "features"
         features = np.asarray(features)
         if features.ndim != 2:
@@ -137,6 +163,7 @@ class FeatureStats:
                              f"(shape {features.shape})")
         features = features.astype(np.float64, copy=False)
         clips = self._clip_array(clip_index, features.shape[0], what)
+        groups = clips if group is None else self._clip_array(group, len(clips), what, "group")
         finite_rows = np.isfinite(features).all(axis=1)
         if not finite_rows.all():
             bad = int(np.flatnonzero(~finite_rows)[0])
@@ -144,27 +171,30 @@ class FeatureStats:
                              f"({int((~finite_rows).sum())} bad rows of {len(features)})")
         if len(features) == 0:
             return
-        accumulators = clips % self.n_blocks if self.n_blocks else np.zeros_like(clips)
+        clip_indices, clip_groups = _union_clips(self.clip_indices, self.clip_groups, clips,
+                                                 groups)
+        accumulators = groups % self.n_blocks if self.n_blocks else np.zeros_like(groups)
         for acc in np.unique(accumulators):
             part = features[accumulators == acc]
             _add_outer_lower(self._outer_lower[acc], part)
             self._sum[acc] += part.sum(axis=0)
             self._count[acc] += len(part)
-        self.clip_indices = np.union1d(self.clip_indices, clips)
+        self.clip_indices, self.clip_groups = clip_indices, clip_groups
         self._hash_acc = (self._hash_acc + _row_hashes_sum(features, clips)) % HASH_MODULUS
 
-    def _clip_array(self, clip_index, n_rows: int, what: str) -> np.ndarray:
+    def _clip_array(self, clip_index, n_rows: int, what: str,
+                    name: str = "clip_index") -> np.ndarray:
         clips = np.asarray(clip_index)
         if clips.ndim == 0:
             clips = np.full(n_rows, clips)
         if clips.shape != (n_rows,):
-            raise ValueError(f"{what}: clip_index must be an int or one index per row "
+            raise ValueError(f"{what}: {name} must be an int or one index per row "
                              f"({n_rows}), got shape {clips.shape}")
         if clips.size and not np.issubdtype(clips.dtype, np.integer):
-            raise ValueError(f"{what}: clip_index must be integers, got dtype {clips.dtype}")
+            raise ValueError(f"{what}: {name} must be integers, got dtype {clips.dtype}")
         clips = clips.astype(np.int64)
         if clips.size and clips.min() < 0:
-            raise ValueError(f"{what}: clip_index must be >= 0, got {clips.min()}")
+            raise ValueError(f"{what}: {name} must be >= 0, got {clips.min()}")
         return clips
 
     def merge(self, other: FeatureStats) -> FeatureStats:
@@ -185,7 +215,8 @@ class FeatureStats:
         merged._count = self._count + other._count
         merged._sum = self._sum + other._sum
         merged._outer_lower = self._outer_lower + other._outer_lower
-        merged.clip_indices = np.union1d(self.clip_indices, other.clip_indices)
+        merged.clip_indices, merged.clip_groups = _union_clips(
+            self.clip_indices, self.clip_groups, other.clip_indices, other.clip_groups)
         merged._hash_acc = (self._hash_acc + other._hash_acc) % HASH_MODULUS
         return merged
 
@@ -207,7 +238,9 @@ class FeatureStats:
         the non-empty blocks only (their indices in `filled_blocks`).
         """
         path = Path(path)
-        header = {"schema_version": SCHEMA_VERSION, "dim": self.dim, "n_blocks": self.n_blocks,
+        grouped = not np.array_equal(self.clip_groups, self.clip_indices)
+        header = {"schema_version": GROUPED_SCHEMA_VERSION if grouped else SCHEMA_VERSION,
+                  "dim": self.dim, "n_blocks": self.n_blocks,
                   "n": self.count, "n_clips": int(self.clip_indices.size),
                   "inputs_hash": self.inputs_hash, "detector": self.detector,
                   "protocol_hash": self.metadata.get("protocol_hash"), "metadata": self.metadata}
@@ -217,6 +250,8 @@ class FeatureStats:
                   "filled_blocks": filled, "block_outer_lower": self.block_outer_lower[filled],
                   "clip_indices": self.clip_indices,
                   "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+        if grouped:
+            arrays["clip_groups"] = self.clip_groups
         with atomic_open(path, "wb") as handle:
             np.savez(handle, **arrays)
         _fsync_directory(path.parent)
@@ -231,8 +266,9 @@ class FeatureStats:
                 if missing:
                     raise StatsFileError(f"{path}: not a FeatureStats file (missing {missing})")
                 arrays = {key: archive[key] for key in ARRAY_KEYS}
-                if "filled_blocks" in archive.files:
-                    arrays["filled_blocks"] = archive["filled_blocks"]
+                for key in ("filled_blocks", "clip_groups"):
+                    if key in archive.files:
+                        arrays[key] = archive[key]
             header = json.loads(arrays["header"].tobytes().decode())
         except StatsFileError:
             raise
@@ -277,6 +313,13 @@ class FeatureStats:
         if stats.count != count:
             raise StatsFileError(f"{path}: block counts sum to {stats.count}, total is {count}")
         stats.clip_indices = arrays["clip_indices"].astype(np.int64).reshape(-1)
+        stats.clip_groups = stats.clip_indices.copy()
+        if version == GROUPED_SCHEMA_VERSION:
+            groups = arrays.get("clip_groups", np.zeros(0)).astype(np.int64).reshape(-1)
+            if groups.shape != stats.clip_indices.shape:
+                raise StatsFileError(f"{path}: clip_groups has {groups.size} entries for "
+                                     f"{stats.clip_indices.size} clips")
+            stats.clip_groups = groups
         return stats
 
 

@@ -112,3 +112,41 @@ def test_kid_interval_is_the_normal_interval_of_the_subset_mean():
     assert interval.high - interval.value == pytest.approx(1.959964 * 0.002 / 10, rel=1e-6)
     assert interval.value - interval.low == pytest.approx(interval.high - interval.value)
     assert kid_interval(0.01, 0.002, 100, level=0.5).high < interval.high
+
+
+def view_stats(n_scenes, views, seed, shift=0.0, by_scene=True, n_blocks=20):
+    """Multi-view stats: the views (clips 6s..6s+5) of scene s share most of their features;
+    by_scene puts a scene's views in one block (group = scene), else one block per clip index."""
+    rng = np.random.default_rng(seed)
+    n_clips = n_scenes * views
+    scene = np.repeat(rng.standard_normal((n_scenes, DIM)), views * FRAMES, axis=0)
+    view = np.repeat(0.3 * rng.standard_normal((n_clips, DIM)), FRAMES, axis=0)
+    features = scene + view + 0.3 * rng.standard_normal((n_clips * FRAMES, DIM)) + shift
+    clips = np.repeat(np.arange(n_clips), FRAMES)
+    stats = FeatureStats(DIM, n_blocks=n_blocks, metadata=META)
+    stats.update(features, clips, group=clips // views if by_scene else None)
+    return stats
+
+
+def test_scene_blocks_widen_the_interval_of_correlated_views():
+    """Blocks of views from different scenes look like 6x the independent data; whole-scene
+    blocks do not (width ratio 2.1-5.5 over 20 seeds, about sqrt(6) expected)."""
+    ref = view_stats(40, 6, seed=100)
+    scenes = bootstrap_frechet(view_stats(40, 6, seed=0, shift=0.5), ref, n_boot=100, seed=0)
+    split = bootstrap_frechet(view_stats(40, 6, seed=0, shift=0.5, by_scene=False), ref,
+                              n_boot=100, seed=0)
+    assert scenes.value == pytest.approx(split.value, rel=1e-12)  # same features, other blocks
+    assert scenes.high - scenes.low > 1.5 * (split.high - split.low)
+    assert scenes.std > 1.5 * split.std
+
+
+def test_same_clips_in_other_blocks_are_refused():
+    ref = view_stats(10, 6, seed=20)
+    by_scene, by_clip = view_stats(10, 6, seed=21), view_stats(10, 6, seed=21, by_scene=False)
+    with pytest.raises(ValueError, match="different blocks"):
+        paired_bootstrap_difference(by_scene, by_clip, ref, n_boot=10)
+    with pytest.raises(ValueError, match="different blocks"):
+        bootstrap_frechet(by_clip, ref, n_boot=10, resample_ref="same")
+    same = bootstrap_frechet(view_stats(10, 6, seed=21, shift=0.5), ref, n_boot=10,
+                             resample_ref="same")
+    assert same.std > 0

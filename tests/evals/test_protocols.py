@@ -85,3 +85,20 @@ def test_long_horizon_rounds_that_add_no_frames_are_refused_not_looped():
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_multiview_bootstraps_scenes_and_single_view_hashes_are_unchanged():
+    """bootstrap.unit was added later: at its default ("clip") it stays out of to_dict and the
+    hash, so single-view results and cached features stay valid; drivewm_mview resamples
+    scenes, and its hash changed with that, so its old reference bundles are not reused."""
+    assert {name: p.hash for name, p in PROTOCOLS.items() if name != "drivewm_mview"} == {
+        "vista_nuscenes": "41a9c60ca47cea09", "waymo_zeroshot": "90c0f5dae91477ec",
+        "opendv_ablation": "f9976cbbac61f6e6", "opendv_long": "f8a3d584645b5c17"}
+    mview = get_protocol("drivewm_mview")
+    assert mview.bootstrap.unit == "scene" and mview.to_dict()["bootstrap"]["unit"] == "scene"
+    assert mview.hash != "2c236395537451b3"                # the clip-block version
+    assert mview.replace(**{"bootstrap.unit": "clip"}).hash == "2c236395537451b3"
+    vista = get_protocol("vista_nuscenes")
+    assert vista.bootstrap.unit == "clip" and "unit" not in vista.to_dict()["bootstrap"]
+    with pytest.raises(ValueError, match="bootstrap.unit"):
+        vista.replace(**{"bootstrap.unit": "view"}).validate()

@@ -256,3 +256,52 @@ def test_cov_needs_two_samples():
     stats.update(np.ones((1, DIM)), 0)
     with pytest.raises(ValueError, match="at least 2 feature vectors, got 1"):
         stats.cov()
+
+
+def test_group_decides_the_block_and_is_kept_through_merge_and_files(tmp_path):
+    """Multi-view: the views of scene g (clips 3g, 3g+1, 3g+2) all go to block g % N_BLOCKS."""
+    from evals.stats import GROUPED_SCHEMA_VERSION
+    features, clips = make_clips(n_clips=12, frames_per_clip=2)
+    groups = clips // 3
+    stats = FeatureStats(DIM, N_BLOCKS, META)
+    stats.update(features, clips, group=groups)
+    for block in range(N_BLOCKS):
+        rows = groups % N_BLOCKS == block
+        assert stats.block_count[block] == rows.sum()
+        np.testing.assert_allclose(stats.block_sum[block], features[rows].sum(axis=0))
+    assert stats.clip_groups.tolist() == [c // 3 for c in range(12)]
+    assert stats.inputs_hash == one_pass(features, clips).inputs_hash   # groups are not inputs
+    halves = [FeatureStats(DIM, N_BLOCKS, META) for _ in range(2)]
+    for rows, half in zip((clips % 2 == 1, clips % 2 == 0), halves):  # a scene in both halves
+        half.update(features[rows], clips[rows], group=groups[rows])
+    assert_stats_close(halves[1].merge(halves[0]), stats, rtol=1e-12)
+    np.testing.assert_array_equal(halves[1].merge(halves[0]).clip_groups, stats.clip_groups)
+    loaded = FeatureStats.load(stats.save(tmp_path / "grouped.npz"))
+    assert_stats_close(loaded, stats, rtol=0)
+    np.testing.assert_array_equal(loaded.clip_groups, stats.clip_groups)
+    with np.load(tmp_path / "grouped.npz") as archive:
+        header = json.loads(archive["header"].tobytes().decode())
+        assert header["schema_version"] == GROUPED_SCHEMA_VERSION
+    with np.load(one_pass(features, clips).save(tmp_path / "plain.npz")) as archive:
+        assert "clip_groups" not in archive.files           # ungrouped files: as before
+    assert FeatureStats.load(tmp_path / "plain.npz").clip_groups.tolist() == list(range(12))
+    with np.load(tmp_path / "grouped.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "clip_groups"}
+    np.savez(tmp_path / "lost.npz", **arrays)
+    with pytest.raises(StatsFileError, match="lost.npz.*clip_groups"):
+        FeatureStats.load(tmp_path / "lost.npz")
+
+
+def test_a_clip_has_one_group():
+    features, clips = make_clips(n_clips=4, frames_per_clip=2)
+    stats = FeatureStats(DIM, N_BLOCKS, META)
+    stats.update(features, clips, group=clips // 2)
+    with pytest.raises(ValueError, match="clip 3 is in group 1 and group 3"):
+        stats.update(features[6:], clips[6:])                # group defaults to the clip index
+    assert stats.count == len(features)                      # the refused update added nothing
+    with pytest.raises(ValueError, match="clip 1 is in group 0 and group 1"):
+        stats.merge(one_pass(features[2:4], clips[2:4]))
+    with pytest.raises(ValueError, match="clip 0 is in group 0 and group 1"):
+        FeatureStats(DIM, N_BLOCKS).update(features[:2], 0, group=np.array([0, 1]))
+    with pytest.raises(ValueError, match="group must be >= 0"):
+        FeatureStats(DIM, N_BLOCKS).update(features[:2], 0, group=-1)
