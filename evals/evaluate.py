@@ -6,7 +6,9 @@
 
 The result JSON embeds the full protocol and its hash, the clip-order hash (and the clip list's
 hash when one is given), each detector and its weights' SHA-256 (or the random-weights label),
-the feature-level inputs hashes, and per measurement point FID, FVD and KID with intervals.
+the feature-level inputs hashes, the frame sizes [H, W] seen in the generated and the reference
+clips (`generated.frame_sizes`, `reference.frame_sizes`: every distinct size; the protocol resizes
+both to the detector's input), and per measurement point FID, FVD and KID with intervals.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from .cliplist import read_clip_list
 from .commit import git_commit
 from .extractors import RANDOM_WEIGHTS_LABEL, build_extractors
 from .frechet import frechet_from_stats, kid
-from .pipeline import (BundleError, check_shards, clip_order_hash, extract, load_bundle,
-                       merge_parts, save_bundle, set_fingerprint, shard_part)
+from .pipeline import (BundleError, check_shards, clip_order_hash, detector_identity, extract,
+                       frame_sizes, load_bundle, merge_frame_sizes, merge_parts, save_bundle,
+                       set_fingerprint, shard_part)
 from .protocols import Protocol
 from .videoset import VideoSet, VideoSetError
 
@@ -53,11 +56,14 @@ def _clip_order(generated: VideoSet, clip_list: Path | None) -> tuple[list[str],
 def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], extractors,
                      detectors: list[dict], shard: tuple[int, int], cache_dir: Path | None,
                      progress: bool) -> tuple[dict, dict[str, Any]]:
-    """Reference features from a bundle folder, the cache, or by extraction (then cached)."""
+    """Reference features from a bundle folder, the cache, or by extraction (then cached).
+    Detectors are compared by identity: a bundle made with the same weights stored elsewhere
+    serves."""
     if (reference / "bundle.json").exists():
         meta, parts = load_bundle(reference)
         if meta["protocol_hash"] != protocol.hash or meta["clip_order_hash"] != \
-                clip_order_hash(clip_ids) or meta["detectors"] != detectors:
+                clip_order_hash(clip_ids) or \
+                detector_identity(meta["detectors"]) != detector_identity(detectors):
             raise BundleError(f"{reference}: reference statistics were made with another "
                               "protocol, clip order or detector; recompute them")
         held = tuple(meta["shard"])
@@ -72,12 +78,14 @@ def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], e
     videoset = VideoSet.open(reference, cond_frames=0, fps=protocol.fps)
     info = {"path": str(reference), "fingerprint": set_fingerprint(videoset)}
     key = hashlib.sha256(json.dumps([info["fingerprint"], protocol.hash,
-                                     clip_order_hash(clip_ids), detectors, shard],
-                                    sort_keys=True).encode()).hexdigest()[:24]
+                                     clip_order_hash(clip_ids), detector_identity(detectors),
+                                     shard], sort_keys=True).encode()).hexdigest()[:24]
     cached = cache_dir / f"ref-{key}" if cache_dir else None
     if cached is not None and (cached / "bundle.json").exists():
-        return load_bundle(cached)[1], info
+        meta, parts = load_bundle(cached)
+        return parts, {**info, "frame_sizes": meta["reference"].get("frame_sizes")}
     collectors = extract(protocol, {"ref": videoset}, clip_ids, extractors, shard, progress)
+    info["frame_sizes"] = frame_sizes(collectors, "ref")
     meta = {"kind": "reference", "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
             "clip_order_hash": clip_order_hash(clip_ids), "detectors": detectors,
             "shard": list(shard), "reference": info}
@@ -116,7 +124,8 @@ def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, o
     meta = {"kind": "evaluation", "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
             "clip_order_hash": clip_order_hash(clip_ids), "clip_list_hash": list_hash,
             "n_clips": len(clip_ids), "detectors": detectors, "shard": list(shard),
-            "generated": {"path": str(generated), "fingerprint": set_fingerprint(gen)},
+            "generated": {"path": str(generated), "fingerprint": set_fingerprint(gen),
+                          "frame_sizes": frame_sizes(collectors, "gen")},
             "reference": ref_info, "git_commit": git_commit(),
             "measurement_points": protocol.measurement_points()}
     gen_parts = {f"p{p}-{s}-{m}": {"stats": c.stats, "raw": np.concatenate(c.raw),
@@ -161,6 +170,9 @@ def merge_shards(out: str | Path, shard_dirs: list[Path] | None = None) -> dict[
     metas = [meta for meta, _ in loaded]
     check_shards(metas, [str(d) for d in dirs])
     meta = {**metas[0], "shard": [0, 1], "merged_from": [str(d) for d in dirs]}
+    for side in ("generated", "reference"):
+        meta[side] = {**metas[0][side],
+                      "frame_sizes": merge_frame_sizes([m[side] for m in metas])}
     result = compute_result(meta, merge_parts([parts for _, parts in loaded]))
     atomic_write_json(out, result, default=float)
     return result
@@ -207,9 +219,19 @@ def compute_result(meta: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any
             "versions": {"python": platform.python_version(), "numpy": np.__version__}}
 
 
+def _sizes_text(sizes: list[list[int]] | None) -> str:
+    """'576x1024' (H x W), several joined by ' and '; '' when not recorded."""
+    return " and ".join(f"{h}x{w}" for h, w in sizes or [])
+
+
 def format_result(result: dict[str, Any]) -> str:
     lines = [f"protocol {result['protocol']['name']} ({result['protocol_hash']}), "
              f"{result['n_clips']} clips"]
+    sizes = {side: _sizes_text(result.get(side, {}).get("frame_sizes"))
+             for side in ("generated", "reference")}
+    if any(sizes.values()):
+        lines.append(f"frames: generated {sizes['generated'] or '?'}, "
+                     f"reference {sizes['reference'] or '?'}")
     if result["label"]:
         lines.append(f"NOTE: {result['label']}")
     if result["n_clips"] != result["protocol"]["n_clips"]:

@@ -24,6 +24,8 @@ CALIBRATION_SEED = 1234
 
 @dataclass(frozen=True)
 class DetectorInfo:
+    """One detector as results record it. `weights_file` is provenance only: identity checks
+    and cache keys compare `evals.pipeline.detector_identity` (no path)."""
     role: str                       # fid | fvd
     name: str
     weights_file: str | None

@@ -5,7 +5,8 @@ measurement point k, side (gen/ref) and metric (fid/fvd), `p{k}-{side}-{metric}.
 (FeatureStats) and `...-raw.npy` / `...-clips.npy` (features and their clip indices, for KID).
 Shards (`shard=(i, n)` takes clips i, i + n, ...) write bundles that `merge_parts` joins into
 exactly the single-pass result. Reference features are cached by a fingerprint of the reference
-set, the protocol and the detectors, so a reference is extracted once.
+set's clip files, the protocol and the detectors' identity (not their weights' path), so a
+reference is extracted once. Bundle metas record the frame sizes [H, W] each side's clips had.
 
 Bootstrap blocks (evals/stats.py) follow `block_groups`, a function of the protocol and the clip
 order alone, so gen and ref, every shard, and a cached reference (keyed by protocol hash and
@@ -43,33 +44,55 @@ class BundleError(ValueError):
 
 
 def set_fingerprint(videoset: VideoSet) -> str:
-    """A cheap content fingerprint: the manifest plus every clip file's name, size and
-    modification time (a rewritten `.npy` clip keeps its size; hashing every frame of a full
-    set would take longer than extracting it)."""
+    """A cheap content fingerprint: the manifest plus the name, size and modification time of
+    every file the set's clips are read from (a rewritten `.npy` clip keeps its size; hashing
+    every frame of a full set would take longer than extracting it). Only clip data counts: a
+    result, feature cache or shard bundle kept inside the set's folder leaves it unchanged.
+    Symlinked clip folders and frames are followed to the files they point at."""
     digest = hashlib.sha256()
     manifest = videoset.root / "manifest.json"
     if manifest.exists():
         digest.update(manifest.read_bytes())
-    for path in _set_files(videoset.root):
-        if path.is_file() and path.name != "manifest.json":
+    for path in videoset.data_files():
+        if path.is_file():
             stat = path.stat()
-            digest.update(f"{path.relative_to(videoset.root)}:{stat.st_size}:"
+            digest.update(f"{_relative(path, videoset.root)}:{stat.st_size}:"
                           f"{stat.st_mtime_ns};".encode())
     return digest.hexdigest()
 
 
-def _set_files(root: Path) -> list[Path]:
-    """Every entry under `root` but folders, sorted; symlinked folders are followed (a set
-    may link its clip folders to frames elsewhere), each real folder once."""
-    files, seen = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        files.extend(Path(folder) / name for name in names)
-    return sorted(files)
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:          # a manifest path outside the set (absolute)
+        return str(path)
+
+
+IDENTITY_KEYS = ("role", "name", "weights_sha256", "random_weights", "seed")
+
+
+def detector_identity(detectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What determines the detectors' features, from their records (`DetectorInfo.to_dict()`):
+    name, weights SHA-256 or the random-weights seed (resize, size and crop are the protocol's).
+    The weights file's path is provenance only: the same bytes elsewhere give the same
+    features, so cache keys and same-detector checks compare this, never the path."""
+    return [{key: d.get(key) for key in IDENTITY_KEYS} for d in detectors]
+
+
+def frame_sizes(collectors: dict[tuple[int, str, str], "_Collector"], side: str
+                ) -> list[list[int]]:
+    """Every distinct frame size [H, W] of the clips `extract` read for `side`, sorted."""
+    sizes = set().union(*(c.frame_sizes for (_, s, _), c in collectors.items() if s == side))
+    return [list(size) for size in sorted(sizes)]
+
+
+def merge_frame_sizes(records: list[dict[str, Any]]) -> list[list[int]] | None:
+    """The union of the shards' `frame_sizes` for one side; None where a shard (written before
+    sizes were recorded) does not say."""
+    if any(record.get("frame_sizes") is None for record in records):
+        return None
+    return [list(size) for size in sorted({tuple(size) for record in records
+                                           for size in record["frame_sizes"]})]
 
 
 def clip_order_hash(clip_ids: list[str]) -> str:
@@ -88,6 +111,7 @@ class _Collector:
 
     def __init__(self, blocks: int):
         self.blocks, self.stats, self.raw, self.clips = blocks, None, [], []
+        self.frame_sizes: set[tuple[int, int]] = set()    # (H, W) of the clips read
 
     def add(self, features: np.ndarray, clip_index: int, group: int, source: str) -> None:
         if self.stats is None:
@@ -147,6 +171,9 @@ def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
             batch = [(ci, cid, next(clips)) for ci, cid in mine[start:start + chunk]]
             for clip_index, clip_id, frames in batch:
                 _check_clip(frames, videoset.clip(clip_id), need, str(videoset.root))
+                for p in points:
+                    for m in METRICS:
+                        out[(p, side, m)].frame_sizes.add(tuple(frames.shape[1:3]))
             for p in points:
                 _add_chunk(out[(p, side, "fid")], fid_x, batch, groups, str(videoset.root),
                            lambda ci, fr: fr[fid_frames(protocol, ci, p)])
@@ -241,11 +268,13 @@ def merge_parts(parts_list: list[dict[str, dict[str, Any]]]) -> dict[str, dict[s
 
 
 def check_shards(metas: list[dict[str, Any]], where: list[str]) -> None:
-    """Shards must share protocol, clip order and list, detectors, the generated and reference
-    sets, and the shard count, and cover every index."""
+    """Shards must share protocol, clip order and list, detectors (by identity: their weights
+    may lie at different paths on different machines), the generated and reference sets, and
+    the shard count, and cover every index."""
     def origin(meta: dict[str, Any]) -> dict[str, Any]:
-        return {**{key: meta[key] for key in ("protocol_hash", "clip_order_hash", "detectors",
+        return {**{key: meta[key] for key in ("protocol_hash", "clip_order_hash",
                                               "clip_list_hash", "n_clips")},
+                "detectors": detector_identity(meta["detectors"]),
                 "generated set": meta["generated"]["fingerprint"],
                 "reference set": meta["reference"]["fingerprint"]}
     first = origin(metas[0])

@@ -80,9 +80,14 @@ def _stack(images: list[np.ndarray], paths: list[Path], clip: str) -> np.ndarray
     return check_frames(np.stack(images), f"clip {clip}")
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The image files of a clip folder, unsorted and unchecked (what `read_frame_folder` reads)."""
+    return [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
+
+
 def read_frame_folder(folder: Path, expected: int | None = None) -> np.ndarray:
     """Numbered frames 000000.png ... of one clip; gaps and size changes are errors."""
-    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES]
+    files = frame_files(folder)
     if not files:
         raise VideoSetError(f"{folder}: no frames (expected numbered .png/.jpg files)")
     try:
@@ -173,6 +178,21 @@ class VideoSet:
             if entry.clip_id == clip_id:
                 return entry
         raise VideoSetError(f"{self.root}: no clip '{clip_id}'")
+
+    def clip_files(self, entry: ClipEntry) -> list[Path]:
+        """The files `read` takes this clip from (none where it is missing): its `.npy`, the
+        images of its (possibly symlinked) frame folder, or its Vista frames."""
+        if self.layout == "vista":
+            return list(self._vista_files[entry.clip_id])
+        path = self.root / entry.path
+        if path.suffix == ".npy":
+            return [path] if path.is_file() else []
+        return frame_files(path) if path.is_dir() else []
+
+    def data_files(self) -> list[Path]:
+        """Every clip file of the set (the manifest aside), sorted, each once. Anything else
+        under the root (results, caches, shard bundles a user keeps there) is not clip data."""
+        return sorted({path for entry in self.clips for path in self.clip_files(entry)})
 
     def read(self, entry: ClipEntry) -> np.ndarray:
         """The clip's frames as uint8 [T, H, W, 3], validated against the manifest."""
