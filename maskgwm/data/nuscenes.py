@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from maskgwm.data.manifest import Actions, ClipRecord, ManifestError
+from maskgwm.data.nuscenes_files import (TABLES, CanBus, NuScenesDataError, nearest_message,
+                                         open_nuscenes)
 
-TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
-          "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility")
+__all__ = ["CAMERAS", "TABLES", "VISTA_KEYS", "ClipReport", "NuScenesDataError",
+           "export_vista_manifest", "import_vista_manifest", "mview_clips", "open_nuscenes",
+           "vista_clips", "vista_command", "vista_entry", "vista_trajectory"]
+
 CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT",
            "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
 FUTURE_KEYFRAMES = 4
@@ -37,10 +41,6 @@ PROXY_WHEELBASE_M, PROXY_STEERING_RATIO = 2.7, 15.0  # bicycle model for the ego
 VISTA_KEYS = ("frames", "traj", "cmd", "speed", "angle", "z", "goal")
 
 
-class NuScenesDataError(ValueError):
-    """The dataset on disk is incomplete or inconsistent; the message says where and what to do."""
-
-
 @dataclass
 class ClipReport:
     """What a reader kept, dropped and skipped; nothing is left out silently."""
@@ -49,39 +49,6 @@ class ClipReport:
     dropped_short_chain: list[str] = field(default_factory=list)   # start sample tokens
     skipped: list[str] = field(default_factory=list)               # "what: why" (skip_bad=True)
     scenes_without_can: list[str] = field(default_factory=list)
-
-
-def open_nuscenes(dataroot: str | Path, version: str = "v1.0-trainval"):
-    """`NuScenes(version, dataroot)` after checking that its tables and map files exist."""
-    from nuscenes.nuscenes import NuScenes
-    root = Path(dataroot)
-    table_dir = root / version
-    if not table_dir.is_dir():
-        raise NuScenesDataError(f"{table_dir}: no such directory; extract the nuScenes "
-                                f"{version} metadata archive into {root}")
-    for name in TABLES:
-        if not (table_dir / f"{name}.json").is_file():
-            raise NuScenesDataError(f"{table_dir / f'{name}.json'}: table '{name}' is missing; "
-                                    f"re-extract the nuScenes {version} metadata archive "
-                                    f"into {root}")
-    for record in _read_table(table_dir / "map.json", version, root):
-        if not (root / record["filename"]).is_file():
-            raise NuScenesDataError(f"{root / record['filename']}: map image is missing; extract "
-                                    f"the nuScenes maps into {root / 'maps'}")
-    try:
-        return NuScenes(version=version, dataroot=str(root), verbose=False)
-    except json.JSONDecodeError:        # the devkit does not say which table; find it
-        for name in TABLES:
-            _read_table(table_dir / f"{name}.json", version, root)
-        raise
-
-
-def _read_table(path: Path, version: str, root: Path) -> list[dict]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise NuScenesDataError(f"{path}: not valid JSON ({err}); re-extract the nuScenes "
-                                f"{version} metadata archive into {root}") from None
 
 
 def _scenes(nusc, split_scenes, report: ClipReport, skip_bad: bool) -> list[dict]:
@@ -200,35 +167,6 @@ def _goal(nusc, first_camera: dict, last_keyframe: dict) -> tuple[list[float], f
     return ([float(u / width), float(v / height)] if inside else []), depth
 
 
-class _CanBus:
-    """vehicle_monitor messages per scene through NuScenesCanBus; None where a scene has none."""
-
-    def __init__(self, dataroot: str):
-        try:
-            from nuscenes.can_bus.can_bus_api import NuScenesCanBus
-            self.api = NuScenesCanBus(dataroot=dataroot)
-        except Exception:               # the devkit raises a bare Exception without can_bus/
-            self.api = None
-        self.cache: dict[str, list[dict] | None] = {}
-
-    def messages(self, scene_name: str) -> list[dict] | None:
-        if scene_name not in self.cache:
-            found = None
-            if self.api is not None:
-                try:
-                    found = self.api.get_messages(scene_name, "vehicle_monitor",
-                                                  print_warnings=False)
-                except Exception:       # blacklisted scene, missing file, odd name
-                    found = None
-            self.cache[scene_name] = found or None
-        return self.cache[scene_name]
-
-
-def _nearest(messages: list[dict], timestamp: int) -> dict:
-    times = np.array([m["utime"] for m in messages])
-    return messages[int(np.argmin(np.abs(times - timestamp)))]
-
-
 def _proxy_speed_angle(nusc, keyframes: list[dict]) -> tuple[list[float], list[float]]:
     """Speed (m/s) and Vista angle at keyframes 1..4 from consecutive LIDAR_TOP ego poses."""
     speeds, angles = [], []
@@ -252,7 +190,7 @@ def _vista_actions(nusc, keyframes, first_camera, scene_name, can_bus, proxy_spe
     actions = Actions(traj=traj[2:], cmd=vista_command(traj[-2], traj[-1]), goal=goal, z=depth)
     messages = can_bus.messages(scene_name)
     if messages is not None:
-        nearest = [_nearest(messages, k["timestamp"]) for k in keyframes[1:]]
+        nearest = [nearest_message(messages, k["timestamp"]) for k in keyframes[1:]]
         actions.speed = [m["vehicle_speed"] / KMH_PER_MS for m in nearest]
         actions.angle = [m["steering"] / STEERING_SCALE_DEG for m in nearest]
     elif proxy_speed:
@@ -266,7 +204,7 @@ def vista_clips(nusc, split_scenes, n_frames: int = 25, *, split: str = "val",
                 check_images: bool = True, proxy_speed: bool = False) -> list[ClipRecord]:
     """Vista's single-view CAM_FRONT clips with actions, in Vista's order."""
     report = report if report is not None else ClipReport()
-    can_bus = _CanBus(nusc.dataroot)
+    can_bus = CanBus(nusc.dataroot)
     keyframes_by_scene = _keyframes_by_scene(nusc)
     clips = []
     for scene in _scenes(nusc, split_scenes, report, skip_bad):

@@ -260,3 +260,40 @@ def test_vista_manifest_types_checked(tmp_path, change, message):
     path.write_text(json.dumps([good, [1, 2]]))
     with pytest.raises(ManifestError, match=r"nuScenes_val\.json: clip 1 lacks"):
         import_vista_manifest(path)
+
+
+def _edit_table(small, name, edit):
+    path = small / "v1.0-mini" / f"{name}.json"
+    records = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(records)))
+    return records
+
+
+def _drop_first(records):
+    return records[1:]
+
+
+def _unlink_logs(records):
+    return [{**record, "log_tokens": []} for record in records]
+
+
+def _without_token(records):
+    records[3] = {k: v for k, v in records[3].items() if k != "token"}
+    return records
+
+
+@pytest.mark.parametrize("table,edit,message", [
+    ("calibrated_sensor", _drop_first,
+     r"sample_data\.json: record \d+ \(token \w+\): calibrated_sensor_token '\w+' is not in "
+     r"calibrated_sensor\.json"),
+    ("map", _unlink_logs, r"log\.json: log \w+ is in no map's log_tokens \(map\.json\)"),
+    ("sensor", lambda records: {"sensors": records}, r"sensor\.json: a dict, not a list"),
+    ("ego_pose", _without_token, r"ego_pose\.json: record 3 lacks 'token'"),
+    ("map", lambda records: [], r"map\.json: no records"),
+])
+def test_error_for_broken_table_references(small, table, edit, message):
+    """Valid JSON whose records do not fit together: the devkit's bare KeyError / TypeError /
+    IndexError become a NuScenesDataError naming the table, the record and the fix."""
+    _edit_table(small, table, edit)
+    with pytest.raises(NuScenesDataError, match=rf"{message}.*re-extract"):
+        open_nuscenes(small, "v1.0-mini")
