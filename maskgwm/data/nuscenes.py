@@ -209,7 +209,14 @@ def vista_clips(nusc, split_scenes, n_frames: int = 25, *, split: str = "val",
     clips = []
     for scene in _scenes(nusc, split_scenes, report, skip_bad):
         keyframes = keyframes_by_scene.get(scene["token"], [])
-        if can_bus.messages(scene["name"]) is None:
+        try:
+            messages = can_bus.messages(scene["name"])
+        except NuScenesDataError as err:
+            if not skip_bad:
+                raise
+            report.skipped.append(f"{scene['name']}: {err}")
+            continue
+        if messages is None:
             report.scenes_without_can.append(scene["name"])
         for start in range(len(keyframes) - FUTURE_KEYFRAMES):
             report.start_keyframes += 1

@@ -6,6 +6,7 @@ the CAN-bus expansion's `vehicle_monitor` messages.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,9 @@ def _tables_problem(tables: dict[str, list]) -> tuple[str, str] | None:
 
 
 class CanBus:
-    """vehicle_monitor messages per scene through NuScenesCanBus; None where a scene has none."""
+    """vehicle_monitor messages per scene through NuScenesCanBus; None where a scene has none
+    (no can_bus/ folder, a blacklisted scene, no file for it, no messages). A file that is
+    there but damaged is a NuScenesDataError naming it."""
 
     def __init__(self, dataroot: str):
         try:
@@ -121,15 +124,37 @@ class CanBus:
 
     def messages(self, scene_name: str) -> list[dict] | None:
         if scene_name not in self.cache:
-            found = None
-            if self.api is not None:
-                try:
-                    found = self.api.get_messages(scene_name, "vehicle_monitor",
-                                                  print_warnings=False)
-                except Exception:       # blacklisted scene, missing file, odd name
-                    found = None
-            self.cache[scene_name] = found or None
+            self.cache[scene_name] = self._read(scene_name)
         return self.cache[scene_name]
+
+    def _read(self, scene_name: str) -> list[dict] | None:
+        if self.api is None:
+            return None
+        path = Path(self.api.can_dir) / f"{scene_name}_vehicle_monitor.json"
+        try:
+            found = self.api.get_messages(scene_name, "vehicle_monitor", print_warnings=False)
+        except ValueError as err:       # truncated or not text: json's errors
+            problem = f"not valid JSON ({err})"
+        except Exception:               # blacklisted scene, missing file, odd name
+            return None
+        else:
+            problem = _messages_problem(found)
+        if problem:
+            raise NuScenesDataError(f"{path}: {problem}; re-extract the nuScenes CAN bus "
+                                    f"expansion into {path.parent.parent} (or pass "
+                                    f"skip_bad=True)")
+        return found or None
+
+
+def _messages_problem(messages) -> str | None:
+    if not isinstance(messages, list):
+        return f"a {type(messages).__name__}, not a list of messages"
+    for index, message in enumerate(messages):
+        for key in ("utime", "vehicle_speed", "steering"):
+            value = message.get(key) if isinstance(message, dict) else None
+            if type(value) not in (int, float) or not math.isfinite(value):
+                return f"message {index} has {key} {value!r}, not a finite number"
+    return None
 
 
 def nearest_message(messages: list[dict], timestamp: int) -> dict:

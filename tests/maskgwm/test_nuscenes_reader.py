@@ -297,3 +297,24 @@ def test_error_for_broken_table_references(small, table, edit, message):
     _edit_table(small, table, edit)
     with pytest.raises(NuScenesDataError, match=rf"{message}.*re-extract"):
         open_nuscenes(small, "v1.0-mini")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda text: text[:-30], r"not valid JSON"),
+    (lambda text: json.dumps([{**m, "vehicle_speed": None} for m in json.loads(text)]),
+     r"message 0 has vehicle_speed None, not a finite number"),
+    (lambda text: text.replace('"steering": ', '"steering": NaN, "x": ', 1),
+     r"message 0 has steering nan, not a finite number"),
+])
+def test_error_for_corrupt_can_bus_file(small, damage, message):
+    """A damaged CAN-bus file is an error naming it, not a scene silently without actions."""
+    path = small / "can_bus" / "scene-0061_vehicle_monitor.json"
+    path.write_text(damage(path.read_text()))
+    nusc = open_nuscenes(small, "v1.0-mini")
+    with pytest.raises(NuScenesDataError, match=rf"scene-0061_vehicle_monitor\.json: {message}"
+                                                r".*re-extract the nuScenes CAN bus"):
+        vista_clips(nusc, ["scene-0061"])
+    report = ClipReport()
+    assert vista_clips(nusc, ["scene-0061"], report=report, skip_bad=True) == []
+    assert len(report.skipped) == 1 and report.skipped[0].startswith("scene-0061: ")
+    assert report.scenes_without_can == []
