@@ -327,6 +327,8 @@ def _vista_entry_error(entry) -> str | None:
         if not isinstance(values, list) or any(type(v) not in (int, float) for v in values):
             kind = "a number" if key == "z" else "a list of numbers"
             return f"'{key}' is {entry[key]!r:.60}, not {kind}"
+        if not all(math.isfinite(v) for v in values):
+            return f"'{key}' is {entry[key]!r:.60}, which is not finite (NaN or Inf)"
     return None
 
 

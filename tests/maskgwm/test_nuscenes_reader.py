@@ -248,6 +248,8 @@ def test_dataset_without_can_bus_expansion(small):
     ({"z": None}, "'z' is None, not a number"),
     ({"speed": [1, "2"]}, r"'speed' is \[1, '2'\], not a list of numbers"),
     ({"cmd": 7}, "'cmd' is 7, not 0, 1, 2 or 3"),
+    ({"speed": [1.0, math.nan]}, r"'speed' is \[1\.0, nan\], which is not finite \(NaN or Inf\)"),
+    ({"z": math.inf}, r"'z' is inf, which is not finite"),
 ])
 def test_vista_manifest_types_checked(tmp_path, change, message):
     good = {"frames": ["samples/CAM_FRONT/x__CAM_FRONT__1533151603512404.jpg"] * 2,
