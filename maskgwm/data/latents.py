@@ -1,9 +1,10 @@
 """A disk cache of VAE latents for training clips, so each window is encoded once.
 
-Latents live at `<dir>/<encoder_id>/<clip_id>/<start>-<frames>-<stamp>.npy` (float16 or
-float32), each written atomically; `encoder_id` must change whenever the VAE or its
-preprocessing does (use `vae_encoder_id`), and `stamp` (`frames_stamp`) changes whenever a
-source frame file is rewritten, so replaced frames are re-encoded, not served stale.
+Latents live at `<dir>/<encoder_id>/<clip_id>/<start>-<frames>-<W>x<H>-<stamp>.npy` (float16
+or float32), each written atomically; `encoder_id` must change whenever the VAE or its
+preprocessing does (use `vae_encoder_id`), `<W>x<H>` is the size the frames were resized to
+before encoding, and `stamp` (`frames_stamp`) changes whenever a source frame file is
+rewritten, so replaced frames are re-encoded, not served stale.
 `sd3_vae_encoder` wraps a diffusers `AutoencoderKL` with SD3's scaling and shift; it caches
 the posterior mean (assumed: deterministic latents, as many video pipelines cache them), not
 a sample.
@@ -72,15 +73,19 @@ class LatentCache:
         self.root = Path(directory) / encoder_id
         self.encode, self.dtype = encode, dtype
 
-    def path(self, clip_id: str, start: int, n_frames: int, stamp: str) -> Path:
-        return self.root / clip_id / f"{start}-{n_frames}-{stamp}.npy"
+    def path(self, clip_id: str, start: int, n_frames: int, stamp: str,
+             size: tuple[int, int]) -> Path:
+        """The entry of frames [start, start + n_frames) resized to size = (width, height)."""
+        width, height = size
+        return self.root / clip_id / f"{start}-{n_frames}-{width}x{height}-{stamp}.npy"
 
-    def load(self, clip_id: str, start: int, n_frames: int, n_views: int,
-             stamp: str) -> torch.Tensor | None:
-        """Latents [n_frames, n_views, C, h, w], or None when missing or damaged (unreadable,
-        truncated, wrongly shaped or non-finite: re-encoded and overwritten, never trusted)."""
+    def load(self, clip_id: str, start: int, n_frames: int, n_views: int, stamp: str,
+             size: tuple[int, int]) -> torch.Tensor | None:
+        """Latents [n_frames, n_views, C, h, w] of frames resized to size = (width, height),
+        or None when missing or damaged (unreadable, truncated, wrongly shaped or non-finite:
+        re-encoded and overwritten, never trusted)."""
         try:
-            array = np.load(self.path(clip_id, start, n_frames, stamp))
+            array = np.load(self.path(clip_id, start, n_frames, stamp, size))
         except (ValueError, OSError, EOFError):
             return None
         if (array.dtype.kind != "f" or array.ndim != 5
@@ -95,7 +100,7 @@ class LatentCache:
         array = latents.reshape(t, v, *latents.shape[1:]).float().cpu().numpy()
         with np.errstate(over="ignore"):   # overflow is reported below, naming the entry
             array = array.astype(self.dtype)   # returned as stored: a later hit gives the same
-        path = self.path(clip_id, start, t, stamp)
+        path = self.path(clip_id, start, t, stamp, (frames.shape[-1], frames.shape[-2]))
         if not np.isfinite(array).all():
             raise ValueError(f"{path}: non-finite latents from the encoder (NaN, or beyond "
                              f"the range of {np.dtype(self.dtype).name}); not cached")

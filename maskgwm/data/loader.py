@@ -108,7 +108,8 @@ class ClipDataset(Dataset):
         cached = stamp = None
         if cache:
             stamp = frames_stamp(source.root, steps)
-            cached = cache.load(clip.clip_id, start, self.n_frames, len(steps[0]), stamp)
+            cached = cache.load(clip.clip_id, start, self.n_frames, len(steps[0]), stamp,
+                                (self.width, self.height))
         if cached is not None:
             return {**item, "latents": cached}
         frames = np.stack([np.stack([crop_resize(source.read_frame(source.root, ref),

@@ -234,7 +234,8 @@ class TrainingSamples(Dataset):
             return {**item, "frames": read_window(source, clip, start, n_frames, self.width,
                                                   self.height)}
         stamp = frames_stamp(source.root, clip.frames)
-        latents = self.cache.load(clip.clip_id, 0, clip.length, len(clip.frames[0]), stamp)
+        latents = self.cache.load(clip.clip_id, 0, clip.length, len(clip.frames[0]), stamp,
+                                  (self.width, self.height))
         if latents is None:
             frames = read_window(source, clip, 0, clip.length, self.width, self.height)
             latents = self.cache.store(clip.clip_id, 0, frames, stamp)

@@ -138,3 +138,15 @@ def test_frames_stamp_follows_container_files(tmp_path):
     assert frames_stamp(tmp_path, refs) == before
     (tmp_path / "seg.parquet").write_bytes(b"bb")    # rewritten: new size
     assert frames_stamp(tmp_path, refs) != before
+
+
+def test_cache_key_changes_with_resolution(source, tmp_path):
+    """Latents of the same clip at another frame size are another entry, not a stale hit."""
+    cache = LatentCache(tmp_path / "cache", "enc",
+                        lambda x: torch.nn.functional.avg_pool2d(x.float(), 8), np.float32)
+    small = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=cache)[0]
+    large = ClipDataset([source], 4, 64, 32, length=1, seed=0, latent_cache=cache)[0]
+    assert small["latents"].shape == (4, 1, 3, 2, 4)
+    assert large["latents"].shape == (4, 1, 3, 4, 8)
+    again = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=cache)[0]
+    assert torch.equal(again["latents"], small["latents"])
