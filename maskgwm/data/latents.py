@@ -29,11 +29,12 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # uint8 [N, 3, H, W] -> latent
 
 
 def vae_encoder_id(vae, scaling: float, shift: float, extra: str = "") -> str:
-    """A short id from the VAE's config, its weights and the latent transform."""
+    """A short id from the VAE's config, its weights (values and dtype: a VAE run in bfloat16
+    encodes other latents than the same values in float32) and the latent transform."""
     digest = hashlib.sha256(json.dumps({k: str(v) for k, v in dict(vae.config).items()},
                                        sort_keys=True).encode())
     for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(name.encode())
+        digest.update(f"{name}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().float().numpy().tobytes())
     digest.update(f"{scaling}|{shift}|{extra}".encode())
     return digest.hexdigest()[:16]

@@ -1,6 +1,7 @@
 """Latent caching with a real (tiny, random) diffusers AutoencoderKL."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 
@@ -150,3 +151,12 @@ def test_cache_key_changes_with_resolution(source, tmp_path):
     assert large["latents"].shape == (4, 1, 3, 4, 8)
     again = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=cache)[0]
     assert torch.equal(again["latents"], small["latents"])
+
+
+def test_encoder_id_changes_with_weight_dtype(vae):
+    """A VAE run in bfloat16 encodes other latents than the same weights in float32."""
+    rounded = copy.deepcopy(vae).to(torch.bfloat16).float()   # bf16 values, held in float32
+    low = copy.deepcopy(rounded).to(torch.bfloat16)
+    frames = torch.randint(0, 256, (1, 3, 16, 32), dtype=torch.uint8)
+    assert not torch.equal(sd3_vae_encoder(rounded)(frames), sd3_vae_encoder(low)(frames))
+    assert vae_encoder_id(rounded, 1.5305, 0.0609) != vae_encoder_id(low, 1.5305, 0.0609)
