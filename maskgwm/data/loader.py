@@ -123,7 +123,8 @@ class ClipDataset(Dataset):
 
 def make_loader(dataset: ClipDataset, batch_size: int, workers: int = 0,
                 drop_last: bool = True) -> DataLoader:
-    """Batches in sample order (the randomness lives in `ClipDataset.choose`)."""
+    """Batches in sample order (the randomness lives in `ClipDataset.choose`). Workers are
+    started for each epoch, so they see `ClipDataset.set_epoch` (persistent workers would keep
+    their copy of the first epoch's dataset)."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      drop_last=drop_last, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available())
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available())

@@ -82,3 +82,19 @@ def test_broken_frames_name_the_file(sources, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(FrameError, match="bad.jpg: unreadable or truncated"):
         read_image_file(tmp_path, "bad.jpg")
+
+
+def test_set_epoch_reaches_the_workers(sources):
+    """Each epoch's batches are the same with and without workers: workers must see
+    `set_epoch` (persistent workers kept their copy of the first epoch's dataset)."""
+    def epochs(workers: int) -> list:
+        dataset = ClipDataset(sources, 4, 32, 16, length=8, seed=3)
+        loader = make_loader(dataset, batch_size=4, workers=workers)
+        seen = []
+        for epoch in (0, 1):
+            dataset.set_epoch(epoch)
+            seen.append([(b["clip_id"], b["start"].tolist()) for b in loader])
+        return seen
+    serial = epochs(0)
+    assert serial[0] != serial[1]
+    assert epochs(2) == serial
