@@ -126,5 +126,9 @@ def make_loader(dataset: ClipDataset, batch_size: int, workers: int = 0,
     """Batches in sample order (the randomness lives in `ClipDataset.choose`). Workers are
     started for each epoch, so they see `ClipDataset.set_epoch` (persistent workers would keep
     their copy of the first epoch's dataset)."""
+    if drop_last and len(dataset) < batch_size:
+        raise ValueError(f"the dataset has {len(dataset)} samples, fewer than one batch of "
+                         f"{batch_size}: with drop_last no batch would be made; raise its "
+                         "length or lower the batch size")
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available())

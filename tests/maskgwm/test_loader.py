@@ -98,3 +98,11 @@ def test_set_epoch_reaches_the_workers(sources):
     serial = epochs(0)
     assert serial[0] != serial[1]
     assert epochs(2) == serial
+
+
+def test_fewer_samples_than_a_batch_is_an_error(sources):
+    """drop_last would silently give no batch at all."""
+    dataset = ClipDataset(sources, 4, 32, 16, length=3, seed=0)
+    with pytest.raises(ValueError, match="3 samples, fewer than one batch of 4"):
+        make_loader(dataset, batch_size=4)
+    assert len(list(make_loader(dataset, batch_size=4, drop_last=False))) == 1
