@@ -147,13 +147,16 @@ def segment_files(root: str | Path, version: str) -> list[Path]:
 
 
 def waymo_frames(root: str | Path, version: str, **options) -> dict[str, list[WaymoFrame]]:
-    """segment -> its front frames, in file order (options: camera, with_images, reader)."""
+    """segment -> its front frames, in file order (options: camera, with_images, reader).
+    A file without a frame of the camera (empty, or cut short) is a WaymoError naming it."""
     read = v2_segment_frames if version == "v2" else v1_segment_frames
     result = {}
     for path in segment_files(root, version):
         frames = read(root, path, **options)
-        if frames:
-            result[frames[0].segment] = frames
+        if not frames:
+            raise WaymoError(f"{path}: no frames from camera {options.get('camera', FRONT)}; "
+                             "the file is empty or incomplete: re-download it")
+        result[frames[0].segment] = frames
     return result
 
 

@@ -208,3 +208,20 @@ def test_eval_sample_deterministic(data):
     assert len(waymo_eval_sample(clips, n=len(clips))) == len(clips)
     with pytest.raises(ValueError, match="only 48 exist"):
         waymo_eval_sample(clips, n=600)
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_segment_file_without_front_frames(data, tmp_path, version):
+    """A file that yields no front frame is an error naming it, not a segment left out."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    root = tmp_path / version
+    shutil.copytree(data[f"{version}_root"], root)
+    path = waymo.segment_files(root, version)[1]
+    if version == "v2":
+        table = pq.read_table(path)
+        pq.write_table(table.filter(pc.not_equal(table["key.camera_name"], waymo.FRONT)), path)
+    else:
+        path.write_bytes(b"")                                       # an interrupted download
+    with pytest.raises(WaymoError, match=rf"{path.name}: no frames from camera 1.*re-download"):
+        waymo_clips(root, version, 5, **({"reader": "python"} if version == "v1" else {}))
