@@ -190,8 +190,9 @@ def load_waymo_frame(root: str | Path, ref: str, camera: int = FRONT) -> np.ndar
     if path.suffix == ".parquet":
         jpeg = _v2_image(path, int(key), camera)
     else:
+        record = read_tfrecord(path, int(key))      # a WaymoError names its own problem
         try:
-            name, _, jpeg, _ = decode_frame(read_tfrecord(path, int(key)), camera)
+            name, _, jpeg, _ = decode_frame(record, camera)
         except ValueError as err:
             raise WaymoError(f"{path}: record {key}: not a Frame proto ({err})") from None
         if jpeg is None:
@@ -207,8 +208,12 @@ def _v2_image(path: Path, timestamp: int, camera: int) -> bytes:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     keys = [V2_KEYS["timestamp"], V2_KEYS["camera"]]
-    table = pq.read_table(path, columns=[*keys, V2_IMAGE],
-                          filters=(pc.field(keys[0]) == timestamp) & (pc.field(keys[1]) == camera))
+    try:
+        table = pq.read_table(path, columns=[*keys, V2_IMAGE], filters=(
+            pc.field(keys[0]) == timestamp) & (pc.field(keys[1]) == camera))
+    except (OSError, ValueError) as err:            # pyarrow's ArrowInvalid is a ValueError
+        raise WaymoError(f"{path}: not a readable Parquet file ({err}); re-download "
+                         "it") from None
     if table.num_rows != 1:
         raise WaymoError(f"{path}: {table.num_rows} rows for timestamp {timestamp}, "
                          f"camera {camera}")

@@ -225,3 +225,18 @@ def test_segment_file_without_front_frames(data, tmp_path, version):
         path.write_bytes(b"")                                       # an interrupted download
     with pytest.raises(WaymoError, match=rf"{path.name}: no frames from camera 1.*re-download"):
         waymo_clips(root, version, 5, **({"reader": "python"} if version == "v1" else {}))
+
+
+def test_frame_load_errors_say_what_is_wrong(data, tmp_path):
+    import re
+    root, path = corrupt_record(data, tmp_path, record=7)
+    with pytest.raises(WaymoError, match=rf"^{re.escape(str(path))}: record 7: bad data CRC"):
+        load_waymo_frame(root, f"{path.name}#7")
+    v2 = tmp_path / "v2"
+    shutil.copytree(data["v2_root"], v2)
+    segment = data["segments"][0]
+    ref = f"camera_image/{segment['name']}.parquet#{segment['timestamps'][0]}"
+    (v2 / ref.partition("#")[0]).write_bytes(b"PAR1 cut short")
+    with pytest.raises(WaymoError, match=rf"{segment['name']}\.parquet: not a readable Parquet "
+                                         "file.*re-download"):
+        load_waymo_frame(v2, ref)
