@@ -211,7 +211,7 @@ def video_clips(root: Path, meta: dict, split: str, n_frames: int, stride: int, 
             dataset="opendv", split=split_name(split), scene=str(meta["videoid"]),
             views=["front"], frames=[[f"{rel}/{frame_name(i)}"] for i in indices],
             timestamps=[round((offset + i) * 1e6 / fps) for i in indices], fps=fps,
-            actions=language_actions(annotations, start), source=META_PATH))
+            actions=language_actions(annotations, start - first), source=META_PATH))
     return clips
 
 
@@ -267,7 +267,9 @@ def _frame_index(name: str) -> int:
 
 
 def language_actions(annotations: list[dict], start: int) -> Actions | None:
-    """Actions with only `cmd`, from the annotation covering the clip's first frame."""
+    """Actions with only `cmd`, from the annotation covering the clip's first frame; `start`
+    indexes the official extraction's frames, as the annotations do (with discard="apply",
+    disk index - first usable index)."""
     for anno in annotations:
         first, last = anno["span"]
         if first <= start <= last:

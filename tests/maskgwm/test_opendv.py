@@ -156,3 +156,15 @@ def test_truncated_language_file(tree, tmp_path):
     path.write_text(json.dumps([{"folder": "a/b", "first_frame": "000000000.jpg"}]))
     with pytest.raises(OpenDVError, match=r"language\.json: annotation 0 .*malformed"):
         opendv_clips(tree["root"], "Train", 10, language=path)
+
+
+def test_language_with_discard_apply_follows_the_official_frames(tree, tmp_path):
+    """Annotations name frames of the official extraction (discarded seconds dropped), so a
+    clip read with discard='apply' gets the command of the same video time."""
+    raw = write_synthetic_opendv(tmp_path, n_videos=4, seed=0, width=32, height=18,
+                                 seconds=6.0, discard_applied=False)
+    extracted = opendv_clips(tree["root"], "Train", 10, language=tree["language"])
+    applied = opendv_clips(raw["root"], "Train", 10, discard="apply", language=tree["language"])
+    assert [c.timestamps for c in applied] == [c.timestamps for c in extracted]
+    assert any(c.actions is not None for c in extracted)
+    assert [c.actions for c in applied] == [c.actions for c in extracted]

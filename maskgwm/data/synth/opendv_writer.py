@@ -57,10 +57,11 @@ def write_synthetic_opendv(out: str | Path, n_videos: int = 4, seed: int = 0, wi
             Image.fromarray(frame).save(folder / frame_name(disk_index), quality=90)
         videos.append({**meta, "folder": video_folder(meta), "frames": last - first,
                        "first_video_frame": first})
-        n_written = last - first
+        # annotations index the official extraction's frames, whatever is on disk
+        n_extracted = total - (START_DISCARD_S + END_DISCARD_S) * int(FPS)
         annotations.append({"cmd": index % 14, "blip": f"a synthetic road, video {index}",
                             "folder": video_folder(meta), "first_frame": frame_name(0),
-                            "last_frame": frame_name(n_written // 2 - 1)})
+                            "last_frame": frame_name(n_extracted // 2 - 1)})
     (root / META_PATH).parent.mkdir(parents=True, exist_ok=True)
     (root / META_PATH).write_text(json.dumps(entries, indent=2))
     (root / LANGUAGE_PATH).parent.mkdir(parents=True, exist_ok=True)
