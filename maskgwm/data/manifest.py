@@ -7,6 +7,8 @@ set, or None), and where it came from. Saved as JSON or Parquet with a schema ve
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +57,37 @@ class ClipRecord:
         if any(len(row) != len(self.views) for row in self.frames):
             raise ManifestError(f"clip {self.clip_id}: every time step needs one frame per "
                                 f"view ({len(self.views)})")
+        if problem := _values_problem(self):
+            raise ManifestError(f"clip {self.clip_id}: {problem}")
 
     @property
     def length(self) -> int:
         return len(self.frames)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _values_problem(clip: ClipRecord) -> str | None:
+    """What is wrong with a clip's frame rate or action values (NaN, Inf, mistyped), or None."""
+    if not _finite(clip.fps) or clip.fps <= 0:
+        return f"fps {clip.fps!r} is not a positive finite number"
+    actions = clip.actions
+    if actions is None:
+        return None
+    for key in ("traj", "speed", "angle", "goal"):
+        values = getattr(actions, key)
+        if not isinstance(values, (list, tuple)) or not all(_finite(v) for v in values):
+            return f"actions.{key} {values!r:.60} is not a list of finite numbers"
+    if actions.z is not None and not _finite(actions.z):
+        return f"actions.z {actions.z!r} is not a finite number"
+    cmd = actions.cmd
+    if cmd is not None and (not isinstance(cmd, numbers.Integral) or isinstance(cmd, bool)
+                            or not 0 <= cmd <= 3):
+        return f"actions.cmd {cmd!r} is not None, 0, 1, 2 or 3"
+    return None
 
 
 @dataclass

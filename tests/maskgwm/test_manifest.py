@@ -1,6 +1,10 @@
 """The clip manifest: JSON and Parquet round trips, validation."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+
 import pytest
 
 from maskgwm.data.manifest import Actions, ClipManifest, ClipRecord, ManifestError
@@ -66,3 +70,23 @@ def test_malformed_parquet_names_file_and_clip(tmp_path):
     (tmp_path / "cut.parquet").write_bytes((tmp_path / "m.parquet").read_bytes()[:100])
     with pytest.raises(ManifestError, match=r"cut\.parquet: not a readable Parquet file"):
         ClipManifest.load(tmp_path / "cut.parquet")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"actions": {"speed": [1.0, math.nan]}}, r"actions\.speed \[1\.0, nan\] is not a list of "
+                                              "finite numbers"),
+    ({"actions": {"traj": [0.0, "1"]}}, r"actions\.traj \[0\.0, '1'\] is not a list of finite"),
+    ({"actions": {"z": math.inf}}, r"actions\.z inf is not a finite number"),
+    ({"actions": {"cmd": 7}}, r"actions\.cmd 7 is not None, 0, 1, 2 or 3"),
+    ({"fps": math.nan}, r"fps nan is not a positive finite number"),
+])
+def test_non_finite_or_mistyped_values_name_file_and_clip(tmp_path, change, message):
+    """A NaN action would reach the model as a NaN loss; a string, as an error far away."""
+    path = ClipManifest("x", "/x", [record(0), record(1)]).save(tmp_path / "m.json")
+    data = json.loads(path.read_text())
+    clip = data["clips"][1]
+    clip.update({**change, "actions": {**dataclasses.asdict(Actions()), **change["actions"]}}
+                if "actions" in change else change)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=rf"m\.json: clip 1: malformed \(clip c1: {message}"):
+        ClipManifest.load(path)
