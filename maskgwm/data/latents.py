@@ -83,13 +83,13 @@ class LatentCache:
     def load(self, clip_id: str, start: int, n_frames: int, n_views: int, stamp: str,
              size: tuple[int, int]) -> torch.Tensor | None:
         """Latents [n_frames, n_views, C, h, w] of frames resized to size = (width, height),
-        or None when missing or damaged (unreadable, truncated, wrongly shaped or non-finite:
-        re-encoded and overwritten, never trusted)."""
+        or None when missing, damaged (unreadable, truncated, wrongly shaped or non-finite) or
+        stored in another dtype than this cache's: re-encoded and overwritten, never trusted."""
         try:
             array = np.load(self.path(clip_id, start, n_frames, stamp, size))
         except (ValueError, OSError, EOFError):
             return None
-        if (array.dtype.kind != "f" or array.ndim != 5
+        if (array.dtype != np.dtype(self.dtype) or array.ndim != 5
                 or array.shape[:2] != (n_frames, n_views) or not np.isfinite(array).all()):
             return None
         return torch.from_numpy(array).float()

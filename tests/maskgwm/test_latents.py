@@ -160,3 +160,17 @@ def test_encoder_id_changes_with_weight_dtype(vae):
     frames = torch.randint(0, 256, (1, 3, 16, 32), dtype=torch.uint8)
     assert not torch.equal(sd3_vae_encoder(rounded)(frames), sd3_vae_encoder(low)(frames))
     assert vae_encoder_id(rounded, 1.5305, 0.0609) != vae_encoder_id(low, 1.5305, 0.0609)
+
+
+def test_entry_of_another_storage_dtype_is_re_encoded(source, tmp_path):
+    """A float32 cache does not serve float16-rounded latents left by a float16 one."""
+    def encoder(frames):
+        return mean_encoder(frames) / 7.0              # not exact in float16
+    ClipDataset([source], 4, 32, 16, length=1, seed=0,
+                latent_cache=LatentCache(tmp_path / "cache", "enc", encoder, np.float16))[0]
+    exact = LatentCache(tmp_path / "cache", "enc", encoder, np.float32)
+    item = ClipDataset([source], 4, 32, 16, length=1, seed=0, latent_cache=exact)[0]
+    refs = source.manifest.clips[0].frames[item["start"]:item["start"] + 4]
+    frames = torch.from_numpy(np.stack([np.asarray(Image.open(tmp_path / ref[0]))
+                                        for ref in refs])).permute(0, 3, 1, 2)
+    assert torch.equal(item["latents"][:, 0], encoder(frames))
