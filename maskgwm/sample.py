@@ -58,8 +58,12 @@ def model_velocity(model: torch.nn.Module, text: TextConditioning, cond: CondSpe
     tau) -> bool [B, T], or None: the frames whose tau is exactly 0. euler_sample gives condition
     frames tau 0 and, its schedule stopping before 0, every other frame tau > 0, so None also
     serves rollouts whose rounds have different condition counts. The unconditional function
-    drops `actions` (action_keep False); without actions both run the same model call.
+    drops `actions` (action_keep False). Without actions (action-free protocols), a model with
+    an action module gets dropped actions in both passes, as training feeds it (its temporal
+    cross-attention always runs there); both passes then run the same model call.
     """
+    action_dim = getattr(model, "action_dim", None)
+
     def cond_mask(latents: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         if cond is None:
             return tau == 0
@@ -70,13 +74,16 @@ def model_velocity(model: torch.nn.Module, text: TextConditioning, cond: CondSpe
     def run(latents: torch.Tensor, tau: torch.Tensor, keep: bool) -> torch.Tensor:
         batch = latents.shape[0]
         t = text.expand(batch).to(latents.device, latents.dtype)
-        action_keep = None
-        if actions is not None:
+        given, action_keep = actions, None
+        if given is None and action_dim:
+            given = torch.zeros(batch, action_dim, device=latents.device, dtype=latents.dtype)
+            keep = False
+        if given is not None:
             action_keep = torch.full((batch,), keep, dtype=torch.bool, device=latents.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=latents.is_cuda):
             velocity = model(latents, tau.to(latents.dtype), t.encoder_hidden_states,
                              t.pooled_projections, cond_frames=cond_mask(latents, tau),
-                             actions=actions, action_keep=action_keep)
+                             actions=given, action_keep=action_keep)
         return velocity.to(latents.dtype)
 
     return (lambda latents, tau: run(latents, tau, True),

@@ -90,6 +90,22 @@ def test_unconditional_pass_drops_actions(text, make_tiny_model):
         assert torch.equal(by_count(latents, tau), with_actions)
 
 
+def test_action_free_sampling_of_an_action_model_drops_actions(text, make_tiny_model):
+    """Training always feeds an action model actions (zeros where a clip has none) and drops
+    them with action_keep False, so its temporal cross-attention always runs. Sampling an
+    action-free protocol must use that dropped-actions input in both passes, not skip the
+    cross-attention (a path the model never trained on)."""
+    model = make_tiny_model(actions=True)
+    latents = torch.randn(1, 3, 1, 16, 4, 8)
+    tau = torch.tensor([[0.0, 0.5, 0.5]])
+    dropped = model_velocity(model, text, actions=torch.zeros(1, model.action_dim))[1]
+    conditional, unconditional = model_velocity(model, text)
+    with torch.no_grad():
+        expected = dropped(latents, tau)
+        torch.testing.assert_close(conditional(latents, tau), expected, rtol=0, atol=0)
+        torch.testing.assert_close(unconditional(latents, tau), expected, rtol=0, atol=0)
+
+
 def test_single_run_keeps_real_metadata_and_condition_frames(single_run, real_set):
     real = VideoSet.open(real_set)
     assert [e.clip_id for e in single_run.clips] == [e.clip_id for e in real.clips]
