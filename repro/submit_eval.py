@@ -137,7 +137,8 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
                                   train_dep, partition)
         if cluster == "slurm":
             jobs = executor.map_array(SampleJob(), [str(spec_path)] * len(todo), todo)
-            entry.sample_jobs = {i: str(job.job_id) for i, job in zip(todo, jobs)}
+            # beside the live shards' jobs, which job.json must keep listing
+            entry.sample_jobs.update({i: str(job.job_id) for i, job in zip(todo, jobs)})
             entry.jobs += jobs
         else:   # one local job at a time (each uses every core)
             for i in todo:

@@ -73,3 +73,43 @@ def test_a_cancelled_score_job_is_replaced_without_sampling_live_shards_again(
     finally:
         extra = [entry.score_job, *entry.sample_jobs.values()] if entry else []
         subprocess.run(["scancel", array, *filter(None, extra)])
+
+
+def test_a_resubmitted_shard_keeps_the_live_shards_in_the_record(isolated, slurm_cluster):
+    """Shard 0 still waits in the queue, shard 1 was cancelled and the score job too: the next
+    submit samples shard 1 again and records both shards' jobs, so that a later submit still
+    sees shard 0 live and does not start a second sampler on its folder."""
+    import json
+    import subprocess
+
+    from repro.eval_job import eval_dir
+    from repro.executors import Submitted
+    from repro.submit import run_spec
+    from repro.submit_eval import submit_eval
+
+    def sbatch(*args: str) -> str:
+        return subprocess.run(["sbatch", "--parsable", "--hold", "-p", slurm_cluster.partition,
+                               *args, "--wrap", "sleep 1"], capture_output=True, text=True,
+                              check=True).stdout.strip().split(";")[0]
+
+    work = isolated / "work"
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "ours")
+    directory = eval_dir(work, run.run_id, run.protocol)
+    directory.mkdir(parents=True)
+    array, score = sbatch("--array=0-1"), sbatch()
+    subprocess.run(["scancel", score, f"{array}_1"], check=True)
+    (directory / "job.json").write_text(json.dumps(
+        {"cluster": "slurm", "target": "smoke", "targets": ["smoke"], "name": "ours",
+         "scale": "ci", "protocol": run.protocol, "shards": 2,
+         "sample_jobs": {"0": f"{array}_0", "1": f"{array}_1"}, "score_job": score}))
+    entry = None
+    try:
+        entry = submit_eval(run, run_spec(run), "slurm", work, Submitted(run, "skipped"),
+                            slurm_cluster.partition, "test")
+        assert entry.sample_jobs[0] == f"{array}_0"
+        assert entry.sample_jobs[1] not in (f"{array}_1", f"{array}_0")
+        recorded = json.loads((directory / "job.json").read_text())["sample_jobs"]
+        assert recorded == {"0": f"{array}_0", "1": entry.sample_jobs[1]}
+    finally:
+        extra = [entry.score_job, *entry.sample_jobs.values()] if entry else []
+        subprocess.run(["scancel", array, *filter(None, extra)])
