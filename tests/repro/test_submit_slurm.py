@@ -1,10 +1,17 @@
 """`repro submit smoke --cluster slurm` on the real single-node Slurm that .ci/run starts."""
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
+from repro.eval_job import eval_dir
+from repro.executors import Submitted
 from repro.jobs import load_target, resolve_target
 from repro.runner import run_dir, run_state
+from repro.submit import run_spec
+from repro.submit_eval import submit_eval
 
 pytestmark = pytest.mark.slurm
 
@@ -31,28 +38,28 @@ def test_smoke_target_runs_on_slurm_with_dependencies(cli, isolated, slurm_clust
     assert again.out.count("skipped") == len(runs)
 
 
+def _held_job(slurm_cluster, *args: str) -> str:
+    """The id of a held (never started) `sleep 1` job."""
+    return subprocess.run(["sbatch", "--parsable", "--hold", "-p", slurm_cluster.partition,
+                           *args, "--wrap", "sleep 1"], capture_output=True, text=True,
+                          check=True).stdout.strip().split(";")[0]
+
+
+def _smoke_eval_folder(work):
+    """The smoke target's "ours" run at ci scale and its (new) evaluation folder."""
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "ours")
+    directory = eval_dir(work, run.run_id, run.protocol)
+    directory.mkdir(parents=True)
+    return run, directory
+
+
 def test_a_cancelled_score_job_is_replaced_without_sampling_live_shards_again(
         isolated, slurm_cluster):
     """The user cancelled a run's score job while its sample array still waits in the queue:
     the next submit adds a score job after those shards and samples nothing again."""
-    import json
-    import subprocess
-
-    from repro.eval_job import eval_dir
-    from repro.executors import Submitted
-    from repro.submit import run_spec
-    from repro.submit_eval import submit_eval
-
-    def sbatch(*args: str) -> str:
-        return subprocess.run(["sbatch", "--parsable", "--hold", "-p", slurm_cluster.partition,
-                               *args, "--wrap", "sleep 1"], capture_output=True, text=True,
-                              check=True).stdout.strip().split(";")[0]
-
     work = isolated / "work"
-    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "ours")
-    directory = eval_dir(work, run.run_id, run.protocol)
-    directory.mkdir(parents=True)
-    array, score = sbatch("--array=0-1"), sbatch()
+    run, directory = _smoke_eval_folder(work)
+    array, score = _held_job(slurm_cluster, "--array=0-1"), _held_job(slurm_cluster)
     subprocess.run(["scancel", score], check=True)
     (directory / "job.json").write_text(json.dumps(
         {"cluster": "slurm", "target": "smoke", "targets": ["smoke"], "name": "ours",
@@ -79,24 +86,9 @@ def test_a_resubmitted_shard_keeps_the_live_shards_in_the_record(isolated, slurm
     """Shard 0 still waits in the queue, shard 1 was cancelled and the score job too: the next
     submit samples shard 1 again and records both shards' jobs, so that a later submit still
     sees shard 0 live and does not start a second sampler on its folder."""
-    import json
-    import subprocess
-
-    from repro.eval_job import eval_dir
-    from repro.executors import Submitted
-    from repro.submit import run_spec
-    from repro.submit_eval import submit_eval
-
-    def sbatch(*args: str) -> str:
-        return subprocess.run(["sbatch", "--parsable", "--hold", "-p", slurm_cluster.partition,
-                               *args, "--wrap", "sleep 1"], capture_output=True, text=True,
-                              check=True).stdout.strip().split(";")[0]
-
     work = isolated / "work"
-    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "ours")
-    directory = eval_dir(work, run.run_id, run.protocol)
-    directory.mkdir(parents=True)
-    array, score = sbatch("--array=0-1"), sbatch()
+    run, directory = _smoke_eval_folder(work)
+    array, score = _held_job(slurm_cluster, "--array=0-1"), _held_job(slurm_cluster)
     subprocess.run(["scancel", score, f"{array}_1"], check=True)
     (directory / "job.json").write_text(json.dumps(
         {"cluster": "slurm", "target": "smoke", "targets": ["smoke"], "name": "ours",
