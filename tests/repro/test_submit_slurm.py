@@ -45,12 +45,21 @@ def _held_job(slurm_cluster, *args: str) -> str:
                           check=True).stdout.strip().split(";")[0]
 
 
-def _smoke_eval_folder(work):
-    """The smoke target's "ours" run at ci scale and its (new) evaluation folder."""
+def _queued_two_shard_eval(work, slurm_cluster, cancel_shard: int | None = None):
+    """(run, folder, array, score) of the smoke target's "ours" evaluation at ci scale as a
+    2-shard Slurm submit left it: a held sample array, its score job cancelled by the user
+    (and shard `cancel_shard` too), recorded in the folder's job.json."""
     run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "ours")
     directory = eval_dir(work, run.run_id, run.protocol)
     directory.mkdir(parents=True)
-    return run, directory
+    array, score = _held_job(slurm_cluster, "--array=0-1"), _held_job(slurm_cluster)
+    cancelled = [score] + ([f"{array}_{cancel_shard}"] if cancel_shard is not None else [])
+    subprocess.run(["scancel", *cancelled], check=True)
+    (directory / "job.json").write_text(json.dumps(
+        {"cluster": "slurm", "target": "smoke", "targets": ["smoke"], "name": "ours",
+         "scale": "ci", "protocol": run.protocol, "shards": 2,
+         "sample_jobs": {"0": f"{array}_0", "1": f"{array}_1"}, "score_job": score}))
+    return run, directory, array, score
 
 
 def test_a_cancelled_score_job_is_replaced_without_sampling_live_shards_again(
@@ -58,13 +67,7 @@ def test_a_cancelled_score_job_is_replaced_without_sampling_live_shards_again(
     """The user cancelled a run's score job while its sample array still waits in the queue:
     the next submit adds a score job after those shards and samples nothing again."""
     work = isolated / "work"
-    run, directory = _smoke_eval_folder(work)
-    array, score = _held_job(slurm_cluster, "--array=0-1"), _held_job(slurm_cluster)
-    subprocess.run(["scancel", score], check=True)
-    (directory / "job.json").write_text(json.dumps(
-        {"cluster": "slurm", "target": "smoke", "targets": ["smoke"], "name": "ours",
-         "scale": "ci", "protocol": run.protocol, "shards": 2,
-         "sample_jobs": {"0": f"{array}_0", "1": f"{array}_1"}, "score_job": score}))
+    run, directory, array, score = _queued_two_shard_eval(work, slurm_cluster)
     entry = None
     try:
         entry = submit_eval(run, run_spec(run), "slurm", work, Submitted(run, "skipped"),
@@ -87,13 +90,7 @@ def test_a_resubmitted_shard_keeps_the_live_shards_in_the_record(isolated, slurm
     submit samples shard 1 again and records both shards' jobs, so that a later submit still
     sees shard 0 live and does not start a second sampler on its folder."""
     work = isolated / "work"
-    run, directory = _smoke_eval_folder(work)
-    array, score = _held_job(slurm_cluster, "--array=0-1"), _held_job(slurm_cluster)
-    subprocess.run(["scancel", score, f"{array}_1"], check=True)
-    (directory / "job.json").write_text(json.dumps(
-        {"cluster": "slurm", "target": "smoke", "targets": ["smoke"], "name": "ours",
-         "scale": "ci", "protocol": run.protocol, "shards": 2,
-         "sample_jobs": {"0": f"{array}_0", "1": f"{array}_1"}, "score_job": score}))
+    run, directory, array, score = _queued_two_shard_eval(work, slurm_cluster, cancel_shard=1)
     entry = None
     try:
         entry = submit_eval(run, run_spec(run), "slurm", work, Submitted(run, "skipped"),
