@@ -66,7 +66,8 @@ def run_identity(config: RunConfig, options: TrainOptions) -> dict[str, Any]:
 
 def run_hash(config: RunConfig, options: TrainOptions) -> str:
     """The hash a checkpoint must carry to be resumed by this run."""
-    return content_hash(to_dict(config), hashed_options(options))
+    identity = run_identity(config, options)
+    return content_hash(identity["config"], identity["options"])
 
 
 def env_path(value: str | os.PathLike | None, env: str) -> Path | None:

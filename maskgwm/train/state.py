@@ -26,7 +26,7 @@ class CheckpointState:
         back on its own, none waits for the others forever)."""
         if not self.env.distributed:
             return ckpt.load_latest(self.out, self.config_hash, self._log,
-                                        identity=self.identity)
+                                    identity=self.identity)
         data, failure = None, None
         if self.env.is_main:
             try:
