@@ -68,7 +68,7 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-IDENTITY_KEYS = ("role", "name", "weights_sha256", "random_weights", "seed")
+DETECTOR_IDENTITY_KEYS = ("role", "name", "weights_sha256", "random_weights", "seed")
 
 
 def detector_identity(detectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,7 +76,7 @@ def detector_identity(detectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     name, weights SHA-256 or the random-weights seed (resize, size and crop are the protocol's).
     The weights file's path is provenance only: the same bytes elsewhere give the same
     features, so cache keys and same-detector checks compare this, never the path."""
-    return [{key: d.get(key) for key in IDENTITY_KEYS} for d in detectors]
+    return [{key: d.get(key) for key in DETECTOR_IDENTITY_KEYS} for d in detectors]
 
 
 def frame_sizes(collectors: dict[tuple[int, str, str], "_Collector"], side: str
