@@ -36,6 +36,7 @@ from evals.atomic import atomic_write_json
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
 from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.data.loader import crop_resize
+from maskgwm.model.actions import no_actions
 from maskgwm.model.checkpoint import load_model
 from maskgwm.model.flow import (SD3_SHIFT, VelocityFn, condition_mask, euler_sample,
                                 euler_window_generator, rollout)
@@ -57,10 +58,11 @@ def model_velocity(model: torch.nn.Module, text: TextConditioning, cond: CondSpe
     `cond` marks the condition frames: an int n (the first n frames), a function (latents,
     tau) -> bool [B, T], or None: the frames whose tau is exactly 0. euler_sample gives condition
     frames tau 0 and, its schedule stopping before 0, every other frame tau > 0, so None also
-    serves rollouts whose rounds have different condition counts. The unconditional function
-    drops `actions` (action_keep False). Without actions (action-free protocols), a model with
-    an action module gets dropped actions in both passes, as training feeds it (its temporal
-    cross-attention always runs there); both passes then run the same model call.
+    serves rollouts whose rounds have different condition counts. `actions` are action values
+    [B, (T,) 19] (maskgwm/model/actions.py); the unconditional function drops them (action_keep
+    False). Without actions (action-free protocols), a model with an action module gets a clip
+    without action values, exactly what training feeds clips without actions (the model's
+    `missing_actions` reading decides the path, blocks.TemporalBlock.kept_actions).
     """
     action_dim = getattr(model, "action_dim", None)
 
@@ -76,8 +78,7 @@ def model_velocity(model: torch.nn.Module, text: TextConditioning, cond: CondSpe
         t = text.expand(batch).to(latents.device, latents.dtype)
         given, action_keep = actions, None
         if given is None and action_dim:
-            given = torch.zeros(batch, action_dim, device=latents.device, dtype=latents.dtype)
-            keep = False
+            given = no_actions(batch, latents.device)
         if given is not None:
             action_keep = torch.full((batch,), keep, dtype=torch.bool, device=latents.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=latents.is_cuda):

@@ -31,7 +31,11 @@ class MaskConfig:
     contrastive: bool = False          # SD-DiT style contrastive loss (with token z_tau)
     contrastive_weight: float = 0.1    # its weight beside the flow loss (assumed)
     contrastive_temperature: float = 0.2  # InfoNCE temperature (assumed)
+    contrastive_negatives: str = "global"  # global: the MR samples of every rank (assumed)
+                                       # | local: this rank's only (about 2 per GPU)
     recon_shared: bool = False         # one shared F for F_s and F_t (Table 4b "share")
+    recon_order: str = "spatial_first"  # the shared F's layers: F_s then F_t (assumed)
+                                       # | temporal_first
     recon_layers: int = 1              # layers per reconstruction branch
     decoder_layers: int = 2            # last DiT layers run on the full token set (assumed)
     view_rows: bool = False            # M_spatial row-wise too, so cross-view KW attention runs
@@ -48,7 +52,12 @@ class ModelConfig:
     temporal_blocks: bool = True
     view_blocks: bool = False
     view_attention: str = "KW"         # K | KW | KHW (cross-view row-wise attention extent)
+    cameras: int = 6                   # view blocks: learned per-camera embedding slots
+                                       # (zero-initialised, assumed); 0: no camera embedding
     actions: bool = False              # action conditioning in the temporal cross-attention
+    missing_actions: str = "drop"      # a sample without action values takes the dropped-
+                                       # action path, in training and sampling (assumed)
+                                       # | zeros: all-zero action features, kept
 
 
 @dataclass
@@ -59,6 +68,7 @@ class DataConfig:
     height: int = 288
     frames: list[int] = field(default_factory=lambda: [1])
     views: int = 1
+    vae_latent: str = "mean"           # mean: the VAE posterior mean (assumed) | sample
 
 
 @dataclass
@@ -67,7 +77,9 @@ class OptimConfig:
     lr: float = 5e-5
     warmup_steps: int = 1000
     weight_decay: float = 0.0          # assumed
-    grad_clip: float = 1.0             # assumed
+    grad_clip: float = 1.0             # assumed: diffusers' SD3 fine-tuning default
+    ema_decay: float = 0.9999          # EMA of the weights, as Vista trains (assumed); 0: off
+    ema_warmup: bool = True            # Vista's EMA warm-up: decay min(d, (1 + n) / (10 + n))
 
 
 @dataclass
@@ -82,6 +94,18 @@ class StageConfig:
 
 
 @dataclass
+class FlowConfig:
+    """The training noise level tau (Eq. 1): SD3's logit-normal, time-shifted like the sampler.
+
+    diffusers' SD3 training scripts draw u ~ logit-normal and train at the shifted schedule's
+    sigma for u (FlowMatchEulerDiscreteScheduler, shift 3.0 in stable-diffusion-3-medium's
+    scheduler config, no resolution-dependent shift), so tau = shift u / (1 + (shift - 1) u)."""
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 3.0
+
+
+@dataclass
 class RunConfig:
     scale: str = "paper"
     seed: int = 0
@@ -90,6 +114,7 @@ class RunConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
 
 
 def _check_type(where: str, key: str, current: Any, value: Any) -> Any:
@@ -145,7 +170,11 @@ CHOICES = {
     "model.preset": ("tiny", "small", "sd3-medium"),
     "model.view_attention": ("K", "KW", "KHW"),
     "mask.token": ("p", "f_m", "mix", "z_tau"),
+    "mask.contrastive_negatives": ("global", "local"),
+    "mask.recon_order": ("spatial_first", "temporal_first"),
     "data.source": ("real", "synthetic"),
+    "data.vae_latent": ("mean", "sample"),
+    "model.missing_actions": ("drop", "zeros"),
     "optim.name": ("adamw",),
 }
 
@@ -171,6 +200,15 @@ def validate(config: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: 'mask.recon_layers' must be 1 or 2")
     if config.stage.steps < 1 or config.stage.batch_size < 1:
         raise ConfigError(f"{where}: 'stage.steps' and 'stage.batch_size' must be positive")
+    if not 0.0 <= config.optim.ema_decay < 1.0:
+        raise ConfigError(f"{where}: 'optim.ema_decay' = {config.optim.ema_decay} must be in "
+                          f"[0, 1) (0: no EMA)")
+    if config.flow.logit_std <= 0 or config.flow.shift <= 0:
+        raise ConfigError(f"{where}: 'flow.logit_std' and 'flow.shift' must be positive")
+    if config.model.cameras < 0 or (config.model.view_blocks and config.model.cameras and
+                                    config.model.cameras < config.data.views):
+        raise ConfigError(f"{where}: 'model.cameras' = {config.model.cameras} must be 0 (no "
+                          f"camera embedding) or at least data.views = {config.data.views}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

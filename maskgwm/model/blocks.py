@@ -8,25 +8,23 @@ token position, i.e. the (K H W) T C layout. With m_c = 0 on condition frames (E
 Our reading (assumed): the modulation is adaLN style, LayerNorm(z_in) * (1 + f_scale) + f_shift,
 with f_scale / f_shift linear maps of SD3's sinusoidal timestep embedding of 1000 m_c tau; f_b is
 temporal self-attention, then (with actions) a temporal cross-attention whose keys and values
-get the projected Fourier action embedding added, then a feed-forward; every sub-layer ends in
-a zero-initialised projection.
+get the projected action features added (actions.py: Vista's 19 values, each sinusoidally
+embedded), then a feed-forward; every sub-layer ends in a zero-initialised projection.
 
 ViewBlock, on tokens [B, T, K, H, W, C], attends along K (the same token across views), KW (a
 token row across all views, the paper's (T H)[K W] C) or KHW (all tokens of all views).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import Timesteps
 from torch import nn
 
+from maskgwm.model.actions import ACTION_FEATURES, actions_present, embed_values
 from maskgwm.model.attention import attention
 
 VIEW_ATTENTION_MODES = ("K", "KW", "KHW")
-FOURIER_FREQUENCIES = 8   # per action scalar: sin and cos at 2^k pi, k < 8 (assumed)
 TIMESTEP_SCALE = 1000.0   # tau in [0, 1] -> SD3's timestep range
 
 
@@ -83,13 +81,6 @@ class FeedForward(nn.Module):
         return self.proj_out(F.gelu(self.proj_in(x), approximate="tanh"))
 
 
-def fourier_embed(actions: torch.Tensor, frequencies: int = FOURIER_FREQUENCIES) -> torch.Tensor:
-    """[..., A] action scalars -> [..., A * 2 * frequencies] (sin, cos at 2^k pi)."""
-    bands = math.pi * 2.0 ** torch.arange(frequencies, device=actions.device, dtype=actions.dtype)
-    angles = actions[..., None] * bands
-    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
-
-
 class TimestepModulation(nn.Module):
     """f_scale, f_shift of Eq. 5: per-frame m_c tau [B, T] -> (scale, shift), each [B, T, C]."""
 
@@ -114,8 +105,8 @@ class TemporalBlock(nn.Module):
     embedding of the frame index within the window; assumed, as SVD/Vista do), so the block
     knows frame order; it does not change the zero-initialised identity."""
 
-    def __init__(self, dim: int, heads: int, action_dim: int | None = None,
-                 mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, heads: int, actions: bool = False, mlp_ratio: float = 4.0,
+                 missing_actions: str = "drop"):
         super().__init__()
         self.norm_in = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.modulation = TimestepModulation(dim)
@@ -123,13 +114,12 @@ class TemporalBlock(nn.Module):
                                     downscale_freq_shift=0)
         self.frame_embed = nn.Linear(256, dim)
         self.attn = SelfAttention(dim, heads)
-        self.action_dim = action_dim
-        if action_dim:
-            fourier = action_dim * 2 * FOURIER_FREQUENCIES
+        self.actions, self.missing_actions = actions, missing_actions
+        if actions:
             self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
             self.cross_attn = SelfAttention(dim, heads)
-            self.action_to_k = zero_(nn.Linear(fourier, dim))
-            self.action_to_v = zero_(nn.Linear(fourier, dim))
+            self.action_to_k = zero_(nn.Linear(ACTION_FEATURES, dim))
+            self.action_to_v = zero_(nn.Linear(ACTION_FEATURES, dim))
         self.norm_ff = nn.LayerNorm(dim, eps=1e-6)
         self.ff = FeedForward(dim, mlp_ratio)
 
@@ -148,22 +138,31 @@ class TemporalBlock(nn.Module):
 
     def _action_kv(self, actions: torch.Tensor, action_keep: torch.Tensor | None,
                    batch: int, frames: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame K and V additions [B S, T, C] from actions [B, A] or [B, T, A]."""
-        if actions.shape[-1] != self.action_dim:
-            raise ValueError(f"actions must have {self.action_dim} values on the last axis, "
-                             f"got shape {list(actions.shape)}")
+        """Per-frame K and V additions [B S, T, C] from action values [B, 19] or [B, T, 19]
+        (actions.py; NaN = missing)."""
         if actions.dim() == 2:
-            actions = actions[:, None].expand(batch, frames, self.action_dim)
-        embedded = fourier_embed(actions.to(self.action_to_k.weight.dtype))
+            actions = actions[:, None].expand(batch, frames, actions.shape[-1])
+        embedded = embed_values(actions).to(self.action_to_k.weight.dtype)
         add_k, add_v = self.action_to_k(embedded), self.action_to_v(embedded)
-        if action_keep is not None:
-            keep = action_keep.to(add_k.dtype)[:, None, None]
+        keep = self.kept_actions(actions, action_keep)
+        if keep is not None:
+            keep = keep.to(add_k.dtype)[:, None, None]
             add_k, add_v = add_k * keep, add_v * keep
 
         def per_token(x: torch.Tensor) -> torch.Tensor:
             return x[:, None].expand(batch, tokens, frames, x.shape[-1]).reshape(
                 batch * tokens, frames, x.shape[-1])
         return per_token(add_k), per_token(add_v)
+
+    def kept_actions(self, actions: torch.Tensor,
+                     action_keep: torch.Tensor | None) -> torch.Tensor | None:
+        """[B] bool: the samples whose actions reach the cross-attention (None: all). A sample
+        whose action values are all missing takes the dropped path with missing_actions
+        "drop" (its clip has no actions: the same input as a dropped or action-free sample)."""
+        if self.missing_actions != "drop":
+            return action_keep
+        present = actions_present(actions).to(actions.device)
+        return present if action_keep is None else present & action_keep.to(present.device)
 
     def frame_positions(self, frames: int, device: torch.device,
                         dtype: torch.dtype) -> torch.Tensor:
@@ -174,8 +173,8 @@ class TemporalBlock(nn.Module):
     def forward(self, x: torch.Tensor, tau: torch.Tensor, cond_frames: torch.Tensor | None = None,
                 actions: torch.Tensor | None = None, action_keep: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, T, S, C]; tau [B, T] in [0, 1]; cond_frames [B, T] bool; actions [B, (T,) A];
-        action_keep [B] bool drops a sample's actions (classifier-free guidance); attn_mask
+        """x [B, T, S, C]; tau [B, T] in [0, 1]; cond_frames [B, T] bool; actions [B, (T,) 19];
+        action_keep [B] bool drops a sample's actions (guidance; see kept_actions); attn_mask
         boolean [B S, 1, T, T] for masked temporal attention (None: every frame sees all)."""
         batch, frames, tokens, dim = x.shape
         if tuple(tau.shape) != (batch, frames):
@@ -185,7 +184,7 @@ class TemporalBlock(nn.Module):
         z = x.permute(0, 2, 1, 3).reshape(batch * tokens, frames, dim)
         h = modulated.permute(0, 2, 1, 3).reshape(batch * tokens, frames, dim)
         z = z + self.attn(h, attn_mask=attn_mask)
-        if self.action_dim and actions is not None:
+        if self.actions and actions is not None:
             add_k, add_v = self._action_kv(actions, action_keep, batch, frames, tokens)
             z = z + self.cross_attn(self.norm_cross(z), extra_k=add_k, extra_v=add_v,
                                     attn_mask=attn_mask)
@@ -220,24 +219,40 @@ def from_view_sequences(x: torch.Tensor, mode: str, shape: torch.Size) -> torch.
 class ViewBlock(nn.Module):
     """Cross-view attention (pre-norm self-attention + feed-forward), zero-initialised outputs.
 
-    No timestep modulation and no view embedding (assumed: the paper names neither)."""
+    No timestep modulation (assumed: the paper names none). A learned per-camera embedding
+    ([cameras, C], zero-initialised, assumed) is added to the attention input of view k, so the
+    KW and KHW modes can tell the cameras apart (SD3's positional embedding repeats in every
+    view); `cameras` 0 leaves it out. Views are the K axis in the data's camera order."""
 
-    def __init__(self, dim: int, heads: int, mode: str = "KW", mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, heads: int, mode: str = "KW", mlp_ratio: float = 4.0,
+                 cameras: int = 0):
         super().__init__()
         if mode not in VIEW_ATTENTION_MODES:
             raise ValueError(f"view attention must be one of {VIEW_ATTENTION_MODES}, got '{mode}'")
         self.mode = mode
         self.norm_attn = nn.LayerNorm(dim, eps=1e-6)
+        self.camera_embed = nn.Parameter(torch.zeros(cameras, dim)) if cameras else None
         self.attn = SelfAttention(dim, heads)
         self.norm_ff = nn.LayerNorm(dim, eps=1e-6)
         self.ff = FeedForward(dim, mlp_ratio)
+
+    def attention_input(self, x: torch.Tensor) -> torch.Tensor:
+        """norm(x) plus the camera embedding of each view, [B, T, K, H, W, C]."""
+        h = self.norm_attn(x)
+        if self.camera_embed is None:
+            return h
+        views = x.shape[2]
+        if views > len(self.camera_embed):
+            raise ValueError(f"{views} views, but the view block embeds {len(self.camera_embed)} "
+                             f"cameras (model.cameras)")
+        return h + self.camera_embed[:views].to(h.dtype)[:, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, K, H, W, C] -> the same shape."""
         if x.dim() != 6:
             raise ValueError(f"view block expects [B, T, K, H, W, C], got {list(x.shape)}")
         z = to_view_sequences(x, self.mode)
-        z = z + self.attn(self.norm_attn(z))
+        z = z + self.attn(to_view_sequences(self.attention_input(x), self.mode))
         z = z + self.ff(self.norm_ff(z))
         return from_view_sequences(z, self.mode, x.shape).contiguous()
 

@@ -109,8 +109,12 @@ def load_model(path: str | Path, preset: str | None = None, map_location: Any = 
     if model_config.preset != name:
         raise CheckpointError(f"{path}: model_config.preset '{model_config.preset}' differs "
                               f"from the checkpoint's preset '{name}'")
-    action_dim = data.get("action_dim") or ACTION_DIM
-    model = MaskGWMDiT(model_config, dit_preset, action_dim, mask_config)
+    model = MaskGWMDiT(model_config, dit_preset, mask_config)
+    if data.get("action_dim") != model.action_dim:
+        raise CheckpointError(f"{path}: made with {data.get('action_dim')} action values per "
+                              f"clip; this code's action models take {ACTION_DIM} (Vista's "
+                              f"layout, maskgwm/model/actions.py): train the action stages "
+                              f"(2 and 3) again with this code")
     state = data.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: no state_dict in the checkpoint")

@@ -31,12 +31,13 @@ from torch import nn
 
 from maskgwm.config.schema import MaskConfig, ModelConfig
 from maskgwm.model import reconstruction
+from maskgwm.model.actions import ACTION_VALUES
 from maskgwm.model.blocks import TIMESTEP_SCALE, TemporalBlock, ViewBlock
 from maskgwm.model.presets import DiTPreset, get_preset, mismatched_fields
 
-ACTION_DIM = 16
-"""Action scalars per frame or clip, packed by the caller (assumed width; the paper gives no
-layout): steering, speed, trajectory points, goal point and command, zero-padded to 16."""
+ACTION_DIM = ACTION_VALUES
+"""Action values per clip (or frame): Vista's command, trajectory, speed, angle and goal, laid
+out and embedded by maskgwm/model/actions.py."""
 
 RECOMPILE_LIMIT = 32  # compiled variants per block kind (see MaskGWMDiT.compile_blocks)
 
@@ -66,7 +67,7 @@ class MaskGWMDiT(nn.Module):
     """The video DiT: G(z_tau, tau, text, actions) over latents [B, T, K, C, h, w]."""
 
     def __init__(self, model_config: ModelConfig | None = None, preset: DiTPreset | None = None,
-                 action_dim: int = ACTION_DIM, mask_config: MaskConfig | None = None):
+                 mask_config: MaskConfig | None = None):
         super().__init__()
         self.model_config = model_config or ModelConfig()
         self.mask_config = mask_config or MaskConfig()
@@ -86,14 +87,16 @@ class MaskGWMDiT(nn.Module):
                                   attention_head_dim=p.attention_head_dim,
                                   context_pre_only=i == p.num_layers - 1)
             for i in range(p.num_layers)])
-        self.action_dim = action_dim if self.model_config.actions else None
+        self.action_dim = ACTION_DIM if self.model_config.actions else None
         if self.model_config.temporal_blocks:
             self.temporal_blocks = nn.ModuleList([
-                TemporalBlock(dim, p.new_block_heads, self.action_dim, p.mlp_ratio)
+                TemporalBlock(dim, p.new_block_heads, self.model_config.actions, p.mlp_ratio,
+                              self.model_config.missing_actions)
                 for _ in range(p.num_layers)])
         if self.model_config.view_blocks:
             self.view_blocks = nn.ModuleList([
-                ViewBlock(dim, p.new_block_heads, self.model_config.view_attention, p.mlp_ratio)
+                ViewBlock(dim, p.new_block_heads, self.model_config.view_attention, p.mlp_ratio,
+                          self.model_config.cameras)
                 for _ in range(p.num_layers)])
         if self.mask_config.enabled:
             reconstruction.build_reconstruction(self, dim)
@@ -135,7 +138,8 @@ class MaskGWMDiT(nn.Module):
                 action_keep: torch.Tensor | None = None) -> torch.Tensor:
         """latents [B, T, K, C, h, w]; timesteps tau [B, T] in [0, 1]; encoder_hidden_states
         [B, L, joint_dim]; pooled_projections [B, pooled_dim]; cond_frames [B, T] bool (True =
-        condition frame, timestep 0); actions [B, (T,) A]; action_keep [B] bool.
+        condition frame, timestep 0); actions [B, (T,) 19] action values (actions.py, NaN =
+        missing); action_keep [B] bool (False: the sample's actions are dropped).
         Returns G = z_0 - eps, [B, T, K, C, h, w]."""
         state = self.embed(latents, timesteps, encoder_hidden_states, pooled_projections,
                            cond_frames)
@@ -253,7 +257,6 @@ class MaskGWMDiT(nn.Module):
 
     @classmethod
     def from_sd3(cls, source: Any, model_config: ModelConfig | None = None,
-                 action_dim: int = ACTION_DIM,
                  mask_config: MaskConfig | None = None) -> "MaskGWMDiT":
         """Inflate an SD3 transformer: a `SD3Transformer2DModel`, or a directory saved by its
         `save_pretrained` (the model root, or its `transformer/` sub-folder)."""
@@ -266,7 +269,7 @@ class MaskGWMDiT(nn.Module):
                                 for name, (want, got) in mismatch.items())
             raise CheckpointMismatch(f"SD3 checkpoint does not fit preset '{preset.name}': "
                                      f"{details}")
-        model = cls(model_config, preset, action_dim, mask_config)
+        model = cls(model_config, preset, mask_config)
         model.load_sd3_state_dict(sd3.state_dict())
         return model
 

@@ -35,11 +35,14 @@ def per_frame(mask_or_tau: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def sample_tau(batch: int, generator: torch.Generator | None = None, mean: float = 0.0,
-               std: float = 1.0, device: torch.device | str | None = None) -> torch.Tensor:
-    """SD3's logit-normal tau: sigmoid(N(mean, std^2)), [batch], clamped strictly inside (0, 1)."""
+               std: float = 1.0, shift: float = 1.0,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Training tau, [batch]: SD3's logit-normal u = sigmoid(N(mean, std^2)), time-shifted,
+    shift_tau(u, shift), clamped strictly inside (0, 1). shift 1 is the plain logit-normal;
+    the trainer uses config.flow (shift 3.0, as diffusers' SD3 training draws it)."""
     device = device or (generator.device if generator is not None else "cpu")
     normal = torch.randn(batch, generator=generator, device=device)
-    tau = torch.sigmoid(mean + std * normal)
+    tau = shift_tau(torch.sigmoid(mean + std * normal), shift)
     return tau.clamp(1e-6, 1.0 - 1e-6)
 
 

@@ -15,8 +15,9 @@ with its branches mixed, `masked_forward` one branch):
             token of every frame (no attention mask, paper Fig. 4 right); without it the
             tokens are scattered back to their grid positions and temporal attention runs
             over all positions with a boolean mask (Fig. 4 middle). F = F_t.
-With `recon_shared`, both branches use one F (assumed: F_s then F_t, the same weights for both
-mask kinds; the paper does not define the shared block).
+With `recon_shared`, both branches use one F (assumed: F_s and F_t in `mask.recon_order`, F_s
+first by default, the same weights for both mask kinds; the paper does not define the shared
+block, and spatial-first repairs each image before the repaired tokens meet across time).
 
 Visible tokens outside the packing (the extra tokens of unmasked condition frames, see
 `encoder_pack`) bypass the encoder and keep their input embedding (assumed).
@@ -276,7 +277,10 @@ def reconstruct(model: "MaskGWMDiT", tokens: torch.Tensor, tau: torch.Tensor,
                 branch: str) -> torch.Tensor:
     """F_s over each image's tokens and/or F_t over time per token position."""
     batch, frames, views, grid_h, grid_w, dim = tokens.shape
-    kinds = MR_BRANCHES if model.mask_config.recon_shared else (branch,)
+    mask = model.mask_config
+    kinds = (branch,)
+    if mask.recon_shared:
+        kinds = MR_BRANCHES if mask.recon_order == "spatial_first" else MR_BRANCHES[::-1]
     for kind in kinds:
         for block in getattr(model, f"recon_{kind}"):
             if kind == "spatial":

@@ -3,8 +3,10 @@ transform latents = (posterior mean - shift_factor) * scaling_factor (DESIGN.md 
 
 `SD3VAE.from_pretrained` loads the `vae/` folder of stabilityai/stable-diffusion-3-medium-diffusers
 from a local path (nothing is downloaded); `SD3VAE.random` builds a tiny random VAE with the same
-interface for tests and smoke runs. Encoding keeps the posterior mean, not a sample (assumed, as
-the latent cache does).
+interface for tests and smoke runs. `encode` keeps the posterior mean (the training default,
+`data.vae_latent = "mean"`, assumed: deterministic, so latents can be cached);
+`encode_posterior` also gives the posterior's standard deviation, for training on posterior
+samples (`data.vae_latent = "sample"`, as diffusers' SD3 scripts and Vista do).
 """
 from __future__ import annotations
 
@@ -110,19 +112,30 @@ class SD3VAE:
     def encode(self, frames: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
         """uint8 [N, 3, H, W] -> float32 latents [N, 16, H/8, W/8] (posterior mean, SD3
         transform), on the VAE's device."""
+        return self.encode_posterior(frames, batch_size, with_std=False)[0]
+
+    @torch.no_grad()
+    def encode_posterior(self, frames: torch.Tensor, batch_size: int = 8,
+                         with_std: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 [N, 3, H, W] -> (mean, std), float32 [N, 16, H/8, W/8] each, in SD3's latent
+        units (the std scaled like the latents), on the VAE's device; std None without
+        `with_std`."""
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[1] != 3:
             raise ValueError(f"encode takes uint8 frames [N, 3, H, W], got {frames.dtype} "
                              f"{list(frames.shape)}")
         self._check_size(frames.shape[2], frames.shape[3], "frames")
-        out = []
+        means, stds = [], []
         for start in range(0, frames.shape[0], batch_size):
             x = frames_to_unit(frames[start:start + batch_size], self.dtype, self.device)
-            mean = self.vae.encode(x).latent_dist.mean
-            out.append(to_latents(mean, self.scaling, self.shift).float())
-        if not out:
-            return torch.zeros(0, SD3_LATENT_CHANNELS, frames.shape[2] // self.downsample,
-                               frames.shape[3] // self.downsample, device=self.device)
-        return torch.cat(out)
+            posterior = self.vae.encode(x).latent_dist
+            means.append(to_latents(posterior.mean, self.scaling, self.shift).float())
+            if with_std:
+                stds.append((posterior.std * self.scaling).float())
+        if not means:
+            empty = torch.zeros(0, SD3_LATENT_CHANNELS, frames.shape[2] // self.downsample,
+                                frames.shape[3] // self.downsample, device=self.device)
+            return empty, empty.clone() if with_std else None
+        return torch.cat(means), torch.cat(stds) if with_std else None
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:

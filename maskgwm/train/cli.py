@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="regional torch.compile of the DiT and F blocks (GPU speed; the "
                         "first steps compile)")
-    parser.add_argument("--ema", type=float, default=None, metavar="DECAY")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="EMA decay of the weights, 0 for none (sets optim.ema_decay; "
+                        "default 0.9999 with Vista's warm-up)")
     parser.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK or cpu)")
     parser.add_argument("--cache-dir", help="synthetic data and latent cache "
                         "(default: OUT/cache)")
@@ -84,6 +86,8 @@ def main(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.set)
         if args.steps is not None:
             overrides["stage.steps"] = args.steps
+        if args.ema is not None:
+            overrides["optim.ema_decay"] = args.ema
         config = resolve_run_config(args.stage, args.scale, variant, overrides, args.seed,
                                     "command line")
         out = Path(args.out or f"work/train/{args.stage}-{variant}-{args.scale}")
@@ -98,8 +102,7 @@ def main(args: argparse.Namespace) -> int:
                                log_every=args.log_every, sample_every=args.sample_every,
                                workers=args.workers, strategy=args.strategy,
                                activation_checkpointing=args.activation_checkpointing,
-                               compile=args.compile,
-                               ema_decay=args.ema, device=args.device,
+                               compile=args.compile, device=args.device,
                                cache_dir=args.cache_dir)
         trainer = Trainer(config, out, parent_checkpoint=args.parent, data_root=args.data_root,
                           weights_root=args.weights, options=options)

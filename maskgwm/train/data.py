@@ -11,10 +11,11 @@ DataLoader worker and cached as float32 `<cache>/latents/<encoder id>/<clip id>/
 a window is a slice of that. Without it (CUDA runs), workers return uint8 frames and the
 trainer encodes them on the GPU.
 
-Actions (stage 2 and 3, `model.actions`): Vista's clip-level actions from the manifest packed
-into ACTION_DIM = 16 numbers (assumed layout: traj 8, speed[0], angle[0], goal 2, cmd / 3,
-z / 50, padded with zeros), repeated for every frame; clips without actions (OpenDV-2K, the
-multi-view clips) get zeros.
+Actions (stage 2 and 3, `model.actions`): each clip's 19 action values
+(`maskgwm.model.actions.action_values`: Vista's command, trajectory, speed, angle and goal; NaN
+where the clip lacks a field), the same for every frame. Clips without any (most of OpenDV-2K,
+the multi-view clips) are all NaN, and the model gives them the dropped-action path
+(`model.missing_actions`).
 """
 from __future__ import annotations
 
@@ -31,11 +32,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maskgwm.config.schema import DataConfig, content_hash
-from maskgwm.data.latents import LatentCache, frames_stamp
+from maskgwm.data.latents import LatentCache, frames_stamp, vae_encoder_id
 from maskgwm.data.loader import ClipDataset, Source, crop_resize
-from maskgwm.data.manifest import Actions, ClipManifest, ClipRecord
+from maskgwm.data.manifest import ClipManifest, ClipRecord
 from maskgwm.data.sources import read_clips
-from maskgwm.model.dit import ACTION_DIM
+from maskgwm.model.actions import action_values
 
 DATASETS = ("opendv", "nuscenes", "nuscenes_mview")
 SYNTH_VERSION = 1
@@ -182,18 +183,6 @@ def synthetic_nuscenes_clips(name: str, root: Path, n_frames: int) -> list[ClipR
     return reader(nusc, list(SYNTH_NUSCENES_SCENES), n_frames=n_frames, split="mini_train")
 
 
-def pack_actions(actions: Actions | None) -> list[float]:
-    """Vista's clip-level actions as ACTION_DIM numbers (layout in the module docstring)."""
-    if actions is None:
-        return [0.0] * ACTION_DIM
-    traj = (list(actions.traj) + [0.0] * 8)[:8]
-    values = traj + [actions.speed[0] if actions.speed else 0.0,
-                     actions.angle[0] if actions.angle else 0.0]
-    values += (list(actions.goal) + [0.0, 0.0])[:2]
-    values += [(actions.cmd or 0) / 3.0, (actions.z or 0.0) / 50.0]
-    return [float(v) for v in values] + [0.0] * (ACTION_DIM - len(values))
-
-
 def read_window(source: Source, clip: ClipRecord, start: int, n_frames: int, width: int,
                 height: int) -> torch.Tensor:
     """uint8 frames [T, V, 3, H, W] of clip[start:start + n_frames]."""
@@ -206,7 +195,7 @@ def read_window(source: Source, clip: ClipRecord, start: int, n_frames: int, wid
 # ---------------------------------------------------------------------- dataset and batches
 class TrainingSamples(Dataset):
     """Item `index` (a global sample index): {"index", "latents" [T, V, C, h, w] or "frames"
-    [T, V, 3, H, W] uint8, "actions" [ACTION_DIM]}."""
+    [T, V, 3, H, W] uint8, "actions" [19] (NaN where missing)}."""
 
     def __init__(self, sources: list[Source], data: DataConfig, seed: int, global_batch: int,
                  steps: int, latent_cache: LatentCache | None = None):
@@ -229,7 +218,7 @@ class TrainingSamples(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         source, clip, start, n_frames = self.clip_of(index)
-        item = {"index": index, "actions": torch.tensor(pack_actions(clip.actions))}
+        item = {"index": index, "actions": torch.tensor(action_values(clip.actions))}
         if self.cache is None:
             return {**item, "frames": read_window(source, clip, start, n_frames, self.width,
                                                   self.height)}
@@ -274,11 +263,43 @@ def make_batches(samples: TrainingSamples, start_step: int, steps: int, rank: in
                       pin_memory=pin_memory, prefetch_factor=4 if workers else None)
 
 
+def make_latent_cache(vae, data: DataConfig, sources: list[Source], cache_root: Path,
+                      device: torch.device, wanted: bool,
+                      log: Callable[[str], None]) -> LatentCache | None:
+    """The latent cache of the CPU path (posterior means), or None: not wanted, on CUDA (frames
+    are encoded on the GPU every step), or with data.vae_latent = "sample" (a fresh posterior
+    sample per step cannot be cached)."""
+    if not wanted:
+        return None
+    if device.type != "cpu":
+        log("note: the latent cache is used on the CPU path only; on CUDA frames are encoded "
+            "by the VAE on the GPU every step")
+        return None
+    if data.vae_latent != "mean":
+        log("note: data.vae_latent = 'sample': frames are encoded every step (the latent "
+            "cache holds posterior means only)")
+        return None
+    roots = sorted(str(s.root) for s in sources)
+    encoder = vae_encoder_id(vae.vae, vae.scaling, vae.shift,
+                             f"{data.width}x{data.height}|{roots}")
+    return LatentCache(cache_root / "latents", encoder, vae.encode, dtype="float32")
+
+
+def posterior_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU generator of sample `index`'s VAE posterior noise (data.vae_latent = "sample")."""
+    word = np.random.SeedSequence([seed, index, 0x766165]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(word))
+
+
 @dataclass
 class BatchLatents:
-    """Turns a collated batch into model inputs on `device`."""
+    """Turns a collated batch into model inputs on `device`: cached latents as they are, or
+    frames encoded by the VAE to the posterior mean, or with `sample_posterior` to a posterior
+    sample whose noise is seeded by (seed, sample index), so it does not depend on batching."""
     vae: object | None                   # SD3VAE for batches of frames
     device: torch.device
+    sample_posterior: bool = False
+    seed: int = 0
 
     def __call__(self, batch: dict) -> torch.Tensor:
         """z0 [B, T, V, C, h, w] float32 on the device."""
@@ -286,5 +307,12 @@ class BatchLatents:
             return batch["latents"].to(self.device, non_blocking=True).float()
         frames = batch["frames"]
         b, t, v = frames.shape[:3]
-        latents = self.vae.encode(frames.reshape(b * t * v, *frames.shape[3:]).to(self.device))
-        return latents.reshape(b, t, v, *latents.shape[1:]).to(self.device).float()
+        mean, std = self.vae.encode_posterior(
+            frames.reshape(b * t * v, *frames.shape[3:]).to(self.device),
+            with_std=self.sample_posterior)
+        latents = mean.reshape(b, t, v, *mean.shape[1:]).to(self.device).float()
+        if not self.sample_posterior:
+            return latents
+        noise = torch.stack([torch.randn(latents.shape[1:], generator=posterior_generator(
+            self.seed, int(index))) for index in batch["index"]]).to(self.device)
+        return latents + std.reshape(latents.shape).to(self.device).float() * noise

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from maskgwm.config.schema import RunConfig
-from maskgwm.model.dit import ACTION_DIM, NEW_BLOCK_PREFIXES, MaskGWMDiT
+from maskgwm.model.dit import NEW_BLOCK_PREFIXES, MaskGWMDiT
 from maskgwm.model.presets import get_preset
 from maskgwm.model.text import TextConditioning
 
@@ -101,12 +101,12 @@ def build_model(config: RunConfig, parent: Path | None, weights_root: Path | Non
                                       f"diffusers)")
             source = Path(weights_root) / SD3_FOLDER
             try:
-                model = MaskGWMDiT.from_sd3(source, config.model, ACTION_DIM, config.mask)
+                model = MaskGWMDiT.from_sd3(source, config.model, config.mask)
             except FileNotFoundError as err:
                 raise ModelSetupError(f"{err}: put stabilityai/stable-diffusion-3-medium-"
                                       f"diffusers at {source}") from None
             return model, {"init": f"SD3 transformer {source}"}
-        model = MaskGWMDiT(config.model, preset, ACTION_DIM, config.mask)
+        model = MaskGWMDiT(config.model, preset, config.mask)
     if parent is not None:
         return model, {"init": "parent", **load_parent(model, parent, log)}
     if config.stage.name != "1a" and config.scale not in RANDOM_INIT_SCALES:

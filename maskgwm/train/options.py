@@ -1,9 +1,9 @@
-"""Trainer options: operational settings that do not change a run's results, plus EMA.
+"""Trainer options: operational settings that do not change a run's results.
 
-Only `ema_decay` changes what a run produces (the final `model.pt` holds the EMA weights when
-it is set), so it is the one option in the run's hash (`run_hash`). Everything else here
-(checkpoint cadence, workers, strategy, activation checkpointing, compile, device, caches)
-leaves the per-step losses unchanged up to floating-point reduction order and is not hashed.
+Checkpoint cadence, workers, strategy, activation checkpointing, compile, device and caches
+leave the per-step losses unchanged up to floating-point reduction order, so a run is its
+config alone (`run_identity`, `run_hash`); what changes results (the EMA included,
+`optim.ema_decay`) is a config field.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ class TrainOptions:
     strategy: str = "ddp"              # ddp | fsdp (multi-process only; distributed.wrap)
     activation_checkpointing: bool = False
     compile: bool = False              # regional torch.compile (MaskGWMDiT.compile_blocks)
-    ema_decay: float | None = None     # None: no EMA (hashed: changes model.pt)
     device: str | None = None          # None: cuda:<local rank> when CUDA is available, else cpu
     latent_cache: bool = True          # cache each clip's VAE latents (CPU path; float32)
     cache_dir: str | None = None       # synthetic data + latent cache (default <out>/cache)
@@ -40,9 +39,6 @@ class TrainOptions:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"TrainOptions.strategy = {self.strategy!r}: expected one of "
                              f"{', '.join(STRATEGIES)}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"TrainOptions.ema_decay = {self.ema_decay}: expected None or a "
-                             f"value in (0, 1)")
         for name in ("checkpoint_every", "keep_last", "log_every", "sample_every", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainOptions.{name} must be >= 0")
@@ -54,20 +50,14 @@ class TrainOptions:
         return Path(self.cache_dir) if self.cache_dir else Path(out_dir) / "cache"
 
 
-def hashed_options(options: TrainOptions) -> dict[str, Any]:
-    """The options that change a run's results."""
-    return {"ema_decay": options.ema_decay}
-
-
-def run_identity(config: RunConfig, options: TrainOptions) -> dict[str, Any]:
+def run_identity(config: RunConfig) -> dict[str, Any]:
     """What makes a run this run: checkpoints and summary.json hold it under these keys."""
-    return {"config": to_dict(config), "options": hashed_options(options)}
+    return {"config": to_dict(config)}
 
 
-def run_hash(config: RunConfig, options: TrainOptions) -> str:
+def run_hash(config: RunConfig) -> str:
     """The hash a checkpoint must carry to be resumed by this run."""
-    identity = run_identity(config, options)
-    return content_hash(identity["config"], identity["options"])
+    return content_hash(run_identity(config)["config"])
 
 
 def env_path(value: str | os.PathLike | None, env: str) -> Path | None:

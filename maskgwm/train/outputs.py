@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
+from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.train import checkpointing as ckpt
 
 
@@ -71,7 +71,7 @@ def export_weights(trainer, full_state: dict | None, ema: dict | None):
     saved = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()} \
         if full_state is None else None
     target = trainer.model if full_state is None else MaskGWMDiT(
-        trainer.config.model, trainer.model.preset, ACTION_DIM, trainer.config.mask)
+        trainer.config.model, trainer.model.preset, trainer.config.mask)
     with torch.no_grad():
         if full_state is not None:
             target.load_state_dict(full_state)

@@ -8,14 +8,17 @@ Exactness: every random draw is seeded by (seed, global sample index) (objective
 s * global_batch + r * local_batch + i, so results do not depend on the process count, and a
 resumed run repeats an uninterrupted one bit for bit on the CPU. Trainable parameters that a
 step leaves unused get zero gradients (as DDP gives them), so AdamW treats them alike on one
-process or several. The contrastive term (Table 3a's z_tau row) is an InfoNCE over the local
-batch, so only it depends on the process count. What a checkpoint holds and how a run
+process or several. The contrastive term (Table 3a's z_tau row) with `mask.contrastive_negatives
+= "local"` is an InfoNCE over the local batch, so it depends on the process count; "global"
+gathers every rank's teachers. The EMA of the weights (`optim.ema_decay`, Vista's schedule with
+`optim.ema_warmup`) is what model.pt holds. What a checkpoint holds and how a run
 resumes: `state.py`; its files: `checkpointing.py`; sample videos and model.pt: `outputs.py`.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -26,16 +29,17 @@ from torch import nn
 
 from evals.atomic import atomic_write_json
 from evals.weights import cached_sha256, sidecar_cache
-from maskgwm.config.schema import RunConfig
-from maskgwm.data.latents import LatentCache, vae_encoder_id
+from maskgwm.config.schema import OptimConfig, RunConfig
+from maskgwm.model.actions import action_values
 from maskgwm.model.checkpoint import save_model
-from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
+from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.objective import ObjectiveSettings, training_loss
 from maskgwm.model.presets import get_preset
 from maskgwm.train import checkpointing as ckpt
 from maskgwm.train import distributed as dist_
 from maskgwm.train import modelsetup, outputs
-from maskgwm.train.data import BatchLatents, TrainingSamples, build_sources, make_batches
+from maskgwm.train.data import (BatchLatents, TrainingSamples, build_sources, make_batches,
+                                make_latent_cache)
 from maskgwm.train.metrics import (MetricsWriter, Progress, Timer, peak_memory, rates,
                                    read_rows)
 from maskgwm.train.options import TrainOptions, env_path, run_hash, run_identity
@@ -75,6 +79,14 @@ def warmup_factor(warmup_steps: int) -> Callable[[int], float]:
     return lambda step: 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
+def ema_decay_at(optim: OptimConfig, updates: int) -> float:
+    """The EMA decay of update number `updates` (1-based): optim.ema_decay, or with
+    optim.ema_warmup Vista's (LitEma's) min(decay, (1 + n) / (10 + n))."""
+    if not optim.ema_warmup:
+        return optim.ema_decay
+    return min(optim.ema_decay, (1 + updates) / (10 + updates))
+
+
 class Trainer(CheckpointState):
     def __init__(self, config: RunConfig, out_dir: str | Path,
                  parent_checkpoint: str | Path | None = None, data_root: str | Path | None = None,
@@ -89,8 +101,8 @@ class Trainer(CheckpointState):
         self.env = dist_.detect()
         self.global_batch = config.stage.batch_size
         self.local_batch = dist_.local_batch(self.global_batch, self.env.world)
-        self.config_hash = run_hash(config, self.options)
-        self.identity = run_identity(config, self.options)
+        self.config_hash = run_hash(config)
+        self.identity = run_identity(config)
         self._log = log
         outputs.check_writable(self.out, self.env.rank, self.options.cache_root(self.out))
         self.step, self.ready, self.provenance = 0, False, {}
@@ -113,8 +125,7 @@ class Trainer(CheckpointState):
         self.owns_group = dist_.init(self.env, self.device)
         resume = self._resume_point()
         if resume is not None:
-            model = MaskGWMDiT(config.model, get_preset(config.model.preset), ACTION_DIM,
-                               config.mask)
+            model = MaskGWMDiT(config.model, get_preset(config.model.preset), config.mask)
             model.load_state_dict(resume["model"]["state_dict"])
             self.provenance = dict(resume["model"].get("extra", {}).get("provenance", {}))
             self.step = int(resume["step"])
@@ -136,7 +147,7 @@ class Trainer(CheckpointState):
                                                          config.scale)
         self.vae, vae_note = modelsetup.load_vae(config, self.weights_root, self.device)
         self.provenance.update(text=text_note, vae=vae_note)
-        settings = ObjectiveSettings.from_config(config.stage, config.mask)
+        settings = ObjectiveSettings.from_config(config)
         self.module = self._wrap(LossModule(self.model, settings, config.seed))
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr,   # fused: one
@@ -145,7 +156,7 @@ class Trainer(CheckpointState):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(config.optim.warmup_steps))
         self.ema = None
-        if opts.ema_decay is not None:       # under FSDP: sharded like the parameters
+        if config.optim.ema_decay > 0:      # under FSDP: sharded like the parameters
             self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()
                         if p.requires_grad}
         if resume is not None:
@@ -173,29 +184,26 @@ class Trainer(CheckpointState):
         if not self.env.is_main:
             sources = build_sources(config.data, config.seed, self.data_root, cache_root,
                                     lambda _: None)
-        cache = None
-        if opts.latent_cache and self.device.type == "cpu":
-            roots = sorted(str(s.root) for s in sources)
-            encoder = vae_encoder_id(self.vae.vae, self.vae.scaling, self.vae.shift,
-                                     f"{config.data.width}x{config.data.height}|{roots}")
-            cache = LatentCache(cache_root / "latents", encoder, self.vae.encode,
-                                dtype="float32")
-        elif opts.latent_cache:
-            self.log("note: the latent cache is used on the CPU path only; on CUDA frames are "
-                     "encoded by the VAE on the GPU every step")
+        cache = make_latent_cache(self.vae, config.data, sources, cache_root, self.device,
+                                  opts.latent_cache, self.log)
         self.samples = TrainingSamples(sources, config.data, config.seed, self.global_batch,
                                        config.stage.steps, cache)
-        self.to_latents = BatchLatents(self.vae, self.device)
-        with_actions = sum(1 for s in sources for c in s.manifest.clips if c.actions)
+        self.to_latents = BatchLatents(self.vae, self.device,
+                                       config.data.vae_latent == "sample", config.seed)
+        with_actions = sum(1 for s in sources for c in s.manifest.clips
+                           if not all(math.isnan(v) for v in action_values(c.actions)))
         total = sum(len(s.manifest.clips) for s in sources)
+        without = ("the rest take the dropped-action path" if
+                   config.model.missing_actions == "drop" else
+                   "the rest get all-zero action features")
         self.provenance["data"] = {
             "source": config.data.source, "roots": [str(s.root) for s in sources],
             "clips": total, "latent_cache": str(cache.root) if cache else None,
             "actions": (None if not config.model.actions else
-                        f"{with_actions} of {total} clips carry actions; the rest get zeros")}
+                        f"{with_actions} of {total} clips carry actions; {without}")}
         if config.model.actions and with_actions < total:
-            self.log(f"note: {total - with_actions} of {total} clips have no actions: "
-                     f"their action vectors are zeros")
+            self.log(f"note: {total - with_actions} of {total} clips have no actions: {without} "
+                     f"(model.missing_actions = '{config.model.missing_actions}')")
 
     # ------------------------------------------------------------------ training
     @property
@@ -212,10 +220,7 @@ class Trainer(CheckpointState):
         self.module.train()
         size = z0.shape[0]
         text = self.text.expand(size).to(self.device)
-        actions = None
-        if self.config.model.actions:
-            actions = batch["actions"].to(self.device)[:, None].expand(
-                size, z0.shape[1], ACTION_DIM)
+        actions = batch["actions"].to(self.device) if self.config.model.actions else None
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.module(z0, text.encoder_hidden_states, text.pooled_projections,
@@ -241,7 +246,7 @@ class Trainer(CheckpointState):
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
-            decay = self.options.ema_decay
+            decay = ema_decay_at(self.config.optim, self.step + 1)
             with torch.no_grad():
                 for name, p in self.model.named_parameters():
                     if name in self.ema:
@@ -358,7 +363,7 @@ class Trainer(CheckpointState):
         state = self._model_state() if self.fsdp else None
         ema = self._full_ema()
         if self.env.is_main:
-            extra = {**self.model_extra(), "ema_decay": self.options.ema_decay}
+            extra = {**self.model_extra(), "ema_decay": self.config.optim.ema_decay or None}
             with outputs.export_weights(self, state, ema), ckpt.naming_write(model_path):
                 save_model(model_path, self.model, self.text, extra)
             summary = {"status": "done", "step": self.step, "stage": self.config.stage.name,

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskgwm.model.blocks import (TemporalBlock, ViewBlock, fourier_embed, from_view_sequences,
-                                  to_view_sequences)
+from maskgwm.model.actions import ACTION_VALUES, no_actions
+from maskgwm.model.blocks import TemporalBlock, ViewBlock, from_view_sequences, to_view_sequences
 
-DIM, HEADS = 32, 2
+DIM, HEADS, A = 32, 2, ACTION_VALUES
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +31,9 @@ def tokens() -> torch.Tensor:
 
 
 def test_fresh_temporal_block_is_identity(tokens):
-    block = TemporalBlock(DIM, HEADS, action_dim=3)
+    block = TemporalBlock(DIM, HEADS, actions=True)
     tau = torch.rand(2, 4)
-    actions = torch.randn(2, 4, 3)
+    actions = torch.randn(2, 4, A)
     assert torch.equal(block(tokens, tau, actions=actions), tokens)
 
 
@@ -83,19 +83,19 @@ def test_temporal_attention_is_per_token_position():
 
 
 def test_actions_act_only_through_their_projections(tokens):
-    block = randomise_(TemporalBlock(DIM, HEADS, action_dim=3))
+    block = randomise_(TemporalBlock(DIM, HEADS, actions=True))
     for projection in (block.action_to_k, block.action_to_v):
         torch.nn.init.zeros_(projection.weight)
         torch.nn.init.zeros_(projection.bias)
     tau = torch.rand(2, 4)
-    a, b = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    a, b = torch.randn(2, 4, A), torch.randn(2, 4, A)
     assert torch.allclose(block(tokens, tau, actions=a), block(tokens, tau, actions=b))
     randomise_(block.action_to_k, seed=5)
     assert not torch.allclose(block(tokens, tau, actions=a), block(tokens, tau, actions=b))
     # per-clip actions broadcast over frames; action_keep drops a sample's actions
-    clip = torch.randn(2, 3)
+    clip = torch.randn(2, A)
     assert torch.allclose(block(tokens, tau, actions=clip),
-                          block(tokens, tau, actions=clip[:, None].expand(2, 4, 3)))
+                          block(tokens, tau, actions=clip[:, None].expand(2, 4, A)))
     keep = torch.tensor([False, True])
     dropped_a = block(tokens, tau, actions=a, action_keep=keep)
     dropped_b = block(tokens, tau, actions=b, action_keep=keep)
@@ -104,13 +104,27 @@ def test_actions_act_only_through_their_projections(tokens):
 
 
 def test_wrong_action_width_is_named(tokens):
-    block = TemporalBlock(DIM, HEADS, action_dim=3)
-    with pytest.raises(ValueError, match="3 values"):
+    block = TemporalBlock(DIM, HEADS, actions=True)
+    with pytest.raises(ValueError, match="19 values"):
         block(tokens, torch.rand(2, 4), actions=torch.randn(2, 4, 5))
 
 
-def test_fourier_embedding_width():
-    assert fourier_embed(torch.randn(2, 4, 3), frequencies=8).shape == (2, 4, 48)
+@pytest.mark.parametrize("missing", ["drop", "zeros"])
+def test_a_sample_without_actions_takes_the_path_its_reading_names(tokens, missing):
+    """missing_actions "drop": a clip without action values is the dropped-action input, the
+    same as guidance dropout and action-free sampling; "zeros": all-zero features, kept."""
+    block = randomise_(TemporalBlock(DIM, HEADS, actions=True, missing_actions=missing))
+    tau = torch.rand(2, 4)
+    none = no_actions(2)
+    dropped = block(tokens, tau, actions=torch.randn(2, A),
+                    action_keep=torch.tensor([False, False]))
+    without = block(tokens, tau, actions=none)
+    assert torch.allclose(without, dropped) == (missing == "drop")
+    assert torch.allclose(block(tokens, tau, actions=none, action_keep=torch.tensor([False] * 2)),
+                          dropped)
+    partly = none.clone()
+    partly[:, 0] = 3.0        # a command only (OpenDV's language clips): the actions are kept
+    assert not torch.allclose(block(tokens, tau, actions=partly), dropped)
 
 
 @pytest.mark.parametrize("mode, sequence_shape", [
@@ -141,6 +155,24 @@ def test_view_attention_extent(mode, leaks_across_rows):
     changed = (block(perturbed) - block(x)).abs().amax(dim=-1)[0, 0]
     assert changed[0, 0].amax() > 0      # view 0, same row: cross-view exchange
     assert bool(changed[:, 1].amax() > 0) == leaks_across_rows
+
+
+@pytest.mark.parametrize("mode", ["KW", "KHW"])
+def test_camera_embedding_tells_the_views_apart(mode):
+    """Two views with identical tokens get identical outputs without a camera embedding (SD3's
+    positional embedding repeats in each view); with a trained one they differ. A fresh one is
+    zero, so a fresh block is still the identity."""
+    x = torch.randn(1, 2, 1, 2, 4, DIM).expand(1, 2, 3, 2, 4, DIM).contiguous()
+    fresh = ViewBlock(DIM, HEADS, mode, cameras=6)
+    assert torch.equal(fresh.camera_embed, torch.zeros(6, DIM)) and torch.equal(fresh(x), x)
+    blind = randomise_(ViewBlock(DIM, HEADS, mode))
+    out = blind(x)
+    assert torch.allclose(out[:, :, 0], out[:, :, 1], atol=1e-6)
+    seeing = randomise_(ViewBlock(DIM, HEADS, mode, cameras=6))
+    out = seeing(x)
+    assert not torch.allclose(out[:, :, 0], out[:, :, 1], atol=1e-3)
+    with pytest.raises(ValueError, match="7 views.*6 cameras"):
+        seeing(torch.randn(1, 1, 7, 2, 4, DIM))
 
 
 def test_unknown_view_mode():

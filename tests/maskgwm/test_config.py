@@ -29,6 +29,24 @@ def test_stage_specific_settings():
     assert mview.data.views == 6 and mview.model.view_blocks and mview.mask.view_rows
 
 
+def test_issue_19_readings_are_resolved_config_fields():
+    """Every reading where the paper is silent is a field of the resolved config (so a run's id
+    changes with it), with the defaults docs/DESIGN.md section 9.8 gives reasons for."""
+    config = resolve_run_config("2", "paper", "ours")
+    assert config.model.missing_actions == "drop"              # action-free clips: dropped path
+    assert (config.flow.logit_mean, config.flow.logit_std, config.flow.shift) == (0.0, 1.0, 3.0)
+    assert (config.optim.ema_decay, config.optim.ema_warmup) == (0.9999, True)
+    assert config.optim.grad_clip == 1.0 and config.data.vae_latent == "mean"
+    assert config.mask.recon_order == "spatial_first"
+    assert config.mask.contrastive_negatives == "global"
+    assert resolve_run_config("3", "paper", "mview-kw").model.cameras == 6
+    for key, value in (("model.missing_actions", "skip"), ("data.vae_latent", "mode"),
+                       ("mask.recon_order", "random"), ("optim.ema_decay", 1.0),
+                       ("flow.shift", 0.0), ("model.cameras", 3)):
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            resolve_run_config("3", "paper", "mview-kw", {key: value})
+
+
 def test_total_paper_steps_per_stage_group():
     steps = {s: resolve_run_config(s, "paper", "no-mr").stage.steps for s in STAGES}
     assert steps["1a"] + steps["1b"] + steps["1c"] == 62000   # "Stage 1 for total 62K steps"

@@ -6,7 +6,7 @@ import torch
 from diffusers import SD3Transformer2DModel
 
 from maskgwm.config.schema import ModelConfig
-from maskgwm.model.dit import CheckpointMismatch, MaskGWMDiT
+from maskgwm.model.dit import ACTION_DIM, CheckpointMismatch, MaskGWMDiT
 from maskgwm.model.presets import PRESETS, get_preset
 
 TINY = get_preset("tiny")
@@ -36,7 +36,7 @@ def test_output_shape(preset_name, inputs):
     model = MaskGWMDiT(config).eval()
     latents, tau, text, pooled = inputs(model.preset)
     with torch.no_grad():
-        out = model(latents, tau, text, pooled, actions=torch.randn(1, 2, 16))
+        out = model(latents, tau, text, pooled, actions=torch.randn(1, 2, ACTION_DIM))
     assert out.shape == latents.shape
 
 
@@ -66,7 +66,7 @@ def test_inflated_model_equals_image_model(tiny_sd3, view_attention, inputs):
     cond = torch.tensor([[True, False, False], [False, False, False]])
     with torch.no_grad():
         video = model(latents, tau, text, pooled, cond_frames=cond,
-                      actions=torch.randn(2, 3, 16))
+                      actions=torch.randn(2, 3, ACTION_DIM))
         frame_tau = tau.masked_fill(cond, 0.0)
         for b in range(2):
             for t in range(3):
@@ -92,6 +92,31 @@ def test_trained_new_blocks_mix_frames_and_views(tiny_sd3, inputs):
         changed = (model(perturbed, tau, text, pooled) - model(latents, tau, text, pooled))
     assert changed[:, 1, 1].abs().amax() > 0   # another frame and view sees the change
     assert not torch.allclose(base, model(latents, tau, text, pooled))
+
+
+def test_new_blocks_never_update_the_text_stream(make_tiny_model, inputs):
+    """Paper Sec. 7.1: the text features pass from one joint block to the next untouched; the
+    temporal and view blocks between them see image tokens only."""
+    model = make_tiny_model(view_blocks=True, actions=True)
+    latents, tau, text, pooled = inputs(model.preset, batch=1, frames=2, views=2)
+    given, returned = [], []
+    for block in model.transformer_blocks:
+        block.register_forward_pre_hook(
+            lambda m, args, kwargs: given.append(kwargs["encoder_hidden_states"]),
+            with_kwargs=True)
+        block.register_forward_hook(lambda m, args, out: returned.append(out[0]))
+    shapes = {"temporal": [], "view": []}
+    for kind in shapes:
+        for block in getattr(model, f"{kind}_blocks"):
+            block.register_forward_pre_hook(lambda m, args, kind=kind:
+                                            shapes[kind].append(tuple(args[0].shape[:-1])))
+    with torch.no_grad():
+        model(latents, tau, text, pooled, actions=torch.randn(1, ACTION_DIM))
+    assert len(given) == model.preset.num_layers
+    assert all(after is before for after, before in zip(given[1:], returned[:-1]))
+    grid = (latents.shape[-2] // 2, latents.shape[-1] // 2)        # image tokens only
+    assert set(shapes["temporal"]) == {(1, 2, 2 * grid[0] * grid[1])}
+    assert set(shapes["view"]) == {(1, 2, 2, *grid)}
 
 
 def test_loads_saved_sd3_directory(tiny_sd3, tmp_path):

@@ -15,7 +15,7 @@ from maskgwm.config.schema import DataConfig
 from maskgwm.data.latents import LatentCache, frames_stamp, sd3_vae_encoder, vae_encoder_id
 from maskgwm.data.loader import ClipDataset, Source, read_image_file
 from maskgwm.data.manifest import ClipManifest, ClipRecord
-from maskgwm.train.data import TrainingSamples
+from maskgwm.train.data import BatchLatents, TrainingSamples, collate, make_latent_cache
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,27 @@ def test_entry_of_another_storage_dtype_is_re_encoded(source, tmp_path):
     frames = torch.from_numpy(np.stack([np.asarray(Image.open(tmp_path / ref[0]))
                                         for ref in refs])).permute(0, 3, 1, 2)
     assert torch.equal(item["latents"][:, 0], encoder(frames))
+
+
+def test_posterior_samples_are_seeded_per_sample_and_never_cached(source, tmp_path):
+    """data.vae_latent = "sample": z0 = mean + std * noise, the noise seeded by (seed, sample
+    index), so a sample's latents do not depend on its batch; the CPU latent cache (posterior
+    means) is not used for such runs."""
+    from maskgwm.model.vae import SD3VAE
+    vae = SD3VAE.random(seed=0)
+    data = DataConfig(width=32, height=16, frames=[4], vae_latent="sample")
+    samples = TrainingSamples([source], data, seed=0, global_batch=2, steps=1)
+    items = [samples[0], samples[1]]
+    both = collate(items)
+    sampled = BatchLatents(vae, torch.device("cpu"), sample_posterior=True, seed=3)
+    mean = BatchLatents(vae, torch.device("cpu"))(both)
+    z = sampled(both)
+    assert z.shape == mean.shape and not torch.allclose(z, mean)
+    torch.testing.assert_close(sampled(collate(items[1:])), z[1:], rtol=0, atol=1e-6)
+    assert not torch.equal(BatchLatents(vae, torch.device("cpu"), True, seed=4)(both), z)
+    notes = []
+    assert make_latent_cache(vae, data, [source], tmp_path, torch.device("cpu"), True,
+                             notes.append) is None
+    assert "posterior means" in notes[0]
+    assert make_latent_cache(vae, dataclasses.replace(data, vae_latent="mean"), [source],
+                             tmp_path, torch.device("cpu"), True, notes.append) is not None

@@ -7,12 +7,14 @@ import math
 import shutil
 
 import pytest
+import torch
 
 from maskgwm.data.manifest import ClipManifest, ManifestError
 from maskgwm.data.nuscenes import (
     CAMERAS, VISTA_KEYS, ClipReport, NuScenesDataError, export_vista_manifest,
     import_vista_manifest, mview_clips, open_nuscenes, vista_clips)
 from maskgwm.data.synth.nuscenes_writer import LIDAR_TRANSLATION, write_synthetic_nuscenes
+from maskgwm.model.actions import embed_actions
 
 pytest.importorskip("nuscenes")
 
@@ -147,6 +149,9 @@ def test_vista_manifest_round_trip(dataset, tmp_path):
         assert theirs.speed == pytest.approx(ours.speed)
         assert theirs.angle == pytest.approx(ours.angle)
         assert theirs.goal == pytest.approx(ours.goal)
+    # what the model's action projections receive is the same after the round trip
+    torch.testing.assert_close(embed_actions([c.actions for c in back]),
+                               embed_actions([c.actions for c in clips]))
     ClipManifest("nuscenes", "/data", back).save(tmp_path / "m.json")
 
 

@@ -7,14 +7,17 @@ import dataclasses
 import pytest
 import torch
 
-from maskgwm.config.schema import MaskConfig, ModelConfig
-from maskgwm.model.dit import MaskGWMDiT
-from maskgwm.model.flow import euler_sample
+from maskgwm.config.schema import FlowConfig, MaskConfig, ModelConfig
+from maskgwm.model.actions import ACTION_VALUES, no_actions
 from maskgwm.model.bench_model import alternating_branches
+from maskgwm.model.blocks import to_view_sequences
+from maskgwm.model.dit import MaskGWMDiT
+from maskgwm.model.flow import euler_sample, shift_tau
 from maskgwm.model.masks import kept_count
 from maskgwm.model.objective import (ObjectiveSettings, draw_sample, sample_generator,
                                      training_loss)
 from maskgwm.model.presets import get_preset
+from maskgwm.model.reconstruction import pack_branch
 
 TINY = get_preset("tiny")
 GRID = (TINY.latent_height // 2, TINY.latent_width // 2)
@@ -94,7 +97,7 @@ def batch(n, seed=0):
     z0 = torch.randn(n, *FRAME_SHAPE, generator=generator)
     text = torch.randn(n, 3, TINY.joint_attention_dim, generator=generator)
     pooled = torch.randn(n, TINY.pooled_projection_dim, generator=generator)
-    actions = torch.randn(n, FRAME_SHAPE[0], 16, generator=generator)
+    actions = torch.randn(n, ACTION_VALUES, generator=generator)
     return z0, text, pooled, actions
 
 
@@ -220,3 +223,61 @@ def test_mr_step_runs_under_bf16_autocast(token, block_inputs):
     assert torch.isfinite(terms.loss)
     assert terms.branches.get("spatial") == 1 and terms.branches.get("temporal") == 1
     assert all(torch.isfinite(p.grad).all() for p in mr_model.parameters() if p.grad is not None)
+
+
+# ---- issue 19: training noise, multi-view masks, action-free clips ----
+
+@pytest.mark.parametrize("flow", [FlowConfig(), FlowConfig(shift=1.0),
+                                  FlowConfig(logit_mean=0.5, logit_std=0.8, shift=2.0)])
+def test_training_tau_is_the_shifted_logit_normal(flow):
+    """tau = shift u / (1 + (shift - 1) u), u = sigmoid(N(m, s^2)): its quantile q is the
+    formula at the normal's quantile q (shift 3.0 by default: median 0.75, not 0.5)."""
+    samples = draws(MaskConfig(), n=4000, flow=flow)
+    tau = torch.tensor([float(d.tau) for d in samples])
+    for q in (0.1, 0.5, 0.9):
+        normal = torch.distributions.Normal(flow.logit_mean, flow.logit_std).icdf(torch.tensor(q))
+        expected = shift_tau(torch.sigmoid(normal), flow.shift)
+        assert abs(torch.quantile(tau, q) - expected) < 0.02, q
+    if flow == FlowConfig():
+        assert abs(tau.median() - 0.75) < 0.02
+
+
+def test_views_of_a_sample_share_one_mask():
+    for d in draws(OURS, n=60):
+        assert d.keep is not None and torch.equal(d.keep[:, 0], d.keep[:, 1])
+
+
+@pytest.mark.parametrize("branch_mask", [
+    dataclasses.replace(OURS, view_rows=True, spatial_prob=1.0),
+    dataclasses.replace(OURS, spatial_prob=0.0)])
+def test_k_view_attention_pairs_the_same_grid_position_in_every_view(branch_mask):
+    """Packed tokens enter the view blocks; in K mode, sequence n holds packed token n of every
+    view. With one mask per sample they are all the same (row, column)."""
+    views = 3
+    model = MaskGWMDiT(ModelConfig(preset="tiny", view_blocks=True, view_attention="K"),
+                       mask_config=branch_mask)
+    shape = (4, views, *FRAME_SHAPE[2:])
+    settings = ObjectiveSettings(branch_mask)
+    for index in range(10):
+        d = draw_sample(sample_generator(0, index), shape, GRID, settings)
+        rows, cols = torch.meshgrid(torch.arange(GRID[0]), torch.arange(GRID[1]), indexing="ij")
+        position = torch.stack([rows, cols], -1).float()            # [gh, gw, 2]
+        tokens = position.expand(1, 4, views, *GRID, 2)
+        packed = pack_branch(model, tokens, d.keep[None], d.branch, [0]).tokens
+        sequences = to_view_sequences(packed, "K")                  # [N, K, 2]
+        assert torch.equal(sequences, sequences[:, :1].expand_as(sequences)), d.branch
+
+
+def test_clips_without_actions_train_on_the_dropped_path(mr_model):
+    """model.missing_actions "drop": a batch of clips without action values has the loss of
+    the same batch with every action dropped (what action-free sampling feeds, test_sample)."""
+    settings = ObjectiveSettings(dataclasses.replace(mr_model.mask_config, contrastive=False),
+                                 action_dropout=0.0)
+    dropped = dataclasses.replace(settings, action_dropout=1.0)
+    z0, text, pooled, actions = batch(2)
+    with torch.no_grad():
+        without = training_loss(mr_model, z0, text, pooled, [4, 5], 0, settings, no_actions(2))
+        all_dropped = training_loss(mr_model, z0, text, pooled, [4, 5], 0, dropped, actions)
+        with_actions = training_loss(mr_model, z0, text, pooled, [4, 5], 0, settings, actions)
+    torch.testing.assert_close(without.flow, all_dropped.flow)
+    assert not torch.allclose(without.flow, with_actions.flow)

@@ -170,6 +170,25 @@ def test_shared_reconstruction_block_serves_both_branches(tiny_sd3, inputs):
         assert shared.recon_temporal[0].attn.to_out.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("order, expected", [("spatial_first", ["spatial", "temporal"]),
+                                             ("temporal_first", ["temporal", "spatial"])])
+def test_shared_reconstruction_block_runs_its_layers_in_recon_order(tiny_sd3, inputs, order,
+                                                                    expected):
+    shared = trained_looking(tiny_sd3, dataclasses.replace(MR, recon_shared=True,
+                                                           recon_order=order))
+    latents, tau, text, pooled = inputs(TINY)
+    calls = []
+    for kind in ("spatial", "temporal"):
+        getattr(shared, f"recon_{kind}")[0].register_forward_hook(
+            lambda module, args, out, kind=kind: calls.append(kind))
+    for branch in ("spatial", "temporal"):
+        calls.clear()
+        with torch.no_grad():
+            shared.masked_forward(latents, tau, text, pooled, torch.randn_like(latents),
+                                  view_keep(branch, 1, 2, 2, cond=0), branch)
+        assert calls == expected
+
+
 def test_z_tau_token_and_encoder_features(tiny_sd3, inputs):
     model = trained_looking(tiny_sd3, dataclasses.replace(MR, token="z_tau", contrastive=True))
     assert not hasattr(model, "mask_token")

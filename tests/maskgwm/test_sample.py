@@ -10,6 +10,7 @@ import torch
 
 from evals.videoset import VideoSet, VideoSetError, write_videoset
 from maskgwm.data.loader import crop_resize
+from maskgwm.model.actions import no_actions
 from maskgwm.model.checkpoint import save_model
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.sample import (SETTINGS_FILE, clip_seed, generate_clip, merge_videosets,
@@ -90,20 +91,25 @@ def test_unconditional_pass_drops_actions(text, make_tiny_model):
         assert torch.equal(by_count(latents, tau), with_actions)
 
 
-def test_action_free_sampling_of_an_action_model_drops_actions(text, make_tiny_model):
-    """Training always feeds an action model actions (zeros where a clip has none) and drops
-    them with action_keep False, so its temporal cross-attention always runs. Sampling an
-    action-free protocol must use that dropped-actions input in both passes, not skip the
-    cross-attention (a path the model never trained on)."""
-    model = make_tiny_model(actions=True)
+@pytest.mark.parametrize("missing", ["drop", "zeros"])
+def test_action_free_sampling_feeds_what_training_feeds_clips_without_actions(
+        text, make_tiny_model, missing):
+    """Sampling an action-free protocol gives an action model a clip without action values,
+    the input training gives such clips (test_objective): with model.missing_actions "drop"
+    the dropped-action path in both passes (not a skipped cross-attention, a path the model
+    never trained on); with "zeros" all-zero features in the conditional pass."""
+    model = make_tiny_model(actions=True, missing_actions=missing)
     latents = torch.randn(1, 3, 1, 16, 4, 8)
     tau = torch.tensor([[0.0, 0.5, 0.5]])
-    dropped = model_velocity(model, text, actions=torch.zeros(1, model.action_dim))[1]
+    dropped = model_velocity(model, text, actions=torch.randn(1, model.action_dim))[1]
+    without = model_velocity(model, text, actions=no_actions(1))[0]
     conditional, unconditional = model_velocity(model, text)
     with torch.no_grad():
         expected = dropped(latents, tau)
-        torch.testing.assert_close(conditional(latents, tau), expected, rtol=0, atol=0)
         torch.testing.assert_close(unconditional(latents, tau), expected, rtol=0, atol=0)
+        torch.testing.assert_close(conditional(latents, tau), without(latents, tau),
+                                   rtol=0, atol=0)
+        assert torch.equal(conditional(latents, tau), expected) == (missing == "drop")
 
 
 def test_single_run_keeps_real_metadata_and_condition_frames(single_run, real_set):

@@ -55,6 +55,18 @@ def test_batching_does_not_change_results(vae):
     assert torch.equal(vae.decode(latents, batch_size=2)[:1], vae.decode(latents[:1]))
 
 
+def test_posterior_mean_and_std_in_latent_units(vae):
+    """encode is the posterior mean (data.vae_latent = "mean"); encode_posterior adds the
+    posterior std scaled like the latents, for data.vae_latent = "sample"."""
+    x = frames()
+    mean, std = vae.encode_posterior(x)
+    torch.testing.assert_close(mean, vae.encode(x))
+    with torch.no_grad():
+        raw = vae.vae.encode(x.float() / 127.5 - 1).latent_dist.std
+    torch.testing.assert_close(std, raw * SD3_SCALING)
+    assert (std > 0).all() and vae.encode_posterior(x, with_std=False)[1] is None
+
+
 def test_size_and_dtype_errors(vae):
     with pytest.raises(ValueError, match="divisible by 8"):
         vae.encode(frames(height=36))

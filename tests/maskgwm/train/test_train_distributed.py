@@ -15,9 +15,7 @@ import torch
 
 from maskgwm.model.checkpoint import load_model
 from maskgwm.train import distributed as dist_
-from maskgwm.train.data import frames_for_step, pack_actions
-from maskgwm.data.manifest import Actions
-from maskgwm.model.dit import ACTION_DIM
+from maskgwm.train.data import frames_for_step
 from maskgwm.train.trainer import warmup_factor
 
 SCRIPT = textwrap.dedent("""
@@ -34,11 +32,12 @@ SCRIPT = textwrap.dedent("""
     from maskgwm.train.options import TrainOptions
     from maskgwm.train.trainer import Trainer
     out, cache, strategy, batch, stop_at, ema = sys.argv[1:7]
-    config = resolve_run_config("1c", "ci", "ours", {"stage.steps": 3,
-                                                     "stage.batch_size": int(batch)})
+    config = resolve_run_config("1c", "ci", "ours", {
+        "stage.steps": 3, "stage.batch_size": int(batch),
+        "optim.ema_decay": 0.0 if ema == "none" else float(ema)})
     trainer = Trainer(config, out, options=TrainOptions(
         workers=0, cache_dir=cache, checkpoint_every=0, strategy=strategy, sample_every=2,
-        sample_steps=2, ema_decay=None if ema == "none" else float(ema)))
+        sample_steps=2))
     print(trainer.run(stop=lambda: trainer.step >= int(stop_at)))
 """)
 
@@ -244,37 +243,83 @@ def test_rank_detection_torchrun_and_slurm():
     assert dist_.local_batch(64, 32) == 2
 
 
-def test_frame_counts_actions_and_warmup():
+def test_frame_counts_and_warmup():
     draws = [frames_for_step([16, 20, 24], 0, step) for step in range(300)]
     assert draws == [frames_for_step([16, 20, 24], 0, step) for step in range(300)]
     assert {draws.count(t) for t in (16, 20, 24)} and set(draws) == {16, 20, 24}
     assert all(80 < draws.count(t) < 120 for t in (16, 20, 24))
     assert frames_for_step([8], 3, 5) == 8
-    assert pack_actions(None) == [0.0] * ACTION_DIM
-    packed = pack_actions(Actions(traj=[1.0] * 8, cmd=3, speed=[2.0] * 4, angle=[0.5] * 4,
-                                  goal=[0.1, 0.2], z=10.0))
-    assert len(packed) == ACTION_DIM and packed[8:14] == [2.0, 0.5, 0.1, 0.2, 1.0, 0.2]
     factor = warmup_factor(4)
     assert [factor(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0)(0) == 1.0
-    assert torch.tensor(packed).shape == (ACTION_DIM,)
 
 
 def test_config_from_dict_round_trip():
     from maskgwm.config.resolve import resolve_run_config
     from maskgwm.config.schema import to_dict
-    from maskgwm.train.options import TrainOptions, config_from_dict, run_hash
+    from maskgwm.train.options import config_from_dict, run_hash
     config = resolve_run_config("2", "smoke", "ours", {"mask.ratio": 0.4})
     again = config_from_dict(to_dict(config))
     assert again == config
-    assert run_hash(again, TrainOptions()) == run_hash(config, TrainOptions(workers=7))
-    assert run_hash(config, TrainOptions()) != run_hash(config, TrainOptions(ema_decay=0.99))
+    assert run_hash(again) == run_hash(config)
+    ema = config_from_dict({**to_dict(config), "optim": {**to_dict(config)["optim"],
+                                                        "ema_decay": 0.99}})
+    assert run_hash(config) != run_hash(ema)
 
 
-@pytest.mark.parametrize("field, value", [("strategy", "zero"), ("ema_decay", 1.0),
+@pytest.mark.parametrize("field, value", [("strategy", "zero"),
                                           ("workers", -1), ("sample_steps", 0),
                                           ("threads", 0)])
 def test_bad_train_options_are_named(field, value):
     from maskgwm.train.options import TrainOptions
     with pytest.raises(ValueError, match=f"TrainOptions.{field}"):
         TrainOptions(**{field: value}).check()
+
+
+GATHER_SCRIPT = textwrap.dedent("""
+    import json
+    import sys
+    import torch
+    import torch.distributed as dist
+    from maskgwm.model.objective import gather_rows_of_ranks, info_nce
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    out = {}
+    for name, counts in (("2-0", [2, 0]), ("1-3", [1, 3])):
+        local = torch.arange(counts[rank] * 4, dtype=torch.float32).view(-1, 4) + 100 * rank
+        rows, offset = gather_rows_of_ranks(local)
+        out[name] = {"rows": rows.tolist(), "offset": offset}
+        if len(local):
+            out[name]["loss"] = float(info_nce(local + 0.5, rows, 0.2, offset))
+    print(json.dumps(out))
+    dist.destroy_process_group()
+""")
+
+
+def test_contrastive_negatives_gathered_from_every_rank(tmp_path):
+    """mask.contrastive_negatives = "global": every rank's teachers (also none on a rank that
+    drew no MR sample) are gathered in rank order, and each student's target is its own row."""
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+                           "--tee=1", str(script)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = [json.loads(line.split("]:", 1)[-1]) for line in done.stdout.splitlines()
+               if '"2-0"' in line]
+    assert len(outputs) == 2
+    ranks = {0: outputs[0], 1: outputs[1]} if outputs[0]["2-0"]["offset"] == 0 else \
+        {0: outputs[1], 1: outputs[0]}
+    from maskgwm.model.objective import info_nce
+    for name, counts in (("2-0", [2, 0]), ("1-3", [1, 3])):
+        everyone = torch.cat([torch.arange(c * 4, dtype=torch.float32).view(-1, 4) + 100 * r
+                              for r, c in enumerate(counts)])
+        for rank in (0, 1):
+            got = ranks[rank][name]
+            assert got["rows"] == everyone.tolist() and got["offset"] == sum(counts[:rank])
+            if counts[rank]:
+                mine = everyone[got["offset"]:got["offset"] + counts[rank]]
+                expected = info_nce(mine + 0.5, everyone, 0.2, got["offset"])
+                assert abs(got["loss"] - float(expected)) < 1e-6

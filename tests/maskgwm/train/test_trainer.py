@@ -10,12 +10,13 @@ import torch
 
 from evals.weights import sha256_file
 from maskgwm.config.resolve import resolve_run_config
+from maskgwm.config.schema import OptimConfig
 from maskgwm.model.checkpoint import load_model
 from maskgwm.train.checkpointing import CheckpointMismatchError, list_checkpoints
 from maskgwm.train.modelsetup import ModelSetupError
 from maskgwm.train.options import TrainOptions, run_hash
 from maskgwm.train.outputs import OutputDirError
-from maskgwm.train.trainer import Trainer
+from maskgwm.train.trainer import Trainer, ema_decay_at
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_keep_last(tmp_path, cache_dir):
     data = torch.load(tmp_path / "checkpoints" / "step-00000004.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "ema", "rng", "step", "data", "config",
             "config_hash"} <= set(data)
-    assert data["config_hash"] == run_hash(cfg, options(cache_dir))
+    assert data["config_hash"] == run_hash(cfg)
     model, _, extra = load_model(tmp_path / "checkpoints" / "step-00000004.pt")
     assert extra["step"] == 4
     dropped = Trainer(cfg, tmp_path / "dropped", options=options(
@@ -149,8 +150,9 @@ def test_config_hash_mismatch_is_an_error(tmp_path, cache_dir):
                                                       r"5e-05 -> 0\.0001"):
         Trainer(other, tmp_path, options=options(cache_dir)).run()
     with pytest.raises(CheckpointMismatchError,     # EMA is in the hash too, and said
-                       match=r"options\.ema_decay: None -> 0\.9\)"):
-        Trainer(config("1a", "no-mr"), tmp_path, options=options(cache_dir, ema_decay=0.9)).run()
+                       match=r"config\.optim\.ema_decay: 0\.9999 -> 0\.9\)"):
+        Trainer(config("1a", "no-mr", **{"optim.ema_decay": 0.9}), tmp_path,
+                options=options(cache_dir)).run()
 
 
 def test_parent_chain_1a_1b_1c(tmp_path, cache_dir):
@@ -177,7 +179,8 @@ def test_parent_chain_1a_1b_1c(tmp_path, cache_dir):
     c = Trainer(config("1c", "ours"), tmp_path / "1c", parent_b, options=opts)
     c.setup()
     state = {k: v.clone() for k, v in c.model.state_dict().items()}
-    assert all(torch.equal(state[k], v) for k, v in after_b.items())
+    raw_b = load_model(parent_b)[0].state_dict()      # the raw weights; model.pt holds the EMA
+    assert all(torch.equal(state[k], v) for k, v in raw_b.items())
     assert any(k.startswith("recon_spatial.") for k in state)
     assert any(k.startswith("recon_temporal.") for k in state)
     assert all(p.requires_grad for p in c.model.parameters())
@@ -207,8 +210,7 @@ def test_actions_ema_activation_checkpointing_and_samples(tmp_path, cache_dir):
     plain = Trainer(cfg, tmp_path / "plain", options=options(cache_dir)).run()
     assert plain["status"] == "done"
     checked = Trainer(cfg, tmp_path / "ac", options=options(
-        cache_dir, activation_checkpointing=True, ema_decay=0.5, sample_every=2,
-        sample_steps=2)).run()
+        cache_dir, activation_checkpointing=True, sample_every=2, sample_steps=2)).run()
     assert checked["status"] == "done"
     a, b = losses(tmp_path / "plain"), losses(tmp_path / "ac")
     assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-6 for k in a)
@@ -221,6 +223,23 @@ def test_actions_ema_activation_checkpointing_and_samples(tmp_path, cache_dir):
     assert changed and all(torch.equal(ema_model[k], ckpt["ema"][k]) for k in ckpt["ema"])
     samples = list((tmp_path / "ac" / "samples" / "step-00000002").iterdir())
     assert any(p.name == "manifest.json" or p.suffix == ".json" for p in samples)
+
+
+def test_ema_follows_vistas_warm_up(tmp_path, cache_dir):
+    """optim.ema_decay (default 0.9999, on: Vista trains with EMA) with Vista's warm-up: update n
+    uses min(decay, (1 + n) / (10 + n)); model.pt holds the EMA weights."""
+    assert ema_decay_at(OptimConfig(), 1) == pytest.approx(2 / 11)
+    assert ema_decay_at(OptimConfig(), 10 ** 6) == 0.9999
+    assert ema_decay_at(OptimConfig(ema_decay=0.5, ema_warmup=False), 1) == 0.5
+    cfg = config("1a", "no-mr", **{"stage.steps": 2})
+    Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1, keep_last=0)).run()
+    first, second = (torch.load(tmp_path / "checkpoints" / f"step-0000000{s}.pt",
+                                weights_only=True) for s in (1, 2))
+    decay = 3 / 12
+    for name, ema in second["ema"].items():
+        expected = decay * first["ema"][name] + (1 - decay) * second["model"]["state_dict"][name]
+        torch.testing.assert_close(ema, expected)
+    assert all(torch.equal(final_state(tmp_path)[k], v) for k, v in second["ema"].items())
 
 
 def test_failed_sample_video_is_a_warning_and_training_goes_on(tmp_path, cache_dir):
