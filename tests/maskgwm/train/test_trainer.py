@@ -1,5 +1,5 @@
 """Trainer at the ci scale (tiny preset, 64x32, synthetic data): exact resume, checkpoints,
-parent-checkpoint chain, errors."""
+the parent-checkpoint chain, actions, EMA, compile, data roots and SD3 inflation."""
 from __future__ import annotations
 
 import json
@@ -14,60 +14,27 @@ from maskgwm.config.schema import OptimConfig
 from maskgwm.model.checkpoint import load_model
 from maskgwm.train.checkpointing import CheckpointMismatchError, list_checkpoints
 from maskgwm.train.modelsetup import ModelSetupError
-from maskgwm.train.options import TrainOptions, run_hash
-from maskgwm.train.outputs import OutputDirError
+from maskgwm.train.options import run_hash
 from maskgwm.train.trainer import Trainer, ema_decay_at
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> str:
-    """Synthetic datasets and latents shared by this module's runs."""
-    return str(tmp_path_factory.mktemp("train-cache"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def config(stage="1c", variant="ours", **overrides):
-    return resolve_run_config(stage, "ci", variant, overrides)
-
-
-def options(cache_dir, **fields):
-    return TrainOptions(**{"workers": 0, "cache_dir": cache_dir, "checkpoint_every": 0,
-                           "log_every": 100, **fields})
-
-
-def losses(out: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {row["step"]: row["loss"] for row in rows}
-
-
-def final_state(out: Path) -> dict[str, torch.Tensor]:
-    return load_model(out / "model.pt")[0].state_dict()
-
-
-def test_resume_is_exact_bit_for_bit(tmp_path, cache_dir):
-    cfg = config(**{"stage.steps": 4, "stage.batch_size": 2})
-    full = Trainer(cfg, tmp_path / "full", options=options(cache_dir)).run()
+def test_resume_is_exact_bit_for_bit(tmp_path, kit):
+    cfg = kit.config(**{"stage.steps": 4, "stage.batch_size": 2})
+    full = Trainer(cfg, tmp_path / "full", options=kit.options()).run()
     assert full["status"] == "done" and full["step"] == 4
     out = tmp_path / "resumed"
-    early = Trainer(cfg, out, options=options(cache_dir)).run(lambda: True)
+    early = Trainer(cfg, out, options=kit.options()).run(lambda: True)
     assert early == {"status": "interrupted", "step": 0, "checkpoint": None}  # nothing to save
-    trainer = Trainer(cfg, out, options=options(cache_dir, workers=1))
+    trainer = Trainer(cfg, out, options=kit.options(workers=1))
     first = trainer.run(lambda: trainer.step >= 2)
     assert first == {"status": "interrupted", "step": 2,
                      "checkpoint": str(out / "checkpoints" / "step-00000002.pt")}
     assert not (out / "model.pt").exists()
-    second = Trainer(cfg, out, options=options(cache_dir)).run()
+    second = Trainer(cfg, out, options=kit.options()).run()
     assert second["status"] == "done" and second["step"] == 4
-    assert losses(out) == losses(tmp_path / "full")          # exact, every step once
-    assert len(set(losses(out).values())) == 4
-    a, b = final_state(out), final_state(tmp_path / "full")
+    assert kit.losses(out) == kit.losses(tmp_path / "full")          # exact, every step once
+    assert len(set(kit.losses(out).values())) == 4
+    a, b = kit.final_state(out), kit.final_state(tmp_path / "full")
     assert all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((out / "summary.json").read_text())
     # throughput over the whole run (the metric rows); steps_run: this process's steps
@@ -82,53 +49,18 @@ def test_resume_is_exact_bit_for_bit(tmp_path, cache_dir):
     # the summary still describes the whole run
     (out / "model.pt").unlink()
     (out / "summary.json").unlink()
-    again = Trainer(cfg, out, options=options(cache_dir)).run()
+    again = Trainer(cfg, out, options=kit.options()).run()
     assert again["status"] == "done" and again["step"] == 4
     redone = json.loads((out / "summary.json").read_text())
     assert redone["steps_run"] == 0
     assert {k: redone[k] for k in ("steps_timed", "steps_per_s", "train_time_s")} == \
         {k: summary[k] for k in ("steps_timed", "steps_per_s", "train_time_s")}
-    assert torch.equal(final_state(out)[next(iter(a))], a[next(iter(a))])
+    assert torch.equal(kit.final_state(out)[next(iter(a))], a[next(iter(a))])
 
 
-def test_corrupt_newest_checkpoint_falls_back_with_warning(tmp_path, cache_dir):
-    cfg = config("1a", "no-mr", **{"stage.steps": 4})
-    reference = tmp_path / "reference"
-    Trainer(cfg, reference, options=options(cache_dir)).run()
-    out = tmp_path / "run"
-    first = Trainer(cfg, out, options=options(cache_dir, checkpoint_every=1, keep_last=0))
-    first.run(lambda: first.step >= 3)
-    folder = out / "checkpoints"
-    for step in (2, 3):   # the two newest are corrupt: resume from step 1
-        (folder / f"step-{step:08d}.pt").write_bytes(b"not a checkpoint")
-    messages = []
-    again = Trainer(cfg, out, options=options(cache_dir, keep_last=1), log=messages.append)
-    result = again.run(lambda: again.step >= 2)
-    assert result["status"] == "interrupted" and result["step"] == 2
-    warnings = [m for m in messages if "warning" in m]
-    assert len(warnings) == 2 and str(folder / "step-00000003.pt") in warnings[0]
-    assert all("renamed it to" in m and "fell back" in m for m in warnings)
-    assert any("step-00000001.pt" in m for m in messages)
-    # the bad files are kept aside; they neither shadow nor crowd out the new checkpoint
-    assert [step for step, _ in list_checkpoints(out)] == [2]
-    assert sorted(p.name for p in folder.glob("*.corrupt")) == [
-        "step-00000002.pt.corrupt", "step-00000003.pt.corrupt"]
-    assert Trainer(cfg, out, options=options(cache_dir)).run()["status"] == "done"
-    assert losses(out) == losses(reference)
-
-
-def test_unwritable_output_directory_fails_at_start(tmp_path, cache_dir):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("x")
-    with pytest.raises(OutputDirError, match="output directory .* not writable"):
-        Trainer(config("1a", "no-mr"), blocker / "run", options=options(cache_dir))
-    with pytest.raises(OutputDirError, match="cache directory .*a-file/cache is not writable"):
-        Trainer(config("1a", "no-mr"), tmp_path / "run", options=options(str(blocker / "cache")))
-
-
-def test_keep_last(tmp_path, cache_dir):
-    cfg = config("1a", "no-mr", **{"stage.steps": 4})
-    Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1, keep_last=2)).run()
+def test_keep_last(tmp_path, kit):
+    cfg = kit.config("1a", "no-mr", **{"stage.steps": 4})
+    Trainer(cfg, tmp_path, options=kit.options(checkpoint_every=1, keep_last=2)).run()
     assert [step for step, _ in list_checkpoints(tmp_path)] == [4, 3]
     data = torch.load(tmp_path / "checkpoints" / "step-00000004.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "ema", "rng", "step", "data", "config",
@@ -136,31 +68,30 @@ def test_keep_last(tmp_path, cache_dir):
     assert data["config_hash"] == run_hash(cfg)
     model, _, extra = load_model(tmp_path / "checkpoints" / "step-00000004.pt")
     assert extra["step"] == 4
-    dropped = Trainer(cfg, tmp_path / "dropped", options=options(
-        cache_dir, checkpoint_every=1, drop_checkpoints_when_done=True)).run()
+    dropped = Trainer(cfg, tmp_path / "dropped", options=kit.options(checkpoint_every=1, drop_checkpoints_when_done=True)).run()
     assert dropped["status"] == "done" and not list_checkpoints(tmp_path / "dropped")
-    a, b = load_model(dropped["model"])[0].state_dict(), final_state(tmp_path)
+    a, b = load_model(dropped["model"])[0].state_dict(), kit.final_state(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
-def test_config_hash_mismatch_is_an_error(tmp_path, cache_dir):
-    Trainer(config("1a", "no-mr"), tmp_path, options=options(cache_dir)).run()
-    other = config("1a", "no-mr", **{"optim.lr": 1e-4})
+def test_config_hash_mismatch_is_an_error(tmp_path, kit):
+    Trainer(kit.config("1a", "no-mr"), tmp_path, options=kit.options()).run()
+    other = kit.config("1a", "no-mr", **{"optim.lr": 1e-4})
     with pytest.raises(CheckpointMismatchError, match=r"config hash .*config\.optim\.lr: "
                                                       r"5e-05 -> 0\.0001"):
-        Trainer(other, tmp_path, options=options(cache_dir)).run()
+        Trainer(other, tmp_path, options=kit.options()).run()
     with pytest.raises(CheckpointMismatchError,     # EMA is in the hash too, and said
                        match=r"config\.optim\.ema_decay: 0\.9999 -> 0\.9\)"):
-        Trainer(config("1a", "no-mr", **{"optim.ema_decay": 0.9}), tmp_path,
-                options=options(cache_dir)).run()
+        Trainer(kit.config("1a", "no-mr", **{"optim.ema_decay": 0.9}), tmp_path,
+                options=kit.options()).run()
 
 
-def test_parent_chain_1a_1b_1c(tmp_path, cache_dir):
-    opts = options(cache_dir)
-    Trainer(config("1a", "no-mr"), tmp_path / "1a", options=opts).run()
+def test_parent_chain_1a_1b_1c(tmp_path, kit):
+    opts = kit.options()
+    Trainer(kit.config("1a", "no-mr"), tmp_path / "1a", options=opts).run()
     parent_a = load_model(tmp_path / "1a" / "model.pt")[0].state_dict()
 
-    b = Trainer(config("1b", "no-mr"), tmp_path / "1b", tmp_path / "1a" / "model.pt",
+    b = Trainer(kit.config("1b", "no-mr"), tmp_path / "1b", tmp_path / "1a" / "model.pt",
                 options=opts)
     b.setup()
     state = {k: v.clone() for k, v in b.model.state_dict().items()}
@@ -176,7 +107,7 @@ def test_parent_chain_1a_1b_1c(tmp_path, cache_dir):
     assert any(not torch.equal(after_b[k], state[k]) for k in new)
 
     parent_b = tmp_path / "1b" / "checkpoints" / "step-00000002.pt"    # a trainer checkpoint
-    c = Trainer(config("1c", "ours"), tmp_path / "1c", parent_b, options=opts)
+    c = Trainer(kit.config("1c", "ours"), tmp_path / "1c", parent_b, options=opts)
     c.setup()
     state = {k: v.clone() for k, v in c.model.state_dict().items()}
     raw_b = load_model(parent_b)[0].state_dict()      # the raw weights; model.pt holds the EMA
@@ -187,36 +118,35 @@ def test_parent_chain_1a_1b_1c(tmp_path, cache_dir):
     assert c.run()["status"] == "done"
 
 
-def test_parent_that_does_not_fit_is_a_clear_error(tmp_path, cache_dir):
-    opts = options(cache_dir)
-    Trainer(config("1b", "no-mr"), tmp_path / "1b", options=opts).run()
+def test_parent_that_does_not_fit_is_a_clear_error(tmp_path, kit):
+    opts = kit.options()
+    Trainer(kit.config("1b", "no-mr"), tmp_path / "1b", options=opts).run()
     data = torch.load(tmp_path / "1b" / "model.pt", weights_only=True)
     key = next(k for k in data["state_dict"] if k.startswith("temporal_blocks.0.attn."))
     del data["state_dict"][key]
     torch.save(data, tmp_path / "broken.pt")
     with pytest.raises(ModelSetupError, match="not newly added"):
-        Trainer(config("1c", "ours"), tmp_path / "1c", tmp_path / "broken.pt",
+        Trainer(kit.config("1c", "ours"), tmp_path / "1c", tmp_path / "broken.pt",
                 options=opts).setup()
     data = torch.load(tmp_path / "1b" / "model.pt", weights_only=True)
     data["preset"] = "small"
     torch.save(data, tmp_path / "small.pt")
     with pytest.raises(ModelSetupError, match="preset 'small'"):
-        Trainer(config("1c", "ours"), tmp_path / "1c2", tmp_path / "small.pt",
+        Trainer(kit.config("1c", "ours"), tmp_path / "1c2", tmp_path / "small.pt",
                 options=opts).setup()
 
 
-def test_actions_ema_activation_checkpointing_and_samples(tmp_path, cache_dir):
-    cfg = config("2", "ours", **{"stage.steps": 2})
-    plain = Trainer(cfg, tmp_path / "plain", options=options(cache_dir)).run()
+def test_actions_ema_activation_checkpointing_and_samples(tmp_path, kit):
+    cfg = kit.config("2", "ours", **{"stage.steps": 2})
+    plain = Trainer(cfg, tmp_path / "plain", options=kit.options()).run()
     assert plain["status"] == "done"
-    checked = Trainer(cfg, tmp_path / "ac", options=options(
-        cache_dir, activation_checkpointing=True, sample_every=2, sample_steps=2)).run()
+    checked = Trainer(cfg, tmp_path / "ac", options=kit.options(activation_checkpointing=True, sample_every=2, sample_steps=2)).run()
     assert checked["status"] == "done"
-    a, b = losses(tmp_path / "plain"), losses(tmp_path / "ac")
+    a, b = kit.losses(tmp_path / "plain"), kit.losses(tmp_path / "ac")
     assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-6 for k in a)
     summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
     assert "actions" in summary["provenance"]["data"]["actions"]
-    ema_model = final_state(tmp_path / "ac")
+    ema_model = kit.final_state(tmp_path / "ac")
     ckpt = torch.load(tmp_path / "ac" / "checkpoints" / "step-00000002.pt", weights_only=True)
     raw = ckpt["model"]["state_dict"]
     changed = [k for k in ckpt["ema"] if not torch.equal(ema_model[k], raw[k])]
@@ -225,88 +155,70 @@ def test_actions_ema_activation_checkpointing_and_samples(tmp_path, cache_dir):
     assert any(p.name == "manifest.json" or p.suffix == ".json" for p in samples)
 
 
-def test_ema_follows_vistas_warm_up(tmp_path, cache_dir):
+def test_ema_follows_vistas_warm_up(tmp_path, kit):
     """optim.ema_decay (default 0.9999, on: Vista trains with EMA) with Vista's warm-up: update n
     uses min(decay, (1 + n) / (10 + n)); model.pt holds the EMA weights."""
     assert ema_decay_at(OptimConfig(), 1) == pytest.approx(2 / 11)
     assert ema_decay_at(OptimConfig(), 10 ** 6) == 0.9999
     assert ema_decay_at(OptimConfig(ema_decay=0.5, ema_warmup=False), 1) == 0.5
-    cfg = config("1a", "no-mr", **{"stage.steps": 2})
-    Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1, keep_last=0)).run()
+    cfg = kit.config("1a", "no-mr", **{"stage.steps": 2})
+    Trainer(cfg, tmp_path, options=kit.options(checkpoint_every=1, keep_last=0)).run()
     first, second = (torch.load(tmp_path / "checkpoints" / f"step-0000000{s}.pt",
                                 weights_only=True) for s in (1, 2))
     decay = 3 / 12
     for name, ema in second["ema"].items():
         expected = decay * first["ema"][name] + (1 - decay) * second["model"]["state_dict"][name]
         torch.testing.assert_close(ema, expected)
-    assert all(torch.equal(final_state(tmp_path)[k], v) for k, v in second["ema"].items())
-
-
-def test_failed_sample_video_is_a_warning_and_training_goes_on(tmp_path, cache_dir):
-    """A sample video that cannot be written (here: `samples` is a file) costs no steps: the
-    run warns, goes on in training mode and trains as one without samples does."""
-    cfg = config(**{"stage.steps": 2})
-    Trainer(cfg, tmp_path / "plain", options=options(cache_dir)).run()
-    out = tmp_path / "broken"
-    out.mkdir()
-    (out / "samples").write_text("not a folder")
-    said = []
-    result = Trainer(cfg, out, options=options(cache_dir, sample_every=1, sample_steps=2),
-                     log=said.append).run()
-    assert result["status"] == "done"
-    warnings = [line for line in said if line.startswith("warning: no sample video")]
-    assert len(warnings) == 2 and "step 1" in warnings[0]
-    assert losses(out) == losses(tmp_path / "plain")
+    assert all(torch.equal(kit.final_state(tmp_path)[k], v) for k, v in second["ema"].items())
 
 
 @pytest.mark.slow
-def test_compiled_blocks_train_like_eager(tmp_path, cache_dir, monkeypatch):
+def test_compiled_blocks_train_like_eager(tmp_path, kit, monkeypatch):
     """--compile (regional torch.compile, inductor on the CPU) gives the eager per-step losses
     and weights, with MR branches mixed in the steps; checkpoints keep the eager names; the
     compiled kernels are kept in the cache folder (for requeued jobs)."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")   # restored after the test, unset in it
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
-    cfg = config(**{"stage.steps": 3, "stage.batch_size": 4})
-    Trainer(cfg, tmp_path / "eager", options=options(cache_dir)).run()
-    Trainer(cfg, tmp_path / "compiled", options=options(cache_dir, compile=True)).run()
-    a, b = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    cfg = kit.config(**{"stage.steps": 3, "stage.batch_size": 4})
+    Trainer(cfg, tmp_path / "eager", options=kit.options()).run()
+    Trainer(cfg, tmp_path / "compiled", options=kit.options(compile=True)).run()
+    a, b = kit.losses(tmp_path / "eager"), kit.losses(tmp_path / "compiled")
     assert a.keys() == b.keys() == {1, 2, 3} and all(abs(a[k] - b[k]) < 1e-5 for k in a)
-    eager, compiled = final_state(tmp_path / "eager"), final_state(tmp_path / "compiled")
+    eager, compiled = kit.final_state(tmp_path / "eager"), kit.final_state(tmp_path / "compiled")
     assert eager.keys() == compiled.keys()
     assert max(float((eager[k] - compiled[k]).abs().max()) for k in eager) < 1e-5
     summary = json.loads((tmp_path / "compiled" / "summary.json").read_text())
     assert summary["provenance"]["compiled_blocks"] > 0
-    assert any(path.is_file() for path in (Path(cache_dir) / "inductor").rglob("*"))
+    assert any(path.is_file() for path in (Path(kit.cache_dir) / "inductor").rglob("*"))
 
 
-def test_real_data_roots(tmp_path, cache_dir, monkeypatch):
+def test_real_data_roots(tmp_path, kit, monkeypatch):
     from maskgwm.data.synth.opendv_writer import write_synthetic_opendv
     from maskgwm.train.data import DataSetupError
     monkeypatch.delenv("REPRO_DATA_ROOT", raising=False)
-    cfg = config("1a", "no-mr", **{"data.source": "real"})
+    cfg = kit.config("1a", "no-mr", **{"data.source": "real"})
     with pytest.raises(DataSetupError, match="REPRO_DATA_ROOT"):
-        Trainer(cfg, tmp_path / "a", options=options(cache_dir)).run()
+        Trainer(cfg, tmp_path / "a", options=kit.options()).run()
     with pytest.raises(DataSetupError, match=r"opendv is missing: put OpenDV-2K"):
         Trainer(cfg, tmp_path / "b", data_root=tmp_path / "data",
-                options=options(cache_dir)).run()
+                options=kit.options()).run()
     write_synthetic_opendv(tmp_path / "data" / "opendv", n_videos=2, width=64, height=32)
     monkeypatch.setenv("REPRO_DATA_ROOT", str(tmp_path / "data"))
-    result = Trainer(cfg, tmp_path / "c", options=options(str(tmp_path / "cache"))).run()
+    result = Trainer(cfg, tmp_path / "c", options=kit.options(cache=str(tmp_path / "cache"))).run()
     assert result["status"] == "done"
     assert list((tmp_path / "cache" / "manifests").glob("opendv-Train-1-*.json"))
 
 
-def test_batch_not_divisible_by_processes(tmp_path, cache_dir, monkeypatch):
+def test_batch_not_divisible_by_processes(tmp_path, kit, monkeypatch):
     from maskgwm.train.distributed import DistributedError
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(DistributedError, match="not divisible by the 2 processes"):
-        Trainer(config("1c", "ours", **{"stage.batch_size": 3}), tmp_path,
-                options=options(cache_dir))
+        Trainer(kit.config("1c", "ours", **{"stage.batch_size": 3}), tmp_path,
+                options=kit.options())
 
 
-def test_stage_1a_at_lite_scale_inflates_sd3_and_uses_its_vae(tmp_path, cache_dir, tiny_sd3,
-                                                             monkeypatch):
+def test_stage_1a_at_lite_scale_inflates_sd3_and_uses_its_vae(tmp_path, kit, tiny_sd3, monkeypatch):
     from maskgwm.model.vae import SD3VAE
     weights = tmp_path / "weights"
     root = weights / "stable-diffusion-3-medium-diffusers"
@@ -320,9 +232,9 @@ def test_stage_1a_at_lite_scale_inflates_sd3_and_uses_its_vae(tmp_path, cache_di
         "data.height": 32, "stage.steps": 1, "stage.batch_size": 1})
     monkeypatch.delenv("REPRO_WEIGHTS", raising=False)
     with pytest.raises(ModelSetupError, match="--weights"):
-        Trainer(cfg, tmp_path / "none", options=options(cache_dir)).setup()
+        Trainer(cfg, tmp_path / "none", options=kit.options()).setup()
     monkeypatch.setenv("REPRO_WEIGHTS", str(weights))
-    trainer = Trainer(cfg, tmp_path / "run", options=options(cache_dir))
+    trainer = Trainer(cfg, tmp_path / "run", options=kit.options())
     trainer.setup()
     state, sd3 = trainer.model.state_dict(), tiny_sd3.state_dict()
     assert all(torch.equal(state[k], v) for k, v in sd3.items())
@@ -330,107 +242,3 @@ def test_stage_1a_at_lite_scale_inflates_sd3_and_uses_its_vae(tmp_path, cache_di
         trainer.provenance["model"]["init"]
     assert torch.equal(trainer.text.encoder_hidden_states, text["encoder_hidden_states"])
     assert trainer.run()["status"] == "done"
-
-
-def test_non_finite_loss_stops_with_an_error_and_keeps_the_good_checkpoints(
-        tmp_path, cache_dir, monkeypatch):
-    """A NaN loss from step 3 on: an error naming the step, before any update or checkpoint
-    of it (before the fix the run finished 'done' with NaN weights, the good checkpoints
-    pruned)."""
-    from maskgwm.train import trainer as trainer_module
-    original, calls = trainer_module.training_loss, []
-
-    def nan_from_step_3(*args, **kwargs):
-        terms = original(*args, **kwargs)
-        calls.append(1)
-        if len(calls) >= 3:
-            terms.loss = terms.loss * float("nan")
-        return terms
-    monkeypatch.setattr(trainer_module, "training_loss", nan_from_step_3)
-    cfg = config("1a", "no-mr", **{"stage.steps": 5})
-    trainer = Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1,
-                                                     keep_last=2))
-    with pytest.raises(trainer_module.TrainingDivergedError,
-                       match=r"step 3: loss nan.*step-00000002\.pt"):
-        trainer.run()
-    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 1]
-    assert not (tmp_path / "model.pt").exists()
-    assert sorted(losses(tmp_path)) == [1, 2]
-    state = load_model(tmp_path / "checkpoints" / "step-00000002.pt")[0].state_dict()
-    assert all(torch.isfinite(v).all() for v in state.values())
-
-
-def test_resume_deletes_partial_checkpoint_files_of_a_hard_kill(tmp_path, cache_dir):
-    """A kill -9 inside a checkpoint write leaves atomic_open's temporary file (as large as a
-    checkpoint); the next start deletes it, and nothing else."""
-    cfg = config("1a", "no-mr", **{"stage.steps": 3})
-    first = Trainer(cfg, tmp_path, options=options(cache_dir))
-    first.run(lambda: first.step >= 2)
-    folder = tmp_path / "checkpoints"
-    (folder / ".step-00000003.pt.k3j_x9.tmp").write_bytes(b"half a checkpoint")
-    (folder / "notes.txt").write_text("kept")
-    messages = []
-    Trainer(cfg, tmp_path, options=options(cache_dir), log=messages.append).run()
-    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "step-00000002.pt",
-                                                      "step-00000003.pt"]
-    assert any(".step-00000003.pt.k3j_x9.tmp" in m for m in messages)
-
-
-def test_finished_run_without_checkpoints_is_not_trained_again(tmp_path, cache_dir):
-    """drop_checkpoints_when_done deletes the checkpoints once model.pt is written; starting
-    the run again (a requeue) must find it done, not train it again from step 0."""
-    cfg = config("1a", "no-mr", **{"stage.steps": 2})
-    opts = options(cache_dir, drop_checkpoints_when_done=True)
-    assert Trainer(cfg, tmp_path, options=opts).run()["status"] == "done"
-    model = (tmp_path / "model.pt").stat().st_mtime_ns
-    again = Trainer(cfg, tmp_path, options=opts).run()
-    assert again["status"] == "done" and again.get("already_done") and again["step"] == 2
-    assert (tmp_path / "model.pt").stat().st_mtime_ns == model
-    assert sorted(losses(tmp_path)) == [1, 2] and not list_checkpoints(tmp_path)
-    other = config("1a", "no-mr", **{"stage.steps": 3})     # another run in the folder
-    with pytest.raises(CheckpointMismatchError, match=r"summary.json .*stage\.steps: 2 -> 3"):
-        Trainer(other, tmp_path, options=opts).run()
-
-
-def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
-        tmp_path, cache_dir, monkeypatch):
-    """A full disk inside torch.save (torch says only "unexpected pos"): an error naming the
-    file and the free space; no partial file; the checkpoints before it stay readable."""
-    from maskgwm.train import checkpointing
-    cfg = config("1a", "no-mr", **{"stage.steps": 3})
-    first = Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1))
-    first.run(lambda: first.step >= 2)
-
-    def disk_full(payload, handle):
-        handle.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8 vs 0")
-    monkeypatch.setattr(checkpointing.torch, "save", disk_full)
-    with pytest.raises(checkpointing.CheckpointWriteError,
-                       match=r"cannot write .*step-00000003\.pt .*GiB free"):
-        Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=1)).run()
-    monkeypatch.undo()
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "step-00000001.pt", "step-00000002.pt"]
-    assert load_model(tmp_path / "checkpoints" / "step-00000002.pt")[2]["step"] == 2
-    import maskgwm.train.trainer as trainer_module            # the final model.pt too
-
-    def model_disk_full(path, *args):
-        with open(path, "wb") as handle:
-            disk_full(None, handle)
-    monkeypatch.setattr(trainer_module, "save_model", model_disk_full)
-    with pytest.raises(checkpointing.CheckpointWriteError,
-                       match=r"cannot write .*model\.pt .*GiB free"):
-        Trainer(cfg, tmp_path / "final", options=options(cache_dir)).run()
-
-
-def test_stop_at_a_periodic_checkpoint_writes_it_once(tmp_path, cache_dir):
-    """A stop at a step that just got its periodic checkpoint does not write it again (a
-    second write can outlast the preemption grace time, and then the job is not requeued)."""
-    cfg = config("1a", "no-mr", **{"stage.steps": 4})
-    trainer = Trainer(cfg, tmp_path, options=options(cache_dir, checkpoint_every=2))
-    writes, save = [], trainer.save_checkpoint
-    trainer.save_checkpoint = lambda: writes.append(trainer.step) or save()
-    result = trainer.run(lambda: trainer.step >= 2)
-    assert result == {"status": "interrupted", "step": 2,
-                      "checkpoint": str(tmp_path / "checkpoints" / "step-00000002.pt")}
-    assert writes == [2]
