@@ -2,7 +2,7 @@
 
 With a weights directory the official detectors are loaded and their files' SHA-256 recorded;
 without one, seeded random-initialised detectors stand in, and every number they produce is
-labelled as not comparable with published numbers (DESIGN.md section 8).
+labelled as not comparable with published numbers (docs/DESIGN.md section 8).
 """
 from __future__ import annotations
 

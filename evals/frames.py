@@ -1,4 +1,4 @@
-"""Which frames of a clip each metric sees, as the protocol says (DESIGN.md sections 4 and 9).
+"""Which frames of a clip each metric sees, as the protocol says (docs/DESIGN.md sections 4 and 9).
 
 Random draws (FID frames per clip, long-horizon points) are seeded by (protocol seed, global
 clip index, measurement point), so shards and reruns pick the same frames, and the generated

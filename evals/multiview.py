@@ -2,7 +2,7 @@
 
 A multi-view protocol (drivewm_mview: 150 nuScenes scenes x 6 cameras = 900 videos) is scored
 as single-view videos, one per (scene, view): FVD over the videos, FID over their frames
-(Drive-WM's reading, DESIGN.md section 4). The video-set format therefore needs no new field:
+(Drive-WM's reading, docs/DESIGN.md section 4). The video-set format therefore needs no new field:
 
 - a scene's view v is the clip `<scene_id>/<v>` (e.g. `scene-0103/<token>/mview/CAM_FRONT`)
   with `source_clip` = `<scene_id>`; the K clips of a scene have the same frames, fps and

@@ -1,7 +1,7 @@
-"""Named evaluation protocols (DESIGN.md sections 4 and 9): every choice that moves FID or FVD
+"""Named evaluation protocols (docs/DESIGN.md sections 4 and 9): every choice that moves FID or FVD
 is an explicit field, and every result embeds the full protocol and its hash.
 
-Fields the papers leave open carry our reading (DESIGN.md section 9) and are listed in
+Fields the papers leave open carry our reading (docs/DESIGN.md section 9) and are listed in
 `ASSUMED`, so docs and results can say which numbers rest on an assumption.
 """
 from __future__ import annotations

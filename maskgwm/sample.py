@@ -2,8 +2,8 @@
 video set into generated clips, written as a video set (evals/videoset.py) for `repro eval`.
 
 - `model_velocity`: the conditional and unconditional velocity functions for flow.euler_sample.
-  Guidance (DESIGN.md section 9): the unconditional pass drops actions (action_keep False) and
-  sees zeroed condition latents (euler_sample does that).
+  Guidance (docs/DESIGN.md section 9.8): the unconditional pass drops actions (action_keep
+  False) and sees zeroed condition latents (euler_sample does that).
 - `generate_clip`: one clip, one window of `window` frames (25 by default) or an autoregressive
   rollout whose later rounds condition on the last `rollout_cond` (3) frames.
 - `generate_views`: the same for the K views of one scene, generated jointly (latents

@@ -10,13 +10,13 @@ when CI is set (or REPRO_TEST_SLOW=1), the slow ones in a second pytest run.
 
 The environment lives in `.venv/` at the repository root (`REPRO_VENV` overrides it) and is
 reinstalled only when `pyproject.toml` or this file changes. Without CUDA the CPU torch wheel
-`torch==2.13.0` is installed first (DESIGN.md section 7: the resolver needs torch and the
+`torch==2.13.0` is installed first (docs/DESIGN.md section 7: the resolver needs torch and the
 `numpy<2` pin settled before the rest).
 
 `test` also sets up a second environment, `.venv-ref/` (`REPRO_REF_VENV` overrides it), with
 the reference packages pytorch-fid and torch-fidelity on torch 2.14.1 + torchvision 0.29.1
-(DESIGN.md sections 7 and 9), and passes its python to the tests as `REPRO_REF_PYTHON`. Where it
-cannot be built, bootstrap warns, the tests that need it skip (fail under
+(docs/DESIGN.md sections 7 and 9), and passes its python to the tests as `REPRO_REF_PYTHON`.
+Where it cannot be built, bootstrap warns, the tests that need it skip (fail under
 REPRO_REQUIRE_REFERENCES=1), and `REPRO_REF_PROBLEM` tells them why.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """GPU-hour estimates for training runs at paper-like scales (printed before submitting).
 
-Throughput is the paper's, on 32 A800 GPUs (DESIGN.md sections 2 and 9):
+Throughput is the paper's, on 32 A800 GPUs (docs/DESIGN.md sections 2 and 9):
 - stage 1c: Table 4a reports 0.329-0.368 days per 10K steps; the mean, 0.3515 d, is
   0.84 h per 1K steps (~540 GPU-hours for a 20K-step ablation run);
 - stages 1a + 1b: "about 3 days" for all of stage 1 leaves 72 - 20 x 0.84 = 55 h for their

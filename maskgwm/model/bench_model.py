@@ -10,7 +10,7 @@ back to back in rounds (warm-up, then the median over rounds of the per-round ra
 on CUDA the peak allocated bytes; on CPU (where torch keeps no allocator statistics) the bytes
 of the tensors autograd saves for backward, which is what grows a training step's peak
 (distinct storages counted once). The token-count bound ((L - d)(1 - r) + d + n_F) / L
-(DESIGN.md section 9) is recorded beside both ratios, with L, d and n_F. Sampling: seconds for
+(docs/DESIGN.md section 9) is recorded beside both ratios, with L, d and n_F. Sampling: seconds for
 one clip (30 Euler steps with guidance, so two model passes per step) at the given latent size.
 FLOPs per step come from torch.utils.flop_counter; with them, achieved TFLOP/s and (on a GPU
 with a known peak) MFU. On a GPU: `--preset sd3-medium --frames 8` measures the paper's model

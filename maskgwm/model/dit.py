@@ -15,7 +15,7 @@ mask token, repairs them with F_s or F_t, and runs the decoder layers on all tok
 
 Sign (assumed, to match flow.py): forward returns the paper's velocity G = z_0 - eps, which is
 minus SD3's output (SD3 predicts eps - z_0). Text conditioning is fixed tensors from the caller
-(DESIGN.md section 9). Condition frames take timestep 0 in the spatial and temporal blocks.
+(docs/DESIGN.md section 9). Condition frames take timestep 0 in the spatial and temporal blocks.
 """
 from __future__ import annotations
 

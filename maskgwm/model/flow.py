@@ -154,7 +154,7 @@ def euler_sample(velocity_fn: VelocityFn, shape, steps: int = 30, guidance: floa
     - Condition frames: the first `cond_frames` frames are the clean `cond_latents`
       ([B, >= cond_frames, ...]; cond_frames = 0 with latents given means all their frames).
       They have timestep 0 and are re-imposed after every step, so they stay exactly equal.
-    - Guidance (DESIGN.md section 9): the unconditional pass sees the condition-frame latents
+    - Guidance (docs/DESIGN.md section 9.8): the unconditional pass sees the condition-frame latents
       zeroed and is `uncond_fn` (which should also drop actions) or, if None, `velocity_fn`.
       With guidance 1.0 no unconditional pass is made.
     - Noise is drawn once from `generator` (CPU if it is None or on CPU), so a seed fixes it.

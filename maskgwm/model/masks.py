@@ -4,7 +4,7 @@ Token grids are [B, T, H, W]; a mask is a bool `keep` of that shape (True = visi
   spatial_mask   M_spatial: one random mask per sample, shared by all frames;
   temporal_mask  M_time: an independent random mask per frame;
   row_mask       row-wise M_time-hat: every row of every frame keeps exactly round((1 - r) W).
-Condition frames are never masked (DESIGN.md section 9): `cond_frames` is either a [B] int
+Condition frames are never masked (docs/DESIGN.md section 9): `cond_frames` is either a [B] int
 tensor (the first n frames of each sample condition) or a [B, T] bool tensor.
 
 Decisions the paper leaves open (marked "assumed" in docs):

@@ -10,7 +10,7 @@ the number of processes:
   5. the mask, when the sample takes an MR branch: one mask shared by the sample's K views, so
      packed token j of every view is the same grid position (cross-view attention on packed
      tokens pairs like positions).
-The branch (DESIGN.md section 9): none when MR is off or tau is outside [tau_min, tau_max]
+The branch (docs/DESIGN.md section 9): none when MR is off or tau is outside [tau_min, tau_max]
 (the tau-range gate; such samples take the plain path in the same step); otherwise M_spatial
 with probability `spatial_prob` when both branches are on, else the one that is on. Condition
 frames are never masked and are not in the loss; a dropped condition keeps its frames as

@@ -2,8 +2,8 @@
 
 Field names follow diffusers' `SD3Transformer2DModel` config so a checkpoint's config can be
 compared field by field with a preset (`mismatched_fields`). `sd3-medium` is the published
-stabilityai/stable-diffusion-3-medium transformer config (DESIGN.md section 1). `tiny` and `small`
-keep SD3's 16 latent channels and patch 2 so the same VAE latents and data pipeline feed them.
+stabilityai/stable-diffusion-3-medium transformer config (docs/DESIGN.md section 1). `tiny` and
+`small` keep SD3's 16 latent channels and patch 2 so the same VAE latents and data pipeline feed them.
 """
 from __future__ import annotations
 

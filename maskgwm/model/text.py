@@ -1,4 +1,4 @@
-"""Fixed text conditioning for the SD3 joint blocks (DESIGN.md section 9).
+"""Fixed text conditioning for the SD3 joint blocks (docs/DESIGN.md section 9).
 
 MaskGWM conditions on fixed prompt embeddings: `encoder_hidden_states` [1, L, joint_dim] and
 `pooled_projections` [1, pooled_dim], cached once from SD3's text encoders (the empty prompt or a

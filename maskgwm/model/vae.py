@@ -1,5 +1,5 @@
 """SD3's VAE (diffusers `AutoencoderKL`, 16 latent channels, 8x downsampling) with SD3's latent
-transform latents = (posterior mean - shift_factor) * scaling_factor (DESIGN.md section 1).
+transform latents = (posterior mean - shift_factor) * scaling_factor (docs/DESIGN.md section 1.1).
 
 `SD3VAE.from_pretrained` loads the `vae/` folder of stabilityai/stable-diffusion-3-medium-diffusers
 from a local path (nothing is downloaded); `SD3VAE.random` builds a tiny random VAE with the same

@@ -29,7 +29,7 @@ KNOWN_ERRORS = ("ConfigError", "OutputDirError", "DataSetupError", "ModelSetupEr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stage", choices=STAGES, help="training stage (DESIGN.md section 2)")
+    parser.add_argument("stage", choices=STAGES, help="training stage (docs/DESIGN.md section 2)")
     parser.add_argument("--preset", "--variant", dest="variant", choices=variant_names(),
                         help="model variant (default: no-mr for 1a/1b, ours for 1c/2/3)")
     parser.add_argument("--scale", choices=SCALES, default="smoke")

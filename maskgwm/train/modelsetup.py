@@ -1,7 +1,7 @@
 """Model construction for a stage: random init (ci/smoke), SD3 inflation (stage 1a at
 paper/lite scale), or the parent stage's checkpoint; trainable groups; VAE and text.
 
-Parent checkpoints (DESIGN.md section 2: each stage starts from the previous one's) may lack
+Parent checkpoints (docs/DESIGN.md section 2: each stage starts from the previous one's) may lack
 the blocks a stage adds: temporal blocks (1b), MR blocks (1c), action projections (2), view
 blocks (3). Those keys keep their zero initialisation; every other key must be present with
 the same shape, or loading fails naming the keys. MR blocks in the parent that this stage does

@@ -1,7 +1,7 @@
 """Our evaluation clips as a Vista input bundle: Vista's nuScenes manifest format, action-free.
 
 `export_bundle(evalset, out, ...)` writes a folder laid out as Vista's working directory
-expects (paths relative to it, DESIGN.md section 6):
+expects (paths relative to it, docs/DESIGN.md section 6):
 
     <out>/annos/nuScenes_val.json   [{frames: [25 paths relative to data/nuscenes], traj: [],
                                       cmd, speed: [], angle: [], z: -1, goal: [-1, -1]}, ...]

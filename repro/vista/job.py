@@ -13,7 +13,7 @@
   Seed 23 (sample.py's default, which it re-sets before every clip) plus the run's seed
   replica; sampling steps, guidance and noise augmentation stay at sample.py's defaults
   (50, 2.5, 0; recorded from the checkout). Assumed: Vista's own defaults are the settings
-  its paper evaluated with (its evaluation code is unreleased, DESIGN.md section 4).
+  its paper evaluated with (its evaluation code is unreleased, docs/DESIGN.md section 4).
 """
 from __future__ import annotations
 

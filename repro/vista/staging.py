@@ -1,7 +1,7 @@
 """One shard's working directory for Vista's `sample.py`, and the exact command line.
 
 Vista reads everything relative to its working directory and names outputs by manifest index,
-with no clip-range option (DESIGN.md section 6). So each shard attempt runs in
+with no clip-range option (docs/DESIGN.md section 6). So each shard attempt runs in
 
     <stage>/annos/nuScenes_val.json   the shard's clips not yet ingested (a subset manifest)
     <stage>/index_map.json            {"clip_ids": [...]}: subset index -> our clip id

@@ -3,7 +3,8 @@
     $REPRO_REF_PYTHON reference_packages_script.py WEIGHTS.pth IMAGES.npz OUTPUTS.npz WORKDIR
 
 Runs in the separate venv that `repro.bootstrap` builds (torch 2.14.1 + torchvision 0.29.1,
-pytorch-fid, torch-fidelity; DESIGN.md sections 7 and 9). It imports nothing of this repository.
+pytorch-fid, torch-fidelity; docs/DESIGN.md sections 7 and 9). It imports nothing of this
+repository.
 
 WEIGHTS.pth is an Inception state_dict in the official layout. Each package finds it the way it
 finds the published file offline, through torch.hub's cache under $TORCH_HOME (set here to

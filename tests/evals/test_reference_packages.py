@@ -1,4 +1,5 @@
-"""Parity with the real reference packages, pytorch-fid and torch-fidelity (DESIGN.md section 9).
+"""Parity with the real reference packages, pytorch-fid and torch-fidelity (docs/DESIGN.md
+section 9.7).
 
 They run in a separate venv (torch 2.14.1 + torchvision 0.29.1, which our torch 2.13 env cannot
 import) built by `python3 -m repro.bootstrap test`, which passes its python as REPRO_REF_PYTHON.

@@ -1,4 +1,4 @@
-"""Parity with independent TensorFlow references (DESIGN.md section 9).
+"""Parity with independent TensorFlow references (docs/DESIGN.md section 9).
 
 TensorFlow mirrors of the FID Inception and the I3D (tests/evals/tf_reference/), loaded with the
 weights of seeded, batch-norm-calibrated random detectors, must give our float32 features to

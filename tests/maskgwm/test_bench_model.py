@@ -8,7 +8,7 @@ from maskgwm.model.objective import ObjectiveSettings, draw_sample, sample_gener
 
 
 def test_token_bound_matches_design():
-    assert token_bound(24, 2, 2, 0.25) == pytest.approx(0.854, abs=1e-3)  # DESIGN.md sec. 9
+    assert token_bound(24, 2, 2, 0.25) == pytest.approx(0.854, abs=1e-3)  # docs/DESIGN.md sec. 9
     assert token_bound(12, 2, 1, 0.25) == pytest.approx(0.875)
     assert token_bound(12, 2, 1, 0.0) > 1.0
 

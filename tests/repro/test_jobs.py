@@ -44,7 +44,7 @@ def test_distinct_runs_have_distinct_ids():
     ablations = {ids[k] for k in ids if k.split(":")[0] in
                  ("table3a", "table3b", "table4a", "table4b", "table5")
                  and not k.endswith(("stage1a", "stage1b"))}
-    assert len(ablations) == 20  # DESIGN.md section 9: about 20 unique stage-1c runs
+    assert len(ablations) == 20  # docs/DESIGN.md sections 3, 9.6: about 20 unique stage-1c runs
 
 
 def test_run_id_depends_on_scale_and_parent():

@@ -4,7 +4,7 @@
 `<unit>.bn.{weight,bias,running_mean,running_var}`. Everything runs in `dtype` (float64 by
 default, so the reference's own round-off is far below the float32 model under test).
 
-Graph facts mirrored (pytorch-fid's port of the TF graph, DESIGN.md section 4):
+Graph facts mirrored (pytorch-fid's port of the TF graph, docs/DESIGN.md section 4):
 - every unit is conv (no bias) -> batch norm (eps 0.001) -> ReLU;
 - stem and grid-reduction convs / max pools are VALID; the others keep the size (SAME);
 - Mixed_5b-5d, 6b-6e and 7b pool with a 3x3 stride-1 average that EXCLUDES the zero padding
