@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 
 from .fsio import atomic_write_text
+from .samplecmd import add_vae_options
+
 
 def parse_shard(text: str | None) -> tuple[int, int]:
     if not text:
@@ -57,46 +59,99 @@ def cmd_eval_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_sensitivity(args: argparse.Namespace) -> int:
-    """One set: the table `--out`. With `--also NAME=DIR` (repeatable) and `--page FILE`: the
-    same variants for every set, and a results page comparing them (repro/sensitivity.py)."""
-    import shlex
-    import sys
+def _sensitivity_protocol(args: argparse.Namespace):
+    if not args.scale:
+        return _protocol(args)
+    from .evalsets import scaled_protocol
+    base = scaled_protocol(args.protocol, args.scale)
+    if args.n_boot is not None:
+        base = base.replace(**{"bootstrap.n_boot": args.n_boot})
+    return base
 
-    from evals.extractors import build_extractors
 
-    from .runner import git_commit
-    from .sensitivity import page_markdown, score_variants, table_markdown
-    base = _protocol(args)
-    if args.scale:
-        from .evalsets import scaled_protocol
-        base = scaled_protocol(args.protocol, args.scale)
-        if args.n_boot is not None:
-            base = base.replace(**{"bootstrap.n_boot": args.n_boot})
-    weights = _weights(args)
-    out = Path(args.out)
-    extractors = build_extractors(base, weights, args.device)
+def _sensitivity_sets(args: argparse.Namespace) -> dict[str, Path]:
     sets = {args.name: Path(args.generated)}
     for item in args.also or []:
         name, _, folder = item.partition("=")
         if not folder:
             raise ValueError(f"--also {item!r}: expected NAME=DIR")
         sets[name] = Path(folder)
+    return sets
+
+
+def _regeneration_plans(args: argparse.Namespace, sets: dict[str, Path],
+                        scales: tuple[float, ...]) -> dict:
+    """Each set's Regeneration, or why it is not regenerable (`--checkpoint`: --generated's);
+    without scales nothing is looked at (no checkpoint hashed)."""
+    from .guidance import plan_regeneration
+    if not scales:
+        return dict.fromkeys(sets, "guidance not varied")
+    real = Path(args.real or args.reference)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    return {name: plan_regeneration(folder, checkpoint if index == 0 else None, real)
+            for index, (name, folder) in enumerate(sets.items())}
+
+
+def _regeneration_vae(args: argparse.Namespace, plans: dict, scales: tuple[float, ...]):
+    """The VAE to regenerate with; None when nothing is regenerated."""
+    from .samplecmd import load_vae
+    regenerable = [name for name, plan in plans.items() if not isinstance(plan, str)]
+    if not scales or not regenerable:
+        return None
+    if not (args.vae or args.random_vae):
+        raise ValueError(f"{', '.join(regenerable)} can be regenerated at sampling guidance "
+                         f"{', '.join(map(str, scales))}: give the VAE it was sampled with "
+                         "(--vae DIR or --random-vae), or --guidance '' to vary no guidance")
+    return load_vae(args)
+
+
+def _page_command(args: argparse.Namespace) -> str:
+    import shlex
+    import sys
+    if args.command:
+        return args.command
+    if Path(sys.argv[0]).name in ("repro", "cli.py", "__main__.py"):
+        return "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return "repro eval-sensitivity ..."
+
+
+def cmd_eval_sensitivity(args: argparse.Namespace) -> int:
+    """One set: the table `--out` and its rows as JSON (OUT with .rows.json). With `--also
+    NAME=DIR` (repeatable) and `--page FILE`: the same variants for every set, and a results
+    page comparing them (repro/sensitivity.py). Sets with sampling.json are also regenerated
+    at each `--guidance` scale and scored under the base protocol (repro/guidance.py)."""
+    import json
+
+    from evals.extractors import build_extractors
+
+    from .guidance import parse_guidance, summary
+    from .runner import git_commit
+    from .sensitivity import page_markdown, score_guidance, score_variants, table_markdown
+    base = _sensitivity_protocol(args)
+    weights = _weights(args)
+    out = Path(args.out)
+    sets = _sensitivity_sets(args)
+    scales = parse_guidance(args.guidance)
+    plans = _regeneration_plans(args, sets, scales)
+    vae = _regeneration_vae(args, plans, scales)
+    extractors = build_extractors(base, weights, args.device)
     scored = {}
     for index, (name, folder) in enumerate(sets.items()):
         stem = out if index == 0 else out.with_name(f"{out.stem}.{index}{out.suffix}")
-        scored[name] = {**score_variants(base, folder, Path(args.reference), stem, weights,
-                                         args.cache_dir, args.device, extractors),
-                        "path": str(folder)}
+        one = score_variants(base, folder, Path(args.reference), stem, weights,
+                             args.cache_dir, args.device, extractors)
+        one["rows"] += score_guidance(base, plans[name], scales, one["rows"][0], folder,
+                                      Path(args.reference), stem, weights, args.cache_dir,
+                                      args.device, extractors, vae)
+        scored[name] = {**one, "path": str(folder), "guidance": summary(plans[name], scales)}
         atomic_write_text(stem, table_markdown(base, str(folder), args.reference, scored[name]))
-        print(f"written to {stem}")
+        rows_json = stem.with_suffix(".rows.json")
+        atomic_write_text(rows_json, json.dumps(scored[name], indent=1) + "\n")
+        print(f"written to {stem} and {rows_json}")
     if args.page:
-        command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-            if Path(sys.argv[0]).name in ("repro", "cli.py", "__main__.py") else \
-            "repro eval-sensitivity ..."
         atomic_write_text(Path(args.page), page_markdown(
-            base, args.reference, scored, git_commit(), args.command or command,
-            args.title, args.banner))
+            base, args.reference, scored, git_commit(), _page_command(args), args.title,
+            args.banner))
         print(f"results page written to {args.page}")
     return 0
 
@@ -154,6 +209,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", help="page title")
     p.add_argument("--banner", help="a prominent note at the top of the page")
     p.add_argument("--command", help="the command shown on the page (default: this one)")
+    p.add_argument("--guidance", help="sampling guidance scales at which sets with "
+                   "sampling.json are regenerated and scored (default 1.0,2.5,4.0; '' for "
+                   "none); other sampling settings are the set's own")
+    p.add_argument("--checkpoint", help="model checkpoint to regenerate --generated with "
+                   "(default: the one its sampling.json names; must be the same file)")
+    p.add_argument("--real", help="real set whose condition frames seed the regeneration "
+                   "(default: --reference)")
+    add_vae_options(p, required=False)
     p.set_defaults(func=cmd_eval_sensitivity)
 
     p = sub.add_parser("weights", help="detector weight files")

@@ -25,8 +25,24 @@ def default_shard(environ=os.environ) -> tuple[int, int]:
     return int(environ["SLURM_ARRAY_TASK_ID"]) - low, count
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def add_vae_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """`--vae DIR` / `--random-vae`, as `load_vae` reads them."""
+    vae = parser.add_mutually_exclusive_group(required=required)
+    vae.add_argument("--vae", help="SD3 VAE: the model root or its vae/ folder")
+    vae.add_argument("--random-vae", action="store_true",
+                     help="a tiny random VAE (smoke runs; frames are noise)")
+
+
+def load_vae(args: argparse.Namespace):
+    """The SD3VAE that `--vae` / `--random-vae` (and `--device`) name."""
     from maskgwm.model.vae import SD3VAE
+    if args.random_vae:
+        print("WARNING: --random-vae: a random tiny VAE, the frames are noise (smoke runs only)")
+        return SD3VAE.random()
+    return SD3VAE.from_pretrained(args.vae, device=args.device)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
     from maskgwm.sample import sample_videoset
 
     env_shard, env_shards = default_shard() if None in (args.shard, args.num_shards) else (0, 1)
@@ -34,11 +50,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     shards = env_shards if args.num_shards is None else args.num_shards
     if not Path(args.checkpoint).is_file():   # before loading the (large) VAE
         raise FileNotFoundError(f"model checkpoint {args.checkpoint} not found (--checkpoint)")
-    if args.random_vae:
-        print("WARNING: --random-vae: a random tiny VAE, the frames are noise (smoke runs only)")
-        vae = SD3VAE.random()
-    else:
-        vae = SD3VAE.from_pretrained(args.vae, device=args.device)
+    vae = load_vae(args)
     width, height = parse_size(args.size) if args.size else (None, None)
     out = sample_videoset(args.checkpoint, vae, args.real, args.out, shard=shard,
                           num_shards=shards, steps=args.steps, guidance=args.guidance,
@@ -68,10 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real", required=True, help="real video set whose condition frames seed "
                                                  "generation (its clip ids, fps, lengths)")
     p.add_argument("--out", required=True, help="output video set (shards: OUT/shard-I-of-N)")
-    vae = p.add_mutually_exclusive_group(required=True)
-    vae.add_argument("--vae", help="SD3 VAE: the model root or its vae/ folder")
-    vae.add_argument("--random-vae", action="store_true",
-                     help="a tiny random VAE (smoke runs; frames are noise)")
+    add_vae_options(p)
     p.add_argument("--shard", type=int, default=None,
                    help="this shard's index (default: SLURM_ARRAY_TASK_ID, else 0)")
     p.add_argument("--num-shards", type=int, default=None,

@@ -1,4 +1,5 @@
-"""Session-wide fixtures: the real single-node Slurm that `.ci/slurm-up` starts.
+"""Session-wide fixtures: the real single-node Slurm that `.ci/slurm-up` starts, and the tiny
+DiT with perturbed weights that the sampling tests (tests/maskgwm, tests/repro) share.
 
 Tests that need it are skipped when Slurm is unreachable, unless REPRO_REQUIRE_SLURM=1 (set by
 `.ci/run`), which turns that into a failure.
@@ -58,3 +59,24 @@ def slurm_cluster() -> SlurmCluster:
 def slurm_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder for submitit's pickles and logs; on one machine the node sees every local path."""
     return tmp_path_factory.mktemp("slurm")
+
+
+def perturbed_tiny_model(seed: int = 0, **config):
+    """A `tiny` MaskGWMDiT whose zero-initialised blocks get small random weights, so frames
+    (and views) interact, and guidance changes what is sampled."""
+    import torch
+
+    from maskgwm.config.schema import ModelConfig
+    from maskgwm.model.dit import MaskGWMDiT
+    torch.manual_seed(seed)
+    model = MaskGWMDiT(ModelConfig(preset="tiny", **config), mask_config=None).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    return model
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model():
+    """`perturbed_tiny_model` as a fixture: make_tiny_model(seed=0, **ModelConfig fields)."""
+    return perturbed_tiny_model

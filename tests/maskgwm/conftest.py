@@ -1,5 +1,6 @@
 """Shared model fixtures: a tiny random SD3 transformer, random DiT inputs for a preset, and
-what the sampling tests share (a tiny DiT with perturbed weights, a random VAE, null text)."""
+what the sampling tests share (a random VAE, null text; the tiny DiT with perturbed weights,
+`make_tiny_model`, is in tests/conftest.py: the repro tests sample with it too)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,6 @@ import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
-from maskgwm.config.schema import ModelConfig
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.presets import get_preset
 from maskgwm.model.text import TextConditioning
@@ -80,23 +80,6 @@ def tiny_sd3() -> SD3Transformer2DModel:
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     return model
-
-
-def perturbed_tiny_model(seed: int = 0, **config) -> MaskGWMDiT:
-    """A `tiny` MaskGWMDiT whose zero-initialised blocks get small random weights, so frames
-    (and views) interact."""
-    torch.manual_seed(seed)
-    model = MaskGWMDiT(ModelConfig(preset="tiny", **config), mask_config=None).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.02)
-    return model
-
-
-@pytest.fixture(scope="session")
-def make_tiny_model():
-    """`perturbed_tiny_model` as a fixture: make_tiny_model(seed=0, **ModelConfig fields)."""
-    return perturbed_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,10 @@ def test_eval_sensitivity_table(cli, sets, tmp_path):
                  "--n-boot", "0", "--cache-dir", str(sets / "cache"), "--out", str(out))
     assert result.code == 0, result.err
     rows = [l for l in out.read_text().splitlines() if l.startswith("| ") and "---" not in l]
-    assert len(rows) == 9                                # header + 8 variants
+    assert len(rows) == 12                               # header + 8 variants + 3 guidance
     assert "| base protocol |" in rows[1] and "+0.00 | +0.00 |" in rows[1]
-    assert "skipped: needs the real TorchScript file" in rows[-1]
+    assert "skipped: needs the real TorchScript file" in rows[8]
+    assert rows[9:] == [f"| sampling guidance {g} (regenerated) | skipped: not regenerable "
+                        "(no sampling.json) | | | | |" for g in (1.0, 2.5, 4.0)]
     assert "random-weights detector" in out.read_text()
+    assert "sampling guidance rows skipped: not regenerable" in out.read_text()
