@@ -29,7 +29,7 @@ def test_stage_specific_settings():
     assert mview.data.views == 6 and mview.model.view_blocks and mview.mask.view_rows
 
 
-def test_issue_19_readings_are_resolved_config_fields():
+def test_paper_fidelity_readings_are_resolved_config_fields():
     """Every reading where the paper is silent is a field of the resolved config (so a run's id
     changes with it), with the defaults docs/DESIGN.md section 9.8 gives reasons for."""
     config = resolve_run_config("2", "paper", "ours")
