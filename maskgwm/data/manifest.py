@@ -19,6 +19,9 @@ SCHEMA_VERSION = 1
 JSON_COLUMNS = ("views", "frames", "timestamps", "actions")
 
 
+KMH_PER_MS = 3.6                                        # Actions.speed is m/s; CAN and Vista: km/h
+
+
 class ManifestError(ValueError):
     pass
 

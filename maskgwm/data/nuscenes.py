@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgwm.data.manifest import Actions, ClipRecord, ManifestError
+from maskgwm.data.manifest import KMH_PER_MS, Actions, ClipRecord, ManifestError
 from maskgwm.data.nuscenes_files import (TABLES, CanBus, NuScenesDataError, nearest_message,
                                          open_nuscenes)
 
@@ -33,7 +33,6 @@ CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT",
 FUTURE_KEYFRAMES = 4
 CAMERA_FPS, KEYFRAME_FPS = 12.0, 2.0
 STEERING_SCALE_DEG = 780.0                    # Vista's angle = vehicle_monitor.steering / 780
-KMH_PER_MS = 3.6
 CMD_RIGHT, CMD_LEFT, CMD_STOP, CMD_STRAIGHT = 0, 1, 2, 3
 TURN_THRESHOLD_M = STOP_THRESHOLD_M = 2.0
 VISTA_IMAGE_SIZE = (1600, 900)                # Vista's loader normalises goals by these

@@ -17,8 +17,9 @@ about 63,000 units).
 
 A field the clip does not have (no CAN data, an invalid goal, OpenDV's clips with a language
 command only) is NaN in `action_values` and embeds as zeros, as Vista's conditioner fills a
-missing action with a zero embedding. A clip with no field at all has no actions: training
-and sampling feed it the dropped-action path (`actions_present`, objective.py, sample.py).
+missing action with a zero embedding. A clip with no field at all has no actions: with
+`model.missing_actions = "drop"` the model gives it the dropped-action path, in training and
+sampling alike (`actions_present`, blocks.TemporalBlock.kept_actions).
 """
 from __future__ import annotations
 
@@ -28,14 +29,13 @@ from typing import Sequence
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
 
-from maskgwm.data.manifest import Actions
+from maskgwm.data.manifest import KMH_PER_MS, Actions
 
 ACTION_FIELDS = (("command", 1), ("trajectory", 8), ("speed", 4), ("angle", 4), ("goal", 2))
 ACTION_VALUES = sum(width for _, width in ACTION_FIELDS)        # 19
 EMBED_PER_VALUE = 128                                           # Vista's action_emb_dim
 ACTION_FEATURES = ACTION_VALUES * EMBED_PER_VALUE               # 2432
 MAX_PERIOD = 10000.0
-KMH_PER_MS = 3.6
 
 
 def _field(values: Sequence[float], width: int, present: bool = True) -> list[float]:
