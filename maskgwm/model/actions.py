@@ -64,6 +64,11 @@ def no_actions(batch: int, device: torch.device | str | None = None,
     return torch.full((batch, ACTION_VALUES), math.nan, device=device, dtype=dtype)
 
 
+def has_actions(actions: Actions | None) -> bool:
+    """Whether a clip has at least one action value (else its 19 values are all NaN)."""
+    return not all(math.isnan(v) for v in action_values(actions))
+
+
 def actions_present(values: torch.Tensor) -> torch.Tensor:
     """[B] bool from values [B, (T,) 19]: True where a sample has at least one action value."""
     present = ~torch.isnan(values)

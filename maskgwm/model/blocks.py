@@ -161,7 +161,7 @@ class TemporalBlock(nn.Module):
         "drop" (its clip has no actions: the same input as a dropped or action-free sample)."""
         if self.missing_actions != "drop":
             return action_keep
-        present = actions_present(actions).to(actions.device)
+        present = actions_present(actions)
         return present if action_keep is None else present & action_keep.to(present.device)
 
     def frame_positions(self, frames: int, device: torch.device,

@@ -19,7 +19,8 @@ import torch
 
 from evals.atomic import atomic_open
 from maskgwm.config.schema import MaskConfig, ModelConfig
-from maskgwm.model.dit import ACTION_DIM, MaskGWMDiT
+from maskgwm.model.actions import ACTION_VALUES
+from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.presets import get_preset
 from maskgwm.model.text import TextConditioning
 
@@ -112,7 +113,7 @@ def load_model(path: str | Path, preset: str | None = None, map_location: Any = 
     model = MaskGWMDiT(model_config, dit_preset, mask_config)
     if data.get("action_dim") != model.action_dim:
         raise CheckpointError(f"{path}: made with {data.get('action_dim')} action values per "
-                              f"clip; this code's action models take {ACTION_DIM} (Vista's "
+                              f"clip; this code's action models take {ACTION_VALUES} (Vista's "
                               f"layout, maskgwm/model/actions.py): train the action stages "
                               f"(2 and 3) again with this code")
     state = data.get("state_dict")

@@ -35,9 +35,6 @@ from maskgwm.model.actions import ACTION_VALUES
 from maskgwm.model.blocks import TIMESTEP_SCALE, TemporalBlock, ViewBlock
 from maskgwm.model.presets import DiTPreset, get_preset, mismatched_fields
 
-ACTION_DIM = ACTION_VALUES
-"""Action values per clip (or frame): Vista's command, trajectory, speed, angle and goal, laid
-out and embedded by maskgwm/model/actions.py."""
 
 RECOMPILE_LIMIT = 32  # compiled variants per block kind (see MaskGWMDiT.compile_blocks)
 
@@ -87,7 +84,7 @@ class MaskGWMDiT(nn.Module):
                                   attention_head_dim=p.attention_head_dim,
                                   context_pre_only=i == p.num_layers - 1)
             for i in range(p.num_layers)])
-        self.action_dim = ACTION_DIM if self.model_config.actions else None
+        self.action_dim = ACTION_VALUES if self.model_config.actions else None
         if self.model_config.temporal_blocks:
             self.temporal_blocks = nn.ModuleList([
                 TemporalBlock(dim, p.new_block_heads, self.model_config.actions, p.mlp_ratio,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch import nn
 from evals.atomic import atomic_write_json
 from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.config.schema import OptimConfig, RunConfig
-from maskgwm.model.actions import action_values
+from maskgwm.model.actions import has_actions
 from maskgwm.model.checkpoint import save_model
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.objective import ObjectiveSettings, training_loss
@@ -190,8 +189,7 @@ class Trainer(CheckpointState):
                                        config.stage.steps, cache)
         self.to_latents = BatchLatents(self.vae, self.device,
                                        config.data.vae_latent == "sample", config.seed)
-        with_actions = sum(1 for s in sources for c in s.manifest.clips
-                           if not all(math.isnan(v) for v in action_values(c.actions)))
+        with_actions = sum(has_actions(c.actions) for s in sources for c in s.manifest.clips)
         total = sum(len(s.manifest.clips) for s in sources)
         without = ("the rest take the dropped-action path" if
                    config.model.missing_actions == "drop" else

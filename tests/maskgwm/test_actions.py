@@ -11,7 +11,7 @@ from maskgwm.config.schema import ModelConfig
 from maskgwm.data.manifest import Actions
 from maskgwm.model.actions import (ACTION_FEATURES, ACTION_FIELDS, ACTION_VALUES, EMBED_PER_VALUE,
                                    action_values, actions_present, embed_actions, embed_values,
-                                   no_actions)
+                                   has_actions, no_actions)
 from maskgwm.model.dit import MaskGWMDiT
 
 FULL = Actions(traj=[0.4, 5.0, 0.9, 10.2, 1.5, 15.1, 2.2, 20.3], cmd=3,
@@ -93,6 +93,7 @@ def test_missing_fields_embed_as_zero_blocks():
     assert torch.all(embed_actions([None]) == 0)
     present = actions_present(torch.tensor([action_values(a) for a in (FULL, partial, None)]))
     assert present.tolist() == [True, True, False]
+    assert [has_actions(a) for a in (FULL, partial, None)] == present.tolist()
     assert not actions_present(no_actions(2)).any()
 
 

@@ -6,7 +6,8 @@ import torch
 from diffusers import SD3Transformer2DModel
 
 from maskgwm.config.schema import ModelConfig
-from maskgwm.model.dit import ACTION_DIM, CheckpointMismatch, MaskGWMDiT
+from maskgwm.model.actions import ACTION_VALUES
+from maskgwm.model.dit import CheckpointMismatch, MaskGWMDiT
 from maskgwm.model.presets import PRESETS, get_preset
 
 TINY = get_preset("tiny")
@@ -36,7 +37,7 @@ def test_output_shape(preset_name, inputs):
     model = MaskGWMDiT(config).eval()
     latents, tau, text, pooled = inputs(model.preset)
     with torch.no_grad():
-        out = model(latents, tau, text, pooled, actions=torch.randn(1, 2, ACTION_DIM))
+        out = model(latents, tau, text, pooled, actions=torch.randn(1, 2, ACTION_VALUES))
     assert out.shape == latents.shape
 
 
@@ -66,7 +67,7 @@ def test_inflated_model_equals_image_model(tiny_sd3, view_attention, inputs):
     cond = torch.tensor([[True, False, False], [False, False, False]])
     with torch.no_grad():
         video = model(latents, tau, text, pooled, cond_frames=cond,
-                      actions=torch.randn(2, 3, ACTION_DIM))
+                      actions=torch.randn(2, 3, ACTION_VALUES))
         frame_tau = tau.masked_fill(cond, 0.0)
         for b in range(2):
             for t in range(3):
@@ -111,7 +112,7 @@ def test_new_blocks_never_update_the_text_stream(make_tiny_model, inputs):
             block.register_forward_pre_hook(lambda m, args, kind=kind:
                                             shapes[kind].append(tuple(args[0].shape[:-1])))
     with torch.no_grad():
-        model(latents, tau, text, pooled, actions=torch.randn(1, ACTION_DIM))
+        model(latents, tau, text, pooled, actions=torch.randn(1, ACTION_VALUES))
     assert len(given) == model.preset.num_layers
     assert all(after is before for after, before in zip(given[1:], returned[:-1]))
     grid = (latents.shape[-2] // 2, latents.shape[-1] // 2)        # image tokens only
