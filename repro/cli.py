@@ -72,7 +72,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .vista.cli import set_paths
-    set_paths(args.vista_checkout, args.vista_ckpt)   # recorded in the Vista runs' specs
+    set_paths(args.vista_checkout, args.vista_ckpt,   # recorded in the Vista runs' specs
+              args.vista_python, args.vista_clip)
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     if args.dry_run:
@@ -183,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default $REPRO_VISTA_CHECKOUT; README: Comparing with Vista)")
     p.add_argument("--vista-ckpt", help="Vista checkpoint (default $REPRO_VISTA_CKPT, else "
                    "<checkout>/ckpts/vista.safetensors)")
+    p.add_argument("--vista-python", help="the Python of Vista's environment (default "
+                   "$REPRO_VISTA_PYTHON)")
+    p.add_argument("--vista-clip", help="OpenCLIP ViT-H-14 weights for Vista: the file or a "
+                   "hub cache folder (default $REPRO_VISTA_CLIP, else the default hub cache)")
     add_seeds_argument(p, "train and evaluate every run with paper cells with N seeds: seed 0 "
                        "is the run itself, seeds 1..N-1 replicas from the same parent "
                        "(default 1)")

@@ -22,8 +22,9 @@ count each (scene, view) as one video.
 A Vista run (stage "vista") has the same layout: its shards run Vista's own sample.py in
 `vista-stage/<i>-of-<n>/` from the bundle in `vista-input/` and ingest its PNGs into
 `samples/` (repro/vista/job.py); result.json's provenance records the Vista checkout commit,
-sample.py's and the checkpoint's SHA-256 and Vista's settings instead of our checkpoint, and
-`vista_label` says whether it was the official checkpoint or the test double.
+sample.py's and the checkpoint's SHA-256 (and whether it is the pinned file), the Python it ran
+with and Vista's sampler settings instead of our checkpoint, and `vista_label` says whether it
+was the official checkpoint, another file, or the test double.
 
 Settings per scale are in `EVAL_OPTIONS` (assumed; paper: 30 Euler steps and CFG 4.0 as the
 paper's sampling, shards are an operational choice). Detectors: ci/smoke use seeded
@@ -277,7 +278,8 @@ def _model_provenance(spec: dict[str, Any], model: Path | dict[str, Any]) -> dic
         settings = spec["vista"]["settings"]
         return {**model, "sampler": "vista", "sampling": {**settings, "shards": spec["shards"]},
                 "vista_resolution": (f"{settings['width']}x{settings['height']} (the evaluation "
-                                     "set's size: ci/smoke)" if spec["scale"] in SMALL_SCALES
+                                     "set's size: ci/smoke, test double)"
+                                     if spec["scale"] in SMALL_SCALES
                                      else f"{settings['width']}x{settings['height']} (Vista's)"),
                 "vista_label": vista_label(model)}
     return {"checkpoint": str(model),
@@ -292,7 +294,12 @@ VISTA_DOUBLE_LABEL = "Vista TEST DOUBLE (not the official checkpoint)"
 
 
 def vista_label(record: dict[str, Any]) -> str:
-    return VISTA_DOUBLE_LABEL if record.get("vista_test_double") else VISTA_LABEL
+    if record.get("vista_test_double"):
+        return VISTA_DOUBLE_LABEL
+    if not record.get("vista_ckpt_pinned"):
+        return (f"Vista (checkpoint sha256 {str(record.get('vista_ckpt_sha256'))[:12]}..., NOT "
+                "the published file; this suite's evaluation)")
+    return VISTA_LABEL
 
 
 class SampleJob(submitit.helpers.Checkpointable):

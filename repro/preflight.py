@@ -276,14 +276,14 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
 
 
 def _vista_missing(runs: list[ResolvedRun], scale: str, workdir: Path | None) -> list[Missing]:
-    """The Vista checkout and checkpoint of unfinished Vista runs (repro/vista/graph.py)."""
+    """What the unfinished Vista runs need (repro/vista/graph.py, inputs.py)."""
     from .eval_job import eval_dir, eval_state
     from .vista.graph import missing
     if workdir is not None:
         runs = [run for run in runs if run.stage != "vista" or
                 eval_state(eval_dir(workdir, run.run_id, run.protocol))[0] != "done"]
     return [Missing(what, path, fix, list(users)) for what, path, fix, users
-            in missing(runs, scale)]
+            in missing(runs, scale, workdir)]
 
 
 def check_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = None,

@@ -37,15 +37,18 @@ def read_image_file(root: Path, ref: str) -> np.ndarray:
         raise FrameError(f"{path}: unreadable or truncated image ({err})") from None
 
 
-def crop_resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Centre-crop to the target aspect, then LANCZOS-resize (as Vista prepares frames)."""
+def crop_resize(frame: np.ndarray, width: int, height: int, rule: str = "round") -> np.ndarray:
+    """Centre-crop to the target aspect, then LANCZOS-resize (as Vista prepares frames).
+
+    `rule` sizes the crop: "round" (ours) or "vista" (Vista's load_img: int() of
+    (width / height) * h or (height / width) * w, one pixel narrower for some shapes)."""
     h, w = frame.shape[:2]
     target = width / height
     if w / h > target:
-        new_w = round(h * target)
+        new_w = int(width / height * h) if rule == "vista" else round(h * target)
         frame = frame[:, (w - new_w) // 2:(w - new_w) // 2 + new_w]
     elif w / h < target:
-        new_h = round(w / target)
+        new_h = int(height / width * w) if rule == "vista" else round(w / target)
         frame = frame[(h - new_h) // 2:(h - new_h) // 2 + new_h]
     if frame.shape[:2] == (height, width):
         return np.ascontiguousarray(frame)

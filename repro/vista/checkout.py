@@ -1,23 +1,21 @@
-"""Validate a Vista checkout and checkpoint before anything is submitted.
+"""A Vista checkout: where it is, and whether its sample.py is the one this suite drives.
 
 Vista's `sample.py` (OpenDriveLab/Vista, checked at `VISTA_COMMIT`) parses its flags with
 `parse_known_args`, so an unknown flag is silently ignored: passing a flag an older or newer
 script does not have would run the wrong experiment without an error. The "version" check
 therefore reads the script's argparse calls (by parsing its source, never importing it) and
 requires every flag we pass, with the action we rely on (`--rand_gen` must be store_false: with
-it the script walks the manifest once in order and stops). The checkpoint's SHA-256 is computed
-once and cached by (path, size, mtime) under `<workdir>/cache/vista-sha256.json`.
+it the script walks the manifest once in order and stops). The sampler settings are passed
+explicitly too, so a checkout whose defaults differ cannot change them unseen. `DOUBLE` is the
+test double that stands in for Vista at ci/smoke scale (repro/vista/inputs.py).
 """
 from __future__ import annotations
 
 import ast
 import os
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from evals.weights import cached_sha256, sha256_file
 
 VISTA_REPO = "https://github.com/OpenDriveLab/Vista"
 VISTA_COMMIT = "cc9821b4253ca7987c32757613d2fc2448fa9f5d"   # main, 2025-07-02: flags checked here
@@ -29,32 +27,14 @@ REQUIRED_FILES = (SCRIPT, CONFIG, "sample_utils.py")
 REQUIRED_FLAGS: dict[str, str | None] = {   # flag -> argparse action we rely on (None: a value)
     "--dataset": None, "--save": None, "--action": None, "--n_rounds": None, "--n_frames": None,
     "--n_conds": None, "--seed": None, "--height": None, "--width": None,
-    "--rand_gen": "store_false",
+    "--n_steps": None, "--cfg_scale": None, "--cond_aug": None, "--rand_gen": "store_false",
 }
 DOUBLE_MARKER = "VISTA_TEST_DOUBLE = True"
+DOUBLE = Path(__file__).resolve().with_name("double")   # the bundled test double
 
 
 class VistaError(ValueError):
     """A Vista checkout, checkpoint or output that cannot be used; the message says the fix."""
-
-
-@dataclass(frozen=True)
-class VistaCheckout:
-    root: Path
-    ckpt: Path
-    commit: str                     # git HEAD of the checkout, or "unknown (not a git checkout)"
-    script_sha256: str
-    ckpt_sha256: str
-    flags: dict[str, Any] = field(default_factory=dict)   # flag -> {"default", "action"}
-    test_double: bool = False
-
-    def provenance(self) -> dict[str, Any]:
-        return {"vista_checkout": str(self.root), "vista_commit": self.commit,
-                "vista_expected_commit": VISTA_COMMIT, "vista_sample_py_sha256":
-                self.script_sha256, "vista_ckpt": str(self.ckpt),
-                "vista_ckpt_sha256": self.ckpt_sha256, "vista_test_double": self.test_double,
-                "vista_defaults": {k: v["default"] for k, v in self.flags.items()
-                                   if k in ("--n_steps", "--cfg_scale", "--cond_aug")}}
 
 
 def resolve_paths(checkout: str | Path | None, ckpt: str | Path | None
@@ -90,8 +70,8 @@ def script_flags(script: Path) -> dict[str, dict[str, Any]]:
     return flags
 
 
-def problems(root: Path | None, ckpt: Path | None) -> list[tuple[str, str, str]]:
-    """Everything wrong with a checkout and checkpoint as (what, path, fix); [] = usable."""
+def checkout_problems(root: Path | None) -> list[tuple[str, str, str]]:
+    """Everything wrong with a checkout's files and sample.py flags as (what, path, fix)."""
     where = (f"clone {VISTA_REPO} (checked at commit {VISTA_COMMIT}) and give it with "
              f"{CHECKOUT_ENV} (or `repro submit ... --vista-checkout DIR`, "
              "`repro vista ... --checkout DIR`)")
@@ -116,11 +96,13 @@ def problems(root: Path | None, ckpt: Path | None) -> list[tuple[str, str, str]]
             elif action and flags[flag]["action"] != action:
                 found.append((f"{flag} as {action} (it is {flags[flag]['action']}: "
                               "unexpected Vista version)", str(root / SCRIPT), version))
-    if ckpt is None or not ckpt.is_file():
-        found.append(("Vista checkpoint", str(ckpt or root / DEFAULT_CKPT),
-                      f"download vista.safetensors from {CKPT_URL} into "
-                      f"{root / DEFAULT_CKPT} (or point {CKPT_ENV} / `--ckpt` at it)"))
     return found
+
+
+def is_double(root: Path) -> bool:
+    """Whether `root` holds a test double of sample.py rather than Vista's."""
+    script = Path(root) / SCRIPT
+    return script.is_file() and DOUBLE_MARKER in script.read_text()
 
 
 def describe(found: list[tuple[str, str, str]]) -> str:
@@ -140,17 +122,3 @@ def git_head(root: Path) -> str:
     if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
         return "unknown (not a git checkout)"
     return lines[1]
-
-
-def validate(checkout: str | Path | None, ckpt: str | Path | None,
-             workdir: Path | None = None) -> VistaCheckout:
-    """The checkout and checkpoint, checked and hashed; VistaError listing every problem."""
-    root, ckpt_path = resolve_paths(checkout, ckpt)
-    found = problems(root, ckpt_path)
-    if found:
-        raise VistaError("Vista cannot run:\n" + describe(found))
-    script = root / SCRIPT
-    cache = Path(workdir) / "cache" / "vista-sha256.json" if workdir else None
-    return VistaCheckout(root, ckpt_path, git_head(root), sha256_file(script),
-                         cached_sha256(ckpt_path, cache), script_flags(script),
-                         DOUBLE_MARKER in script.read_text())

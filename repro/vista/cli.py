@@ -7,19 +7,29 @@ import argparse
 import os
 from pathlib import Path
 
-from .checkout import CHECKOUT_ENV, CKPT_ENV, VistaError, describe, problems, resolve_paths
+from .checkout import CHECKOUT_ENV, CKPT_ENV, VistaError, describe
+from .environment import PYTHON_ENV
+from .weights import CLIP_ENV, UNPINNED_ENV
 
 
-def set_paths(checkout: str | None, ckpt: str | None) -> None:
+def set_paths(checkout: str | None, ckpt: str | None, python: str | None = None,
+              clip: str | None = None, allow_unpinned: bool = False) -> None:
     """Flags override the environment, for this process and the spec files it writes."""
-    if checkout:
-        os.environ[CHECKOUT_ENV] = str(Path(checkout).resolve())
-    if ckpt:
-        os.environ[CKPT_ENV] = str(Path(ckpt).resolve())
+    for name, path in ((CHECKOUT_ENV, checkout), (CKPT_ENV, ckpt), (CLIP_ENV, clip)):
+        if path:
+            os.environ[name] = str(Path(path).expanduser().resolve())
+    if python:
+        os.environ[PYTHON_ENV] = python
+    if allow_unpinned:
+        os.environ[UNPINNED_ENV] = "1"
 
 
 def _paths(args: argparse.Namespace) -> None:
-    set_paths(getattr(args, "checkout", None), getattr(args, "ckpt", None))
+    set_paths(*(getattr(args, key, None) for key in ("checkout", "ckpt", "python", "clip")),
+              allow_unpinned=getattr(args, "allow_unpinned", False))
+    if getattr(args, "sampler", None):
+        from .job import SAMPLER_ENV
+        os.environ[SAMPLER_ENV] = args.sampler
 
 
 def vista_run(protocol: str, scale: str):
@@ -35,16 +45,15 @@ def vista_run(protocol: str, scale: str):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Real Vista, as lite/paper scale runs it: checkout, Python, checkpoint, CLIP weights."""
     _paths(args)
-    wrong = problems(*resolve_paths(None, None))
-    if wrong:
-        print("Vista cannot run:\n" + describe(wrong))
-        return 2
     from ..paths import work_dir
-    from .checkout import validate
-    found = validate(None, None, work_dir())
-    for key, value in found.provenance().items():
-        print(f"{key}: {value}")
+    from .inputs import check_report
+    lines, wrong = check_report(None, None, work_dir())
+    if wrong:
+        print(f"Vista cannot run ({len(wrong)} problems):\n" + describe(wrong))
+        return 2
+    print("\n".join(lines))
     return 0
 
 
@@ -69,7 +78,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..submit import submit_run
     from ..submit_eval import submit_eval
     from ..executors import check_slurm, wait_run
-    from .checkout import validate
+    from .inputs import validate
     from .plan import echo_plan
     workdir = work_dir()
     run = vista_run(args.protocol, args.scale)
@@ -78,7 +87,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
               f"{run.protocol}, scale {args.scale} (nothing submitted)")
         echo_plan(run, workdir, args.partition, shards=args.shards)
         return 0
-    validate(None, None, workdir)          # refuse before anything is submitted
+    validate(None, None, args.scale, workdir)   # refuse before anything is submitted
     from .graph import retire_if_changed
     note = retire_if_changed(run, workdir)  # another checkpoint or sample.py: prepare again
     if note:
@@ -113,8 +122,16 @@ def add_parsers(sub) -> None:
         p.add_argument("--checkout", help=f"Vista checkout (default ${CHECKOUT_ENV})")
         p.add_argument("--ckpt", help=f"checkpoint (default ${CKPT_ENV}, else "
                        "<checkout>/ckpts/vista.safetensors)")
+        p.add_argument("--python", help=f"the Python of Vista's environment (default "
+                       f"${PYTHON_ENV}, else this suite's)")
+        p.add_argument("--clip", help=f"OpenCLIP ViT-H-14 weights: the file or a Hugging Face "
+                       f"hub cache folder (default ${CLIP_ENV}, else the default hub cache)")
+        p.add_argument("--allow-unpinned", action="store_true", help="accept a checkpoint or "
+                       f"CLIP file other than the published one (${UNPINNED_ENV}=1); every "
+                       "result then says so")
 
-    p = inner.add_parser("check", help="is the checkout usable (files, flags, checkpoint)")
+    p = inner.add_parser("check", help="can real Vista run here (checkout, its Python, the "
+                         "pinned checkpoint, the CLIP weights offline)")
     paths(p)
     p.set_defaults(func=cmd_check)
     p = inner.add_parser("export", help="an evaluation set as Vista's manifest + frames")
@@ -128,6 +145,9 @@ def add_parsers(sub) -> None:
     paths(p)
     p.add_argument("--scale", choices=SCALES, default="paper")
     p.add_argument("--shards", type=int, default=None)
+    p.add_argument("--sampler", help="override Vista's sampler settings, e.g. "
+                   "n_steps=25,cfg_scale=2.0 (default: sample.py's 50 steps, cfg 2.5, "
+                   "cond_aug 0.0; recorded with the results)")
     p.add_argument("--cluster", default="local", choices=CLUSTERS)
     p.add_argument("--partition", default=None)
     p.add_argument("--dry-run", action="store_true")

@@ -84,10 +84,10 @@ def source_clips(evalset):
 
 
 def cond_frames(clip, root: Path, read, n_conds: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """A source clip's first `n_conds` frames at `size` (centre crop + LANCZOS, as Vista's
-    own loader and our real set prepare frames)."""
+    """A source clip's first `n_conds` frames at `size`, prepared as Vista's own load_img
+    would from the source file (centre crop sized with int(), LANCZOS)."""
     from maskgwm.data.loader import crop_resize
-    return [crop_resize(read(root, row[0]), *size) for row in clip.frames[:n_conds]]
+    return [crop_resize(read(root, row[0]), *size, rule="vista") for row in clip.frames[:n_conds]]
 
 
 def manifest_entry(frame_paths: list[str]) -> dict[str, Any]:

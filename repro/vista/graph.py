@@ -1,20 +1,20 @@
 """Vista runs in a target's job graph: given, skipped (ci/smoke without a checkout), or refused.
 
-At lite and paper scale a target with a Vista run needs a usable checkout and checkpoint
-(`repro submit` refuses before anything is submitted, preflight.py). At ci and smoke scale a
-Vista run without a checkout is left out of the submission and the output says why (a checkout
-given there is checked like at lite/paper, e.g. the test double in CI). A Vista run's id does
-not depend on the checkout, so a done run prepared with another sample.py or checkpoint than the
-configured one is retired (`retire_if_changed`) and runs again.
+At lite and paper scale a target with a Vista run needs everything real Vista needs (a checkout,
+its Python, the pinned checkpoint, the CLIP weights offline: inputs.py); `repro submit` refuses
+before anything is submitted (preflight.py). At ci and smoke scale a Vista run without a
+checkout is left out of the submission and the output says why; with one, the test double
+stands in for Vista and the output says so. A Vista run's id does not depend on the checkout,
+so a done run prepared with another sample.py or checkpoint than the configured one is retired
+(`retire_if_changed`) and runs again.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .checkout import CHECKOUT_ENV, VistaError, describe, problems, resolve_paths, validate
-
-CHECKED_SCALES = ("lite", "paper")
+from .checkout import CHECKOUT_ENV, VistaError, resolve_paths
+from .inputs import problems, stands_in, validate
 
 
 def vista_runs(runs: list) -> list:
@@ -28,7 +28,7 @@ def given() -> bool:
 
 def split_runs(runs: list, scale: str) -> tuple[list, str]:
     """(runs to submit, a message naming the Vista runs left out and why, or "")."""
-    left_out = vista_runs(runs) if scale not in CHECKED_SCALES and not given() else []
+    left_out = vista_runs(runs) if stands_in(scale) and not given() else []
     if not left_out:
         return runs, ""
     names = ", ".join(f"{run.name} ({', '.join(run.cells) or '-'})" for run in left_out)
@@ -38,24 +38,22 @@ def split_runs(runs: list, scale: str) -> tuple[list, str]:
         "(README: Comparing with Vista)")
 
 
-def missing(runs: list, scale: str) -> list[tuple[str, str, str, list[tuple[str, str]]]]:
+def missing(runs: list, scale: str, workdir: Path | None = None
+            ) -> list[tuple[str, str, str, list[tuple[str, str]]]]:
     """(what, path, fix, needed_by) for a target's Vista runs: at lite/paper always, at
     ci/smoke when a checkout is given."""
     runs = vista_runs(runs)
-    if not runs or (scale not in CHECKED_SCALES and not given()):
+    if not runs or (stands_in(scale) and not given()):
         return []
     users = [("Vista sampling", run.name) for run in runs]
-    return [(what, path, fix, users) for what, path, fix in problems(*resolve_paths(None, None))]
+    return [(what, path, fix, users) for what, path, fix
+            in problems(None, None, scale, workdir)]
 
 
 def spec_fields(run) -> dict[str, Any]:
     """The "vista" entry of a Vista run's spec.json (paths as given at submit time)."""
     from .job import run_spec_fields
     return {"vista": run_spec_fields()} if run.stage == "vista" else {}
-
-
-def describe_missing(runs: list, scale: str) -> str:
-    return describe([(w, p, f) for w, p, f, _ in missing(runs, scale)])
 
 
 def retire_if_changed(run, workdir: Path) -> str:
@@ -70,7 +68,7 @@ def retire_if_changed(run, workdir: Path) -> str:
     if state != "done":
         return ""
     try:
-        now = validate(None, None, workdir)
+        now = validate(None, None, run.scale, workdir, check_python=False)
     except VistaError:
         return ""             # the preflight names what is wrong
     was = record.get("vista", {})

@@ -1,19 +1,21 @@
 """Vista's part of the job graph: the prepare step, one sample shard, and the dry-run plan.
 
-- `prepare(spec, directory)` (the Vista run's own job, runner.py): validates the checkout and
-  checkpoint and records the checkout commit, sample.py's SHA-256 and the checkpoint's SHA-256
-  in the run's done.json.
+- `prepare(spec, directory)` (the Vista run's own job, runner.py): checks everything the run
+  needs at its scale (inputs.py: the test double at ci/smoke, real Vista at lite/paper) and
+  records it in the run's done.json (commit, SHA-256s, interpreter, whether the checkpoint is
+  the pinned one).
 - `run_shard(spec, directory, shard)` (the sample array task, eval_job.sample_shard): exports
   the bundle once, ingests what a killed earlier attempt left, stages the clips still missing,
   runs `sample.py`, ingests its output into `samples/` (the layout our sampler writes, so
   `merge_videosets` and scoring run unchanged). Resumable per clip.
 - `settings_for(protocol, scale, seed)`: n_conds = the protocol's condition frames (1 for
   nuScenes and Waymo, 3 for opendv_long), n_rounds so 25 + 22 (k - 1) frames cover the
-  protocol's longest point, Vista's 576x1024 at lite/paper, the eval set's size at ci/smoke.
-  Seed 23 (sample.py's default, which it re-sets before every clip) plus the run's seed
-  replica; sampling steps, guidance and noise augmentation stay at sample.py's defaults
-  (50, 2.5, 0; recorded from the checkout). Assumed: Vista's own defaults are the settings
-  its paper evaluated with (its evaluation code is unreleased, docs/DESIGN.md section 4).
+  protocol's longest point, Vista's 576x1024 at lite/paper, the eval set's size at ci/smoke
+  (the double). Seed 23 (sample.py's default, which it re-sets before every clip) plus the
+  run's seed replica; 50 steps, guidance 2.5 and noise augmentation 0 (sample.py's defaults,
+  passed explicitly) unless REPRO_VISTA_SAMPLER overrides them ("n_steps=25,cfg_scale=2.0").
+  Assumed: Vista's own defaults are the settings its paper evaluated with (its evaluation code
+  is unreleased, docs/DESIGN.md section 4).
 """
 from __future__ import annotations
 
@@ -22,15 +24,36 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .checkout import VistaError, resolve_paths, validate
-from .export import export_bundle, rounds_for, vista_size
+from .checkout import VistaError, resolve_paths
+from .environment import PYTHON_ENV
+from .export import VISTA_SIZE, export_bundle, rounds_for, vista_size
 from .ingest import check_complete, ingest
+from .inputs import stand_in_note, stands_in, validate
 from .staging import OUT, VistaSettings, command, index_map, stage
+from .weights import CLIP_ENV, UNPINNED_ENV
 
 VISTA_SEED = 23          # sample.py's default seed; a run's seed replica adds to it
 BUNDLE, STAGE = "vista-input", "vista-stage"
-PYTHON_ENV = "REPRO_VISTA_PYTHON"   # the interpreter of Vista's own environment (default: ours)
 LOW_VRAM_ENV = "REPRO_VISTA_LOW_VRAM"   # =1: pass --low_vram (Vista: for GPUs under 80 GB)
+SAMPLER_ENV = "REPRO_VISTA_SAMPLER"     # "n_steps=25,cfg_scale=2.0,cond_aug=0.0"
+SAMPLER_KEYS = {"n_steps": int, "cfg_scale": float, "cond_aug": float}
+SPEC_ENV = {"python": PYTHON_ENV, "clip": CLIP_ENV, "allow_unpinned": UNPINNED_ENV}
+
+
+def sampler_overrides() -> dict[str, Any]:
+    """REPRO_VISTA_SAMPLER as {n_steps, cfg_scale, cond_aug} (only those given)."""
+    text = os.environ.get(SAMPLER_ENV, "").strip()
+    found: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        if key.strip() not in SAMPLER_KEYS:
+            raise VistaError(f"{SAMPLER_ENV}: unknown setting '{key}' (known: "
+                             f"{', '.join(SAMPLER_KEYS)}; e.g. n_steps=25,cfg_scale=2.0)")
+        try:
+            found[key.strip()] = SAMPLER_KEYS[key.strip()](value)
+        except ValueError:
+            raise VistaError(f"{SAMPLER_ENV}: '{item}' is not a number") from None
+    return found
 
 
 def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings:
@@ -44,26 +67,36 @@ def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings
     return VistaSettings(n_conds=protocol.cond_frames,
                          n_rounds=rounds_for(frames_needed(protocol)),
                          width=width, height=height, seed=VISTA_SEED + seed,
-                         low_vram=os.environ.get(LOW_VRAM_ENV) == "1")
+                         low_vram=os.environ.get(LOW_VRAM_ENV) == "1", **sampler_overrides())
 
 
 def run_spec_fields(checkout: str | Path | None = None, ckpt: str | Path | None = None
                     ) -> dict[str, Any]:
-    """The "vista" entry of a Vista run's spec (flags, else REPRO_VISTA_CHECKOUT/_CKPT),
-    recorded at submit time so that Slurm jobs see the same paths."""
+    """The "vista" entry of a Vista run's spec: paths and the Vista environment settings as
+    given at submit time (flags, else the REPRO_VISTA_* variables), so Slurm jobs use them."""
     root, ckpt_path = resolve_paths(checkout, ckpt)
     return {"checkout": str(root) if root else None, "ckpt": str(ckpt_path) if ckpt_path
-            else None, "python": os.environ.get(PYTHON_ENV) or None}
+            else None, **{key: os.environ.get(name) or None for key, name in SPEC_ENV.items()}}
+
+
+def _use_spec_env(vista: dict[str, Any]) -> None:
+    """This job's Vista settings are the ones recorded at submit time."""
+    for key, name in SPEC_ENV.items():
+        if vista.get(key):
+            os.environ[name] = str(vista[key])
 
 
 def prepare(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """The Vista run's job: a usable checkout and checkpoint, recorded (done.json)."""
+    """The Vista run's job: everything it needs at its scale, checked and recorded."""
     vista = spec.get("vista") or {}
+    _use_spec_env(vista)
     workdir = Path(directory).parent.parent
-    found = validate(vista.get("checkout"), vista.get("ckpt"), workdir)
-    print(f"Vista checkout {found.root} (commit {found.commit}), checkpoint {found.ckpt} "
-          f"(sha256 {found.ckpt_sha256[:12]})" + ("; TEST DOUBLE" if found.test_double else ""),
-          flush=True)
+    found = validate(vista.get("checkout"), vista.get("ckpt"), spec["scale"], workdir)
+    if stands_in(spec["scale"]):
+        print(stand_in_note(found.given, spec["scale"]), flush=True)
+    print(f"Vista {found.root} (commit {found.commit}), checkpoint {found.ckpt} (sha256 "
+          f"{found.ckpt_sha256[:12]}{'' if found.ckpt_pinned else ', NOT the pinned file'}), "
+          f"Python {found.python}", flush=True)
     return {"vista": found.provenance()}
 
 
@@ -76,8 +109,13 @@ def run_shard(spec: dict[str, Any], directory: Path, shard: int,
     from ..evalsets import ensure_evalset
     shards = spec["shards"]
     vista = spec["vista"]
-    found = validate(vista["checkout"], vista["ckpt"], Path(spec["workdir"]))
+    _use_spec_env(vista)
+    found = validate(vista["checkout"], vista["ckpt"], spec["scale"], Path(spec["workdir"]),
+                     check_python=False)           # the prepare job probed it
     settings = VistaSettings(**vista["settings"])
+    if not found.test_double and (settings.width, settings.height) != VISTA_SIZE:
+        raise VistaError(f"real Vista runs at {VISTA_SIZE[0]}x{VISTA_SIZE[1]} only, not "
+                         f"{settings.width}x{settings.height} (scale {spec['scale']})")
     evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
     size = (evalset.protocol.width, evalset.protocol.height)
     bundle = export_bundle(evalset, directory / BUNDLE, settings.n_conds,
@@ -98,12 +136,12 @@ def run_shard(spec: dict[str, Any], directory: Path, shard: int,
     done = set(c.clip_id for c in VideoSet.open(target).clips) \
         if (target / "manifest.json").is_file() else set()
     todo = [clip_id for clip_id in mine if clip_id not in done]
-    argv = command(found.root, settings, vista.get("python"))
+    argv = command(found.root, settings, found.python)
     if todo:
         stage(stage_dir, bundle, found.root, found.ckpt, todo)
         log(f"[{shard}/{shards}] Vista: {len(todo)} clips; cwd {stage_dir}\n  "
             + " ".join(argv))
-        code = run_vista(argv, stage_dir)
+        code = run_vista(argv, stage_dir, found.env())
         report = ingest(stage_dir / OUT, todo, real, target, settings.frames, size)
         if code != 0:
             raise VistaError(f"Vista's sample.py exited with status {code} after "
@@ -114,16 +152,23 @@ def run_shard(spec: dict[str, Any], directory: Path, shard: int,
             "out": str(target), "argv": argv, "cwd": str(stage_dir), **found.provenance()}
 
 
-def run_vista(argv: list[str], cwd: Path) -> int:
+def run_vista(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
     """Run sample.py (its output goes to this job's log); its exit status."""
-    return subprocess.run(argv, cwd=cwd).returncode
+    return subprocess.run(argv, cwd=cwd, env={**os.environ, **env}).returncode
 
 
 def plan(spec: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
     """Dry run: per shard, the staging directory and exact argv (nothing written)."""
+    import sys
+
+    from .checkout import DOUBLE, is_double
+    from .environment import python
     settings = VistaSettings(**spec["vista"]["settings"])
     root, _ = resolve_paths(spec["vista"]["checkout"], spec["vista"]["ckpt"])
+    interpreter = spec["vista"].get("python") or python()
+    if stands_in(spec["scale"]):
+        root = root if root is not None and is_double(root) else DOUBLE
+        interpreter = sys.executable
     return [{"shard": i, "cwd": str(directory / STAGE / f"{i}-of-{spec['shards']}"),
-             "argv": command(root or Path("<vista checkout>"), settings,
-                             spec["vista"].get("python"))}
+             "argv": command(root or Path("<vista checkout>"), settings, interpreter)}
             for i in range(spec["shards"])]

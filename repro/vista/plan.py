@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from .checkout import describe, problems, resolve_paths
+from .checkout import describe, resolve_paths
+from .inputs import problems, stand_in_note, stands_in
 
 
 def sample_plan(run, workdir: Path, partition: str | None = None,
@@ -17,15 +18,16 @@ def sample_plan(run, workdir: Path, partition: str | None = None,
     from .job import plan, run_spec_fields, settings_for
     options = EVAL_OPTIONS[run.scale]
     shards = shards or options["shards"]
-    res = run.resources   # a sample task: one node, one task, one GPU where training had GPUs
+    res = run.resources   # a sample task: one node, one task; one GPU for real Vista
     task = dataclasses.replace(run, resources=dataclasses.replace(
-        res, nodes=1, gpus_per_node=min(res.gpus_per_node, 1), tasks_per_node=None,
+        res, nodes=1, gpus_per_node=0 if stands_in(run.scale) else 1, tasks_per_node=None,
         time_hours=options["sample_hours"]))
     sbatch = {**sbatch_options(task, None, partition),
               "job-name": f"{run.target}-{run.name}-sample-{run.run_id}",
               "array": f"0-{shards - 1}"}
     settings = settings_for(run.protocol, run.scale, run.config.get("seed", 0))
-    spec = {"shards": shards, "vista": {**run_spec_fields(), "settings": settings.to_dict()}}
+    spec = {"shards": shards, "scale": run.scale,
+            "vista": {**run_spec_fields(), "settings": settings.to_dict()}}
     return {"sbatch": sbatch, "array": shards, "settings": settings.to_dict(),
             "shards": plan(spec, eval_dir(workdir, run.run_id, run.protocol))}
 
@@ -33,11 +35,13 @@ def sample_plan(run, workdir: Path, partition: str | None = None,
 def echo_plan(run, workdir: Path, partition: str | None, echo: Callable[[str], None] = print,
               shards: int | None = None) -> dict[str, Any]:
     found = sample_plan(run, workdir, partition, shards)
+    if stands_in(run.scale):
+        echo(f"   NOTE: {stand_in_note(resolve_paths(None, None)[0], run.scale)}")
     echo(f"   Vista sample array ({found['array']} shards, afterok on the prepare job): sbatch "
          + " ".join(f"--{k}={v}" for k, v in found["sbatch"].items()))
     first = found["shards"][0]
     echo(f"   shard 0 of {found['array']}: cd {first['cwd']} && {' '.join(first['argv'])}")
-    wrong = problems(*resolve_paths(None, None))
+    wrong = problems(None, None, run.scale, workdir)
     if wrong:
         echo("   WARNING: Vista cannot run as configured:\n" + describe(wrong))
     return found

@@ -10,15 +10,18 @@ with no clip-range option (docs/DESIGN.md section 6). So each shard attempt runs
     <stage>/ckpts/vista.safetensors   -> the checkpoint
     <stage>/out/                      --save (emptied before each attempt: indices change)
 
-and the command is `python <checkout>/sample.py ...` with cwd = <stage> (Python puts the
-script's folder first on sys.path, so Vista's own modules import from the checkout).
+and the command is `<Vista's python> <checkout>/sample.py ...` with cwd = <stage> (Python puts
+the script's folder first on sys.path, so Vista's own modules import from the checkout), in an
+environment where the CLIP weights come from a local hub cache only (inputs.VistaSetup.env).
+The `--save` folder must not contain "real": sample.py rescales generated frames as real ones
+when its save path does.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,8 @@ OUT = "out"
 
 @dataclass(frozen=True)
 class VistaSettings:
-    """What we pass to sample.py (everything else stays at Vista's defaults: 50 steps, cfg 2.5,
-    cond_aug 0, recorded from the checkout's argparse in provenance)."""
+    """What we pass to sample.py, every flag explicitly (so the checkout's defaults cannot
+    change a run unseen). The sampler defaults are sample.py's at VISTA_COMMIT."""
     n_conds: int
     n_rounds: int
     width: int
@@ -41,6 +44,9 @@ class VistaSettings:
     seed: int = 23                    # sample.py's default, re-set before every clip
     n_frames: int = VISTA_WINDOW
     low_vram: bool = False
+    n_steps: int = 50
+    cfg_scale: float = 2.5
+    cond_aug: float = 0.0
 
     @property
     def frames(self) -> int:
@@ -48,18 +54,18 @@ class VistaSettings:
         return frames_written(self.n_rounds, self.n_frames)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_conds": self.n_conds, "n_rounds": self.n_rounds, "width": self.width,
-                "height": self.height, "seed": self.seed, "n_frames": self.n_frames,
-                "low_vram": self.low_vram}
+        return dataclasses.asdict(self)
 
 
-def command(checkout: Path, settings: VistaSettings, python: str | None = None) -> list[str]:
+def command(checkout: Path, settings: VistaSettings, python: str) -> list[str]:
     """The exact argv (run with cwd = the staging directory)."""
-    argv = [python or sys.executable, str(Path(checkout) / SCRIPT),
+    argv = [python, str(Path(checkout) / SCRIPT),
             "--dataset", "NUSCENES", "--action", "free",
             "--n_frames", str(settings.n_frames), "--n_conds", str(settings.n_conds),
             "--n_rounds", str(settings.n_rounds), "--height", str(settings.height),
             "--width", str(settings.width), "--seed", str(settings.seed),
+            "--n_steps", str(settings.n_steps), "--cfg_scale", str(settings.cfg_scale),
+            "--cond_aug", str(settings.cond_aug),
             "--save", OUT, "--rand_gen"]   # store_false: walk the manifest once, in order
     return argv + (["--low_vram"] if settings.low_vram else [])
 

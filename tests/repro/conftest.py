@@ -69,3 +69,28 @@ def write_target(folder: Path, name: str, protocol: str, runs: str, title: str) 
 def make_target():
     """`write_target` as a fixture: make_target(folder, name, protocol, runs, title)."""
     return write_target
+
+
+VISTA_ENV = ("REPRO_VISTA_CHECKOUT", "REPRO_VISTA_CKPT", "REPRO_VISTA_PYTHON", "REPRO_VISTA_CLIP",
+             "REPRO_VISTA_ALLOW_UNPINNED", "REPRO_VISTA_LOW_VRAM", "REPRO_VISTA_SAMPLER",
+             "REPRO_VISTA_DOUBLE_STOP_AFTER")
+
+
+@pytest.fixture
+def clean_vista_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No REPRO_VISTA_* setting from outside; `repro vista --checkout ...` sets them for its
+    process, so they are restored after each test."""
+    for name in VISTA_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def vista_checkout(tmp_path: Path) -> Path:
+    """A copy of the test double laid out as a user's Vista checkout (no checkpoint yet)."""
+    import shutil
+
+    from repro.vista.checkout import DOUBLE
+    root = tmp_path / "Vista"
+    shutil.copytree(DOUBLE, root)
+    return root

@@ -1,5 +1,6 @@
-"""Export -> Vista (its TEST DOUBLE, tests/doubles/vista_checkout) -> ingest -> score -> table,
-at ci scale; resuming a killed shard; an output folder with a missing frame."""
+"""Export -> Vista (its TEST DOUBLE, repro/vista/double) -> ingest -> score -> table, at ci
+scale, checked for content (each clip comes back under its own id); resuming a killed shard; an
+output folder with a missing frame; the double's empty-manifest loop is never reached."""
 from __future__ import annotations
 
 import json
@@ -9,22 +10,23 @@ import numpy as np
 import pytest
 
 from evals.videoset import VideoSet, write_videoset
+from repro.vista.checkout import DOUBLE
 from repro.vista.checkout import VistaError
 from repro.vista.ingest import check_complete, frame_file, ingest
 
-DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "vista_checkout"
 DOUBLE_LABEL = "Vista TEST DOUBLE (not the official checkpoint)"
 
 
 @pytest.fixture(autouse=True)
-def vista_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    ckpt = tmp_path / "vista.safetensors"
-    ckpt.write_bytes(b"stand-in checkpoint bytes")
-    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(DOUBLE))
-    monkeypatch.setenv("REPRO_VISTA_CKPT", str(ckpt))
-    monkeypatch.delenv("REPRO_VISTA_PYTHON", raising=False)
-    monkeypatch.delenv("REPRO_VISTA_DOUBLE_STOP_AFTER", raising=False)
-    return ckpt
+def vista_env(clean_vista_env: pytest.MonkeyPatch) -> None:
+    clean_vista_env.setenv("REPRO_VISTA_CHECKOUT", str(DOUBLE))
+
+
+def closest_real_clip(generated: VideoSet, real: VideoSet) -> list[str]:
+    """For each generated clip, the real clip whose frame 0 is nearest to its frame 0."""
+    firsts = {c.clip_id: real.read(c)[0].astype(np.float64) for c in real.clips}
+    return [min(firsts, key=lambda k: np.mean((generated.read(c)[0] - firsts[k]) ** 2))
+            for c in generated.clips]
 
 
 def test_export_sample_ingest_score_table(cli, isolated):
@@ -47,6 +49,12 @@ def test_export_sample_ingest_score_table(cli, isolated):
     assert [c.clip_id for c in generated.clips] == [c.clip_id for c in real.clips]
     clip = generated.clips[0]
     assert generated.read(clip).shape == real.read(real.clip(clip.clip_id)).shape
+    ids = [c.clip_id for c in generated.clips]
+    assert closest_real_clip(generated, real) == ids        # each clip under its own id
+    first = generated.read(clip)[0]                         # a reconstruction, not a copy
+    assert not np.array_equal(first, real.read(real.clip(clip.clip_id))[0])
+    assert prov["sampling"]["n_steps"] == 50 and prov["sampling"]["cfg_scale"] == 2.5
+    assert prov["sampling"]["cond_aug"] == 0.0 and prov["vista_ckpt_pinned"] is False
     assert cli("collect", "table1", "--scale", "ci", "--partial").code == 0
     table = cli("table", "table1", "--scale", "ci").out
     row = next(line for line in table.splitlines() if line.startswith("| vista"))
@@ -65,9 +73,9 @@ def test_killed_shard_reruns_only_the_remaining_clips(isolated, monkeypatch):
     spec, directory = _shard_spec(isolated / "work"), isolated / "eval"
     real_run = job.run_vista
 
-    def killed_after_vista(argv, cwd):   # Vista wrote 2 clips, then the job died
+    def killed_after_vista(argv, cwd, env):   # Vista wrote 2 clips, then the job died
         monkeypatch.setenv("REPRO_VISTA_DOUBLE_STOP_AFTER", "2")
-        real_run(argv, cwd)
+        real_run(argv, cwd, env)
         raise KeyboardInterrupt("job killed before ingesting")
 
     monkeypatch.setattr(job, "run_vista", killed_after_vista)
@@ -84,6 +92,40 @@ def test_killed_shard_reruns_only_the_remaining_clips(isolated, monkeypatch):
     assert json.loads((stage / "index_map.json").read_text())["clip_ids"] == first[2:]
     assert len(json.loads((stage / "annos" / "nuScenes_val.json").read_text())) == 1
     assert [c.clip_id for c in VideoSet.open(samples).clips] == first
+    monkeypatch.setattr(job, "run_vista", None)      # all ingested: Vista is not started
+    assert job.run_shard(spec, directory, 0)["new"] == 0
+
+
+def test_content_check_fails_for_a_permuted_clip_order(tmp_path):
+    """The check above has teeth: clips ingested under each other's ids are caught."""
+    rng = np.random.default_rng(1)
+    clips = [(f"scene-{i}/tok", rng.integers(0, 255, (3, 8, 16, 3), dtype=np.uint8))
+             for i in range(3)]
+    real = write_videoset(tmp_path / "real", clips, fps=10.0, cond_frames=1)
+    rolled = [(clip_id, frames) for (clip_id, _), (_, frames) in
+              zip(clips, clips[1:] + clips[:1])]
+    swapped = write_videoset(tmp_path / "gen", rolled, fps=10.0, cond_frames=1)
+    assert closest_real_clip(real, real) == [c for c, _ in clips]
+    assert closest_real_clip(swapped, real) != [c.clip_id for c in swapped.clips]
+
+
+def test_the_double_loops_forever_on_an_empty_manifest(isolated):
+    """As Vista's get_sample does: the suite's own guard (never start Vista without clips)
+    is what keeps a shard from hanging, not the script."""
+    import subprocess
+
+    from repro.vista.inputs import validate
+    setup = validate(DOUBLE, None, "ci", isolated / "work")
+    stage_dir = isolated / "stage"
+    (stage_dir / "annos").mkdir(parents=True)
+    (stage_dir / "annos" / "nuScenes_val.json").write_text("[]")
+    (stage_dir / "ckpts").mkdir()
+    (stage_dir / "ckpts" / "vista.safetensors").symlink_to(setup.ckpt)
+    (stage_dir / "configs").symlink_to(DOUBLE / "configs")
+    import os
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([setup.python, str(DOUBLE / "sample.py"), "--rand_gen"], cwd=stage_dir,
+                       env={**os.environ, **setup.env()}, timeout=5, capture_output=True)
 
 
 def test_vista_failure_midway_keeps_finished_clips(isolated, monkeypatch):
@@ -117,19 +159,19 @@ def test_other_shard_count_keeps_the_clips_of_an_unfinished_evaluation(cli, isol
     assert new == 1
 
 
-def test_another_checkpoint_is_sampled_again(cli, isolated, tmp_path, monkeypatch):
+def test_another_sample_py_is_sampled_again(cli, isolated, vista_checkout, monkeypatch):
     import hashlib
-    retrained = tmp_path / "retrained.safetensors"
-    retrained.write_bytes(b"another checkpoint")
+    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(vista_checkout))
     assert cli("vista", "sample", "vista_nuscenes", "--scale", "ci", "--cluster",
                "debug").code == 0
-    monkeypatch.setenv("REPRO_VISTA_CKPT", str(retrained))
+    script = vista_checkout / "sample.py"
+    script.write_text(script.read_text() + "\n# another version\n")
     again = cli("vista", "sample", "vista_nuscenes", "--scale", "ci", "--cluster", "debug")
-    assert again.code == 0, again.out + again.err
+    assert again.code == 0 and "its results were moved to" in again.out, again.out + again.err
     (run,) = (isolated / "work" / "runs").iterdir()
     result = json.loads((run / "eval" / "vista_nuscenes" / "result.json").read_text())
-    assert result["provenance"]["vista_ckpt_sha256"] == \
-        hashlib.sha256(retrained.read_bytes()).hexdigest()
+    assert result["provenance"]["vista_sample_py_sha256"] == \
+        hashlib.sha256(script.read_bytes()).hexdigest()
 
 
 def test_missing_frame_names_the_clip_and_file(tmp_path):

@@ -7,18 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from repro.vista.checkout import DOUBLE
 from repro.jobs import load_target, resolve_target
 from repro.vista.plan import sample_plan
 
-DOUBLE = Path(__file__).resolve().parents[1] / "doubles" / "vista_checkout"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`repro vista --checkout` sets these for its process: restore them after each test."""
-    for name in ("REPRO_VISTA_CHECKOUT", "REPRO_VISTA_CKPT", "REPRO_VISTA_PYTHON",
-                 "REPRO_VISTA_LOW_VRAM"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_vista_env")
+SAMPLER = ["--n_steps", "50", "--cfg_scale", "2.5", "--cond_aug", "0.0"]
 
 
 def _vista(target: str, scale: str):
@@ -48,7 +44,8 @@ def test_nuscenes_paper_plan_exact(vista_env):
     assert first["argv"] == [
         "/opt/vista-env/bin/python", "/opt/Vista/sample.py", "--dataset", "NUSCENES",
         "--action", "free", "--n_frames", "25", "--n_conds", "1", "--n_rounds", "1",
-        "--height", "576", "--width", "1024", "--seed", "23", "--save", "out", "--rand_gen"]
+        "--height", "576", "--width", "1024", "--seed", "23", *SAMPLER, "--save", "out",
+        "--rand_gen"]
 
 
 def test_opendv_long_paper_plan_rolls_out(vista_env, monkeypatch):
@@ -59,16 +56,28 @@ def test_opendv_long_paper_plan_rolls_out(vista_env, monkeypatch):
     # 3 condition frames; 7 rounds: 7 * 22 + 3 = 157 frames cover 15 s at 10 Hz
     assert plan["shards"][0]["argv"][2:] == [
         "--dataset", "NUSCENES", "--action", "free", "--n_frames", "25", "--n_conds", "3",
-        "--n_rounds", "7", "--height", "576", "--width", "1024", "--seed", "23", "--save",
-        "out", "--rand_gen"]
+        "--n_rounds", "7", "--height", "576", "--width", "1024", "--seed", "23", *SAMPLER,
+        "--save", "out", "--rand_gen"]
     assert plan["settings"]["n_rounds"] * 22 + 3 >= 150
+    assert plan["sbatch"]["gpus-per-node"] == "1"
     monkeypatch.setenv("REPRO_VISTA_LOW_VRAM", "1")
-    assert sample_plan(run, vista_env)["shards"][0]["argv"][-2:] == ["--rand_gen", "--low_vram"]
+    monkeypatch.setenv("REPRO_VISTA_SAMPLER", "n_steps=25, cfg_scale=2.0")
+    plan = sample_plan(run, vista_env)
+    assert plan["shards"][0]["argv"][-2:] == ["--rand_gen", "--low_vram"]
+    assert plan["settings"]["n_steps"] == 25 and plan["settings"]["cfg_scale"] == 2.0
+    assert "--n_steps 25 --cfg_scale 2.0 --cond_aug 0.0" in " ".join(plan["shards"][0]["argv"])
 
 
-def test_ci_runs_vista_at_the_eval_sets_size(monkeypatch, tmp_path):
-    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(DOUBLE))
-    monkeypatch.delenv("REPRO_VISTA_PYTHON", raising=False)
+def test_a_bad_sampler_override_is_named(vista_env, monkeypatch):
+    from repro.vista.checkout import VistaError
+    monkeypatch.setenv("REPRO_VISTA_SAMPLER", "steps=25")
+    with pytest.raises(VistaError, match="unknown setting 'steps'"):
+        sample_plan(_vista("fig6", "paper"), vista_env)
+
+
+def test_ci_runs_the_double_at_the_eval_sets_size(monkeypatch, tmp_path):
+    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", "/opt/Vista")      # a real checkout
+    monkeypatch.setenv("REPRO_VISTA_PYTHON", "/opt/vista-env/bin/python")
     plan = sample_plan(_vista("fig6", "ci"), tmp_path)
     assert plan["sbatch"]["time"] == "0-00:30:00" and "gpus-per-node" not in plan["sbatch"]
     argv = plan["shards"][1]["argv"]
@@ -77,11 +86,17 @@ def test_ci_runs_vista_at_the_eval_sets_size(monkeypatch, tmp_path):
     assert argv[argv.index("--height") + 1:argv.index("--width") + 2] == ["32", "--width", "64"]
 
 
-def test_submit_dry_run_prints_the_vista_plan_and_writes_nothing(cli, isolated, monkeypatch):
-    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(DOUBLE))
+def test_submit_dry_run_prints_the_vista_plan_and_writes_nothing(cli, isolated, monkeypatch,
+                                                                 vista_checkout):
+    script = vista_checkout / "sample.py"     # "real": no test-double marker
+    script.write_text(script.read_text().replace("VISTA_TEST_DOUBLE = True", ""))
+    monkeypatch.setenv("REPRO_VISTA_CHECKOUT", str(vista_checkout))
     res = cli("submit", "table2", "--scale", "ci", "--dry-run")
     assert res.code == 0
     assert "Vista sample array (2 shards" in res.out and "--rand_gen" in res.out
+    assert (f"NOTE: Vista at scale 'ci': the TEST DOUBLE {DOUBLE / 'sample.py'} stands in in "
+            f"place of {vista_checkout}; it is not Vista") in res.out
+    assert f"{sys.executable} {DOUBLE / 'sample.py'} --dataset" in res.out
     assert not (isolated / "work" / "runs").exists()
     monkeypatch.delenv("REPRO_VISTA_CHECKOUT")
     res = cli("submit", "table2", "--scale", "ci", "--dry-run")
@@ -89,3 +104,4 @@ def test_submit_dry_run_prints_the_vista_plan_and_writes_nothing(cli, isolated, 
     res = cli("vista", "sample", "waymo_zeroshot", "--dry-run", "--checkout", str(DOUBLE))
     assert res.code == 0 and "--n_conds 1 --n_rounds 1 --height 576 --width 1024" in res.out
     assert "WARNING" in res.out and "Vista checkpoint" in res.out    # no ckpts/ in the double
+    assert "stands in" not in res.out                                 # paper: real Vista

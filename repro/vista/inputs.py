@@ -1,0 +1,163 @@
+"""Everything one Vista run needs, checked together: which sample.py runs, with which Python,
+checkpoint and CLIP weights, and what the results record about them.
+
+- lite/paper scale: real Vista. The user's checkout (files and flags, checkout.py), Vista's own
+  interpreter able to import its modules (environment.py), the pinned checkpoint and the CLIP
+  weights in a local hub cache (weights.py), one GPU per sample task, Vista's 576x1024.
+- ci/smoke scale: the TEST DOUBLE stands in (real Vista needs a GPU and its resolution, these
+  scales run on CPUs at the evaluation set's size). A checkout given there switches the Vista
+  runs on and is checked for files and flags only; the double runs with this suite's Python,
+  stand-in weight files and a stand-in hub cache, through the same staging and environment as
+  real Vista. A checkout that is itself a test double (CI) is used as given.
+
+`VistaSetup.provenance()` is what the prepare job records and every Vista result carries.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.weights import cached_sha256, sha256_file
+
+from .checkout import (CKPT_URL, DEFAULT_CKPT, DOUBLE, SCRIPT, VISTA_COMMIT,
+                       VistaError, checkout_problems, describe, git_head, is_double,
+                       resolve_paths, script_flags)
+from .environment import check as check_python_env
+from .environment import describe as describe_env
+from .environment import python
+from .weights import (CHECKPOINT, CLIP_BIN, allow_unpinned, clip_fix, local_hub, pin_problem,
+                      resolve_clip, write_stand_in)
+
+STAND_IN_SCALES = ("ci", "smoke")
+
+
+@dataclass(frozen=True)
+class VistaSetup:
+    root: Path                       # the checkout whose sample.py runs
+    given: Path                      # the checkout the user gave
+    python: str
+    ckpt: Path
+    ckpt_sha256: str
+    ckpt_pinned: bool
+    clip_cache: Path                 # HF_HUB_CACHE for the run (HF_HUB_OFFLINE=1)
+    clip_file: Path
+    commit: str
+    script_sha256: str
+    flags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def test_double(self) -> bool:
+        return is_double(self.root)
+
+    @property
+    def standing_in(self) -> bool:
+        """The double runs in place of a real checkout the user gave."""
+        return self.root != self.given
+
+    def env(self) -> dict[str, str]:
+        """Environment additions for sample.py: the CLIP weights come from the local cache."""
+        return {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(self.clip_cache),
+                "TRANSFORMERS_OFFLINE": "1"}
+
+    def provenance(self) -> dict[str, Any]:
+        return {"vista_checkout": str(self.given), "vista_ran": str(self.root),
+                "vista_commit": self.commit, "vista_expected_commit": VISTA_COMMIT,
+                "vista_sample_py_sha256": self.script_sha256, "vista_ckpt": str(self.ckpt),
+                "vista_ckpt_sha256": self.ckpt_sha256, "vista_ckpt_pinned": self.ckpt_pinned,
+                "vista_ckpt_expected_sha256": CHECKPOINT.sha256,
+                "vista_clip_weights": str(self.clip_file), "vista_python": self.python,
+                "vista_test_double": self.test_double, "vista_standing_in": self.standing_in}
+
+
+def stands_in(scale: str) -> bool:
+    return scale in STAND_IN_SCALES
+
+
+def stand_in_note(given: Path | None, scale: str) -> str:
+    double = given is not None and is_double(given)
+    runs = (given if double else DOUBLE) / SCRIPT
+    instead = "" if double or given is None else f" in place of {given}"
+    return (f"Vista at scale '{scale}': the TEST DOUBLE {runs} stands in{instead}; it is not "
+            "Vista and its numbers are not Vista's. Real Vista runs at lite/paper scale, one "
+            "GPU per sample task, at 576x1024")
+
+
+def problems(checkout: str | Path | None, ckpt: str | Path | None, scale: str,
+             workdir: Path | None = None, check_python: bool = True
+             ) -> list[tuple[str, str, str]]:
+    """Everything wrong for a Vista run at `scale`, as (what, path, fix); [] = it can run.
+    `workdir` (default REPRO_WORKDIR's) holds the hash cache and a given CLIP file's hub."""
+    workdir = _workdir(workdir)
+    root, ckpt_path = resolve_paths(checkout, ckpt)
+    found = checkout_problems(root)
+    if found or stands_in(scale):
+        return found
+    if check_python:
+        wrong = check_python_env(python(), root)[1]
+        found += [wrong] if wrong else []
+    if ckpt_path is None or not ckpt_path.is_file():
+        found.append(("Vista checkpoint", str(ckpt_path or root / DEFAULT_CKPT),
+                      f"download vista.safetensors from {CKPT_URL} into {root / DEFAULT_CKPT} "
+                      "(or point REPRO_VISTA_CKPT / --ckpt at it)"))
+    elif not allow_unpinned():
+        wrong = pin_problem(ckpt_path, CHECKPOINT, _hash_cache(workdir))
+        found += [(wrong[0], str(ckpt_path), wrong[1])] if wrong else []
+    cache, clip = resolve_clip(workdir)
+    if clip is None:
+        found.append(("OpenCLIP ViT-H-14 weights (laion2b_s32b_b79k) in a local hub cache",
+                      str(cache), clip_fix(cache)))
+    elif clip.name == CLIP_BIN.file_name and not allow_unpinned():
+        wrong = pin_problem(clip, CLIP_BIN, _hash_cache(workdir))
+        found += [(wrong[0], str(clip), wrong[1])] if wrong else []
+    return found
+
+
+def validate(checkout: str | Path | None, ckpt: str | Path | None, scale: str,
+             workdir: Path | None = None, check_python: bool = True) -> VistaSetup:
+    """The checked setup for a Vista run at `scale`; VistaError listing every problem."""
+    workdir = _workdir(workdir)
+    found = problems(checkout, ckpt, scale, workdir, check_python)
+    if found:
+        raise VistaError("Vista cannot run:\n" + describe(found))
+    given, ckpt_path = resolve_paths(checkout, ckpt)
+    if stands_in(scale):
+        root = given if is_double(given) else DOUBLE
+        stand_ins = workdir / "cache" / "vista-double"
+        ckpt_path = write_stand_in(stand_ins / "vista.safetensors", "test double checkpoint")
+        clip = write_stand_in(stand_ins / CLIP_BIN.file_name, "test double CLIP weights")
+        cache, interpreter = local_hub(clip, stand_ins), sys.executable
+    else:
+        root, interpreter = given, python()
+        cache, clip = resolve_clip(workdir)
+    sha = cached_sha256(ckpt_path, _hash_cache(workdir))
+    return VistaSetup(root, given, interpreter, ckpt_path, sha, sha == CHECKPOINT.sha256,
+                      cache, clip, git_head(root), sha256_file(root / SCRIPT),
+                      script_flags(root / SCRIPT))
+
+
+def check_report(checkout: str | Path | None, ckpt: str | Path | None,
+                 workdir: Path | None) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """`repro vista check` (real Vista, as at lite/paper): (lines describing the setup, [])
+    or ([], every problem)."""
+    root, _ = resolve_paths(checkout, ckpt)
+    found = problems(checkout, ckpt, "paper", workdir, check_python=False)
+    report: dict[str, Any] = {}
+    if root is not None and not checkout_problems(root):
+        report, wrong = check_python_env(python(), root)
+        found += [wrong] if wrong else []
+    if found:
+        return [], found
+    setup = validate(checkout, ckpt, "paper", workdir, check_python=False)
+    return ([f"{key}: {value}" for key, value in setup.provenance().items()]
+            + [f"vista_python_check: {describe_env(report)}"]), []
+
+
+def _workdir(workdir: Path | None) -> Path:
+    from ..paths import work_dir
+    return Path(workdir) if workdir is not None else work_dir()
+
+
+def _hash_cache(workdir: Path) -> Path:
+    return Path(workdir) / "cache" / "vista-sha256.json"
