@@ -8,7 +8,9 @@ The result JSON embeds the full protocol and its hash, the clip-order hash (and 
 hash when one is given), each detector and its weights' SHA-256 (or the random-weights label),
 the feature-level inputs hashes, the frame sizes [H, W] seen in the generated and the reference
 clips (`generated.frame_sizes`, `reference.frame_sizes`: every distinct size; the protocol resizes
-both to the detector's input), and per measurement point FID, FVD and KID with intervals.
+both to the detector's input), the FVD's flavour (`fvd_flavour`: detector, tag, name, note;
+evals.protocols.FVD_FLAVOURS), and per measurement point FID, FVD (with its flavour's name) and
+KID with intervals.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from .frechet import frechet_from_stats, kid
 from .pipeline import (BundleError, check_shards, clip_order_hash, detector_identity, extract,
                        frame_sizes, load_bundle, merge_frame_sizes, merge_parts, save_bundle,
                        set_fingerprint, shard_part)
-from .protocols import Protocol
+from .protocols import Protocol, flavour_record, result_fvd_flavour
 from .videoset import VideoSet, VideoSetError
 
 RESULT_SCHEMA = 1
@@ -197,6 +199,7 @@ def _kid(gen_raw: np.ndarray, ref_raw: np.ndarray, spec: dict[str, Any], seed: i
 
 def compute_result(meta: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any]:
     spec = meta["protocol"]
+    flavour = flavour_record(spec["fvd"]["detector"])
     points = []
     n_points = len({stem.split("-")[0] for stem in parts})
     for p in range(n_points):
@@ -208,6 +211,7 @@ def compute_result(meta: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any
             row[f"kid_{metric}"] = _kid(gen["raw"], ref["raw"], spec["kid"], spec["seed"] + p)
             row[f"inputs_hash_{metric}"] = {"gen": gen["stats"].inputs_hash,
                                             "ref": ref["stats"].inputs_hash}
+        row["fvd"]["flavour"] = flavour["name"]
         points.append(row)
     for row, (frames, seconds) in zip(points, meta["measurement_points"]):
         row.update(frames=frames, seconds=seconds)
@@ -215,6 +219,7 @@ def compute_result(meta: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any
     return {"schema_version": RESULT_SCHEMA,
             **{k: v for k, v in meta.items() if k not in ("kind", "measurement_points")},
             "label": RANDOM_WEIGHTS_LABEL if random else "",
+            "fvd_flavour": flavour,
             "points": points, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
             "versions": {"python": platform.python_version(), "numpy": np.__version__}}
 
@@ -232,6 +237,8 @@ def format_result(result: dict[str, Any]) -> str:
     if any(sizes.values()):
         lines.append(f"frames: generated {sizes['generated'] or '?'}, "
                      f"reference {sizes['reference'] or '?'}")
+    flavour = result_fvd_flavour(result)
+    lines.append(f"FVD flavour: {flavour['name']}")
     if result["label"]:
         lines.append(f"NOTE: {result['label']}")
     if result["n_clips"] != result["protocol"]["n_clips"]:
@@ -243,7 +250,8 @@ def format_result(result: dict[str, Any]) -> str:
         for metric in ("fid", "fvd"):
             m = row[metric]
             interval = f" [{m['low']:.2f}, {m['high']:.2f}]" if m["n_boot"] else ""
-            text.append(f"{metric.upper()} {m['value']:.2f}{interval} (n={m['n']})")
+            name = flavour["tag"] if metric == "fvd" else "FID"
+            text.append(f"{name} {m['value']:.2f}{interval} (n={m['n']})")
             k = row[f"kid_{metric}"]
             text.append(f"KID-{metric} {k['mean']:.4f}±{k['std']:.4f}")
         lines.append(f"  {when}: " + "  ".join(text))

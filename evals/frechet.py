@@ -22,6 +22,10 @@ Eigenvalues below zero but above -NEGATIVE_EIG_RTOL * max|eigenvalue| are round-
 clipped to 0 silently; more negative ones mean a covariance that is not positive semidefinite:
 they are clipped too, with a warning. The distance is a squared Wasserstein distance, so a
 result below zero (round-off, e.g. identical inputs) is returned as 0.0.
+
+The covariances (evals/stats.py) divide by N - 1, as pytorch-fid and TATS do; StyleGAN-V's FVD
+divides by N (about 0.05% of the distance at N = 2048): from the same features our
+i3d-torchscript FVD and StyleGAN-V's differ by that (evals.protocols.FVD_FLAVOURS).
 """
 from __future__ import annotations
 

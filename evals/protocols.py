@@ -2,7 +2,9 @@
 is an explicit field, and every result embeds the full protocol and its hash.
 
 Fields the papers leave open carry our reading (docs/DESIGN.md section 9) and are listed in
-`ASSUMED`, so docs and results can say which numbers rest on an assumption.
+`ASSUMED`, so docs and results can say which numbers rest on an assumption. Each FVD detector
+names its flavour (`FVD_FLAVOURS`: i3d-400 gives TATS-FVD, not the original TF FVD), and
+`PAPER_FVD_NOTE` says which flavour the paper's numbers most likely are.
 """
 from __future__ import annotations
 
@@ -20,7 +22,64 @@ ADDED_DEFAULTS = {("bootstrap", "unit"): "clip"}
 RESIZE_CHOICES = ("tf_bilinear", "torch_bilinear")
 CROP_CHOICES = ("none", "center")
 FID_DETECTORS = ("inception-2015-12-05",)
-FVD_DETECTORS = ("i3d-400", "i3d-torchscript")
+
+
+@dataclass(frozen=True)
+class FVDFlavour:
+    """Which FVD a detector gives (docs/DESIGN.md 4.5): `tag` labels the metric, `name` goes
+    into every result and table footnote, `note` says how it differs from the original FVD."""
+    tag: str
+    name: str
+    note: str
+
+
+ORIGINAL_FVD = ("the original TF FVD (Unterthiner et al.: TF-Hub i3d-kinetics-400, TF-GAN "
+                "distance)")
+FVD_FLAVOURS = {
+    "i3d-400": FVDFlavour(
+        "TATS-FVD", "TATS-FVD (I3D port, BatchNorm eps 1e-5; covariance /(N-1))",
+        "TATS-FVD: TATS/LVDM/VideoGPT's InceptionI3d with i3d_pretrained_400.pt uses BatchNorm "
+        "eps 1e-5 where the original FVD's sonnet I3D (and piergiaj's port) uses 1e-3 (12.7% of "
+        f"the logits differ at random weights), so it is not {ORIGINAL_FVD}. Covariances "
+        "divide by N-1, as TATS and pytorch-fid do; TATS computes the distance in float32 with "
+        "an SVD square root, we in float64."),
+    "i3d-torchscript": FVDFlavour(
+        "FVD (StyleGAN-V I3D)",
+        "StyleGAN-V FVD features (TorchScript I3D); our covariance /(N-1), StyleGAN-V's /N",
+        "StyleGAN-V FVD features: StyleGAN-V's i3d_torchscript.pt called as its FVD calls it; "
+        "StyleGAN-V divides the covariance by N, we by N-1 (about 0.05% of the distance at "
+        "N = 2048)."),
+}
+FVD_DETECTORS = tuple(FVD_FLAVOURS)
+PAPER_FVD_DETECTOR = "i3d-400"     # the flavour the paper's (and Vista's) FVD most likely is
+PAPER_FVD_NOTE = (
+    "The paper's FVD (and Vista's) is most likely TATS-FVD: MaskGWM follows Vista's protocol, "
+    "and Vista says its FVD is \"modified from LVDM\" with i3d_pretrained_400.pt (LVDM's FVD "
+    "uses the TATS-style I3D port). This is uncertain: Vista never released its evaluation "
+    "code (Vista issues #9 and #60 are open) and LVDM's repository also ships other FVD "
+    "variants, so the paper's numbers may be another flavour (e.g. StyleGAN-V's or the "
+    "original TF FVD). Numbers the paper quotes from other works come from those works' own "
+    "FVD code.")
+
+
+def fvd_flavour(detector: str) -> FVDFlavour:
+    """The FVD flavour of an FVD detector name (FVD_DETECTORS)."""
+    try:
+        return FVD_FLAVOURS[detector]
+    except KeyError:
+        raise ValueError(f"unknown FVD detector '{detector}' (known: "
+                         f"{', '.join(FVD_FLAVOURS)})") from None
+
+
+def flavour_record(detector: str) -> dict[str, str]:
+    """What a result records of its FVD: detector, tag, name, note."""
+    return {"detector": detector, **dataclasses.asdict(fvd_flavour(detector))}
+
+
+def result_fvd_flavour(result: dict[str, Any]) -> dict[str, str]:
+    """A result's FVD flavour; results written before flavours were recorded get it from the
+    protocol they embed."""
+    return result.get("fvd_flavour") or flavour_record(result["protocol"]["fvd"]["detector"])
 
 
 @dataclass(frozen=True)
@@ -35,7 +94,7 @@ class FIDSpec:
 
 @dataclass(frozen=True)
 class FVDSpec:
-    detector: str = "i3d-400"            # TATS / LVDM / Vista-style state_dict
+    detector: str = "i3d-400"            # TATS/LVDM/Vista-style I3D: TATS-FVD (FVD_FLAVOURS)
     resize: str = "torch_bilinear"       # per frame to size x size, aspect ignored (TATS/LVDM)
     size: int = 224
     crop: str = "none"                   # none | center (square, as VideoGPT)
@@ -102,6 +161,11 @@ class Protocol:
     def hash(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def fvd_flavour(self) -> FVDFlavour:
+        """Which FVD this protocol's numbers are (a property: not hashed)."""
+        return fvd_flavour(self.fvd.detector)
 
     def measurement_points(self) -> list[tuple[int, float]]:
         """(frames generated so far, seconds) after each rollout round; one point otherwise."""

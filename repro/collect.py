@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.protocols import result_fvd_flavour
+
 from .fsio import atomic_write_text
 from .jobs import ResolvedRun, Target, resolve_target
 from .paths import results_dir, work_dir
@@ -30,9 +32,11 @@ from .paths import results_dir, work_dir
 COLUMNS = ("table", "cell", "metric", "seed", "value", "ci_low", "ci_high", "n", "seed_mean",
            "seed_std", "n_seeds", "scale", "seconds", "random_weights", "run_id", "git_commit",
            "config_hash", "protocol", "protocol_hash", "clip_list_hash", "detector_sha256",
-           "created", "source")
+           "created", "source", "fvd_flavour")
 """`source`: who generated the clips when not our model, e.g. "Vista (official checkpoint,
-this suite's evaluation)" or "Vista TEST DOUBLE (not the official checkpoint)"."""
+this suite's evaluation)" or "Vista TEST DOUBLE (not the official checkpoint)".
+`fvd_flavour`: on FVD rows, which FVD the value is (evals.protocols.FVD_FLAVOURS), e.g.
+TATS-FVD; empty on FID rows."""
 METRICS = (("fid", "FID"), ("fvd", "FVD"))  # result key -> spelling in the paper CSVs
 
 
@@ -111,6 +115,7 @@ def rows_from_result(result: dict[str, Any], run: ResolvedRun, scale: str,
             "detector_sha256": _detector_text(result), "created": result.get("created", ""),
             "source": prov.get("vista_label", ""),
         }
+        flavour = result_fvd_flavour(result)["name"]
         rows = []
         for cell_id in run.cells:
             table, cell = cell_id.split("/", 1)
@@ -121,7 +126,9 @@ def rows_from_result(result: dict[str, Any], run: ResolvedRun, scale: str,
                     rows.append({"table": table, "cell": cell, "metric": name, "seed": run.seed,
                                  "value": _number(m["value"]), "ci_low": _number(m.get("low")),
                                  "ci_high": _number(m.get("high")), "n": int(m["n"]),
-                                 "seconds": seconds, **common})
+                                 "seconds": seconds, **common,
+                                 "fvd_flavour": m.get("flavour", flavour) if key == "fvd"
+                                 else ""})
     except (KeyError, TypeError, AttributeError) as err:
         raise CollectError(f"{source}: not an evaluation result ({type(err).__name__}: {err}); "
                            "re-run the evaluation") from None

@@ -9,6 +9,10 @@ Seeds: with one seed per cell (or no `seed` column) the table is ours as collect
 bootstrap interval. With several, ours is the mean over seeds "± sample std", and each row
 of an ablation table (`ABLATION_TABLES`) gets its difference to the table's first row, marked
 `*` when |difference| > 2 x the pooled std of the two rows (`NOISE_RULE`, an assumed rule).
+
+Every table with FVD gets a footnote naming the FVD flavour of our numbers (the CSV's
+`fvd_flavour`, else the protocol of the runs that fill the table; evals.protocols.FVD_FLAVOURS)
+and the flavour the paper's most likely is; the page explains both once (`PAPER_FVD_NOTE`).
 """
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
+
+from evals.protocols import (FVD_FLAVOURS, PAPER_FVD_DETECTOR, PAPER_FVD_NOTE, fvd_flavour,
+                             get_protocol)
 
 from . import paper
 from .fsio import atomic_write_text
@@ -168,6 +175,34 @@ def source_labels(ours: pd.DataFrame, table: str) -> dict[str, str]:
     return {str(cell): str(group["source"].iloc[0]) for cell, group in mine.groupby("cell")}
 
 
+def fvd_flavours(table: str, ours: pd.DataFrame, target: Target) -> tuple[list[str], bool]:
+    """The FVD flavour names of our numbers in `table`, and whether they were recorded with
+    them (False: derived from the protocols of the target's runs that fill the table)."""
+    if len(ours) and "fvd_flavour" in ours.columns:
+        mine = ours[(ours["table"].astype(str) == table) & (ours["metric"] == "FVD")]
+        names = [str(n) for n in mine["fvd_flavour"].dropna() if str(n)]
+        if names:
+            return list(dict.fromkeys(names)), True
+    protocols = [run.protocol for run in target.runs.values()
+                 if any(cell.split("/")[0] == table for cell in run.cells)]
+    return list(dict.fromkeys(get_protocol(name).fvd_flavour.name
+                              for name in protocols or [target.protocol])), False
+
+
+def fvd_footnote(table: str, ours: pd.DataFrame, target: Target) -> str:
+    """The footnote under a table with FVD: our flavour(s) and the paper's likely one."""
+    names, recorded = fvd_flavours(table, ours, target)
+    where = "" if recorded else " (by the protocol)"
+    return (f"\nFVD ours{where}: {'; '.join(names)}. FVD paper: most likely "
+            f"{fvd_flavour(PAPER_FVD_DETECTOR).tag}, uncertain (see FVD flavours above).")
+
+
+def fvd_page_note(names: list[str]) -> str:
+    """The page's note on FVD flavours: each of ours, and the paper's."""
+    notes = [f.note for f in FVD_FLAVOURS.values() if f.name in names]
+    return "\n**FVD flavours.** " + " ".join([*notes, PAPER_FVD_NOTE])
+
+
 def table_markdown(table: str, ours: pd.DataFrame) -> str:
     frame = paper.load_paper_table(table)
     variants = paper.variant_columns(frame)
@@ -234,8 +269,13 @@ def render_target_table(target: Target, scale: str, results_root: Path | None = 
     if "random_weights" in ours.columns and ours["random_weights"].astype(str).str.lower() \
             .isin(["true", "1"]).any():
         parts.append(f"\n**Note: {RANDOM_WEIGHTS_NOTE}.**")
+    with_fvd = [t for t in target.tables() if "FVD" in paper.metrics(t)]
+    if with_fvd:
+        parts.append(fvd_page_note([n for t in with_fvd for n in fvd_flavours(t, ours, target)[0]]))
     for table in target.tables():
         parts += ["", f"## {table}", "", table_markdown(table, ours)]
+        if table in with_fvd:
+            parts.append(fvd_footnote(table, ours, target))
         notes = paper.load_paper_table(table)["note"]
         if notes.str.contains("not reported").any():
             parts.append("\nEmpty paper cells are not reported in the paper ('-').")
