@@ -26,7 +26,7 @@ FID_DETECTORS = ("inception-2015-12-05",)
 
 @dataclass(frozen=True)
 class FVDFlavour:
-    """Which FVD a detector gives (docs/DESIGN.md 4.5): `tag` labels the metric, `name` goes
+    """Which FVD a detector gives (docs/DESIGN.md section 4.5): `tag` labels the metric, `name` goes
     into every result and table footnote, `note` says how it differs from the original FVD."""
     tag: str
     name: str

@@ -4,7 +4,7 @@ Long-horizon tables (Figures 6 and 7, which have a `seconds` column) become FVD 
 curves against seconds with interval bands, one line per cell, plus the few values the paper
 states in its text (its curves are not transcribed). Other tables become bar charts, one panel
 per metric, the paper's value (hatched) beside ours for each cell. Numbers made with
-random-weights detectors carry a visible note. Files: `results/plots/<table>-<scale>.{png,pdf}`,
+random-weights detectors carry a visible note; FVD axes name its flavour. Files: `results/plots/<table>-<scale>.{png,pdf}`,
 written atomically. With several seeds per cell (`repro collect --seeds N`), ours is the mean
 over seeds and the error bars / bands are +- the sample std over seeds instead of the
 bootstrap interval.
@@ -29,6 +29,16 @@ from .table import (RANDOM_WEIGHTS_NOTE, filter_seeds, load_ours, source_labels,
                     max_seeds)
 
 OUR_METRICS = ("FVD", "FID")  # what an evaluation produces (Table 4a's Time is not ours)
+
+
+def metric_label(metric: str, ours: pd.DataFrame) -> str:
+    """The axis label: FVD says its flavour (e.g. "FVD (TATS-FVD)") when ours recorded it."""
+    from evals.protocols import FVD_FLAVOURS
+    if metric != "FVD" or not len(ours) or "fvd_flavour" not in ours.columns:
+        return metric
+    names = set(ours.loc[ours["metric"] == "FVD", "fvd_flavour"].dropna().astype(str))
+    tags = sorted({f.tag for f in FVD_FLAVOURS.values() if f.name in names})
+    return f"FVD ({', '.join(tags)})" if tags else metric
 PAPER_STYLE = {"color": "0.75", "hatch": "//", "edgecolor": "0.3"}
 CURVES_NOT_TRANSCRIBED = ("paper curves not transcribed (the text gives no numbers); "
                           "only values stated in the text are marked")
@@ -139,8 +149,8 @@ def plot_curves(table: str, ours: pd.DataFrame, scale: str, root: Path | None = 
                            label=f"{labels[cell]} (paper, {row['value']:g} at "
                                  f"{row['seconds']} s)")
         ax.set_xlabel("seconds")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{table}: {metric}")
+        ax.set_ylabel(metric_label(metric, ours))
+        ax.set_title(f"{table}: {metric_label(metric, ours)}")
         ax.grid(alpha=0.3)
         handles, _ = ax.get_legend_handles_labels()
         if handles:
@@ -194,8 +204,8 @@ def plot_bars(table: str, ours: pd.DataFrame, scale: str, root: Path | None = No
         ax.legend([unique[n] for n in unique], list(unique), fontsize=8)
         ax.set_xticks(range(len(cells)))
         ax.set_xticklabels([labels[c] for c in cells], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{table}: {metric}")
+        ax.set_ylabel(metric_label(metric, ours))
+        ax.set_title(f"{table}: {metric_label(metric, ours)}")
         ax.grid(axis="y", alpha=0.3)
     spread = ("ours = mean, error bars = ± sample std over seeds" if max_seeds(ours) > 1
               else "error bars = bootstrap interval")

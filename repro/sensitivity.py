@@ -197,6 +197,7 @@ def page_markdown(base, reference: str, sets: dict[str, dict[str, Any]], commit:
               f"- git commit: `{commit}`",
               f"- base protocol: `{base.name}` (hash `{base.hash}`); each variant's hash is in "
               "the per-set tables (`--out`) and result files",
+              f"- FVD flavour of the base protocol: {base.fvd_flavour.name}",
               f"- reference: `{reference}`"]
     for name in names:
         meta = sets[name]["meta"]

@@ -102,3 +102,15 @@ def test_plot_with_seeds_uses_the_seed_mean(cli, isolated):
     assert isinstance(summary, pd.DataFrame) and len(summary) == mine["seconds"].nunique()
     res = cli("plot", "table3b", "--scale", "smoke", "--seeds", "2")  # paper values only
     assert res.code == 0, res.err
+
+
+def test_fvd_axes_name_the_flavour():
+    import pandas as pd
+
+    from evals.protocols import fvd_flavour
+    from repro.plot import metric_label
+    ours = pd.DataFrame({"metric": ["FVD", "FID"],
+                         "fvd_flavour": [fvd_flavour("i3d-400").name, ""]})
+    assert metric_label("FVD", ours) == "FVD (TATS-FVD)"
+    assert metric_label("FID", ours) == "FID"
+    assert metric_label("FVD", ours.drop(columns="fvd_flavour")) == "FVD"   # older CSVs

@@ -36,4 +36,5 @@ def test_page_lists_every_choice_for_every_set_with_provenance():
     assert "- Vista: FID +12.00 (centre crop to a square before resizing); FVD -12.00 " \
         "(centre crop to a square before resizing)" in lines
     assert f"(hash `{base.hash}`)" in text and "`abc123`" in text
+    assert "- FVD flavour of the base protocol: TATS-FVD (I3D port" in text
     assert "3 clips, FID on 6 frames, FVD on 3 videos" in text and "random-weights" in text
