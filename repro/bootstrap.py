@@ -6,7 +6,8 @@ Stdlib only: this runs from a bare `python3` on a fresh machine.
     python3 -m repro.bootstrap test [pytest args...]          # set up, run the test suite
 
 `test` without pytest args runs the tests not marked `slow` (under 20 minutes on 2 cores), then,
-when CI is set (or REPRO_TEST_SLOW=1), the slow ones in a second pytest run.
+when CI is set (or REPRO_TEST_SLOW=1, which .ci/run exports), the slow ones in a second pytest
+run; a run that collects no tests (pytest exit code 5) fails the command.
 
 The environment lives in `.venv/` at the repository root (`REPRO_VENV` overrides it) and is
 reinstalled only when `pyproject.toml` or this file changes. Without CUDA the CPU torch wheel
@@ -128,20 +129,35 @@ def ensure_reference_env() -> Path | None:
     return python
 
 
-def run_tests(python: Path) -> int:
-    """The default run: every test not marked slow; then, under CI (or REPRO_TEST_SLOW=1), the
-    slow ones too. Exit status: the first non-zero of the two runs."""
+NO_TESTS_COLLECTED = 5   # pytest's exit code when nothing was collected (or all deselected)
+
+
+def marker_runs() -> list[list[str]]:
+    """The default run's pytest runs: `-m "not slow"`; then, under CI (or REPRO_TEST_SLOW=1,
+    which .ci/run sets), `-m slow`."""
     runs = [["-m", "not slow"]]
     if os.environ.get("CI") or os.environ.get("REPRO_TEST_SLOW") == "1":
         runs.append(["-m", "slow"])
-    else:
+    return runs
+
+
+def run_tests(python: Path, run=subprocess.run) -> int:
+    """The default run: every test not marked slow; then, under CI (or REPRO_TEST_SLOW=1), the
+    slow ones too. Exit status: the first non-zero of the two runs; a run that collected no
+    tests (pytest's exit code 5) is a failure with a message saying so (the suite has slow tests:
+    asking for them and getting none means they were lost, not that they passed)."""
+    runs = marker_runs()
+    if len(runs) == 1:
         print("bootstrap: tests marked slow are left out (REPRO_TEST_SLOW=1 runs them; CI does)",
               flush=True)
     status = 0
     for marker in runs:
         cmd = [str(python), "-m", "pytest", *marker]
         print("+", " ".join(cmd), flush=True)
-        code = subprocess.run(cmd).returncode
+        code = run(cmd).returncode
+        if code == NO_TESTS_COLLECTED:
+            print(f"bootstrap: FAILED: `pytest -m \"{marker[1]}\"` collected no tests (pytest "
+                  f"exit code 5); this suite has tests of both kinds", file=sys.stderr, flush=True)
         status = status or code
     return status
 

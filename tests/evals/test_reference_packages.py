@@ -19,7 +19,6 @@ that a failure.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import time
@@ -30,6 +29,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from evals.frechet import frechet_distance
 from evals.resize import resize_frames
 from evals.weights import MANIFEST, load_detector, random_detector, save_state_dict_as_official
 
@@ -139,18 +139,9 @@ def test_resize_methods_matter(compared):
     assert relative_gap(ours["pytorch_fid_a"], ours["torch_fidelity_a"]) > 100 * FEATURE_RTOL
 
 
-def frechet_or_skip():
-    if importlib.util.find_spec("evals.frechet") is None:
-        pytest.skip("evals.frechet does not exist yet: no FID of ours to compare")
-    from evals.frechet import frechet_distance
-
-    return frechet_distance
-
-
 @pytest.mark.parametrize("package", PACKAGES)
 def test_fid_matches_package(compared, package):
     """The package's FID from its features vs ours from our features (full 2048-d)."""
-    frechet_distance = frechet_or_skip()
     reference = float(compared["packages"][f"{package}_fid"])
     ours = frechet_distance(*gaussian(compared["ours"][f"{package}_a"]),
                             *gaussian(compared["ours"][f"{package}_b"]))
@@ -163,7 +154,6 @@ def test_fid_matches_package(compared, package):
 def test_frechet_matches_package_on_same_input(compared, package):
     """The package's Frechet function vs ours on identical input: its features' coordinates in
     an orthonormal basis of their affine span (the same FID; see the script's docstring)."""
-    frechet_distance = frechet_or_skip()
     packages = compared["packages"]
     reference = float(packages[f"{package}_span_fid"])
     ours = frechet_distance(*gaussian(packages[f"{package}_span_a"]),

@@ -23,6 +23,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
+from evals.frechet import frechet_distance
 from evals.resize import preprocess_clips, resize_frames
 from evals.weights import random_detector
 
@@ -246,11 +247,6 @@ def test_tf_bilinear_is_not_torch_bilinear(parity):
 
 @pytest.mark.parametrize("case", range(len(frechet_cases())))
 def test_frechet_distance_matches_tf_and_scipy(parity, case):
-    if importlib.util.find_spec("evals.frechet") is None:
-        pytest.skip("evals.frechet does not exist yet: nothing to compare TF's Frechet distance "
-                    "with")
-    from evals.frechet import frechet_distance
-
     args = [parity["inputs"][f"frechet{case}_{k}"] for k in ("mu1", "sigma1", "mu2", "sigma2")]
     ours = frechet_distance(*args)
     for name, reference in (("tf.linalg.sqrtm", parity["tf"][f"frechet{case}_sqrtm"]),

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from nuscenes.nuscenes import NuScenes
 
 from maskgwm.data.manifest import ClipManifest, ManifestError
 from maskgwm.data.nuscenes import (
@@ -15,8 +16,6 @@ from maskgwm.data.nuscenes import (
     import_vista_manifest, mview_clips, open_nuscenes, vista_clips)
 from maskgwm.data.synth.nuscenes_writer import LIDAR_TRANSLATION, write_synthetic_nuscenes
 from maskgwm.model.actions import embed_actions
-
-pytest.importorskip("nuscenes")
 
 SCENES = ["scene-0061", "scene-0103", "scene-0553", "scene-0916"]
 SHORT_CHAIN_SCENE, NO_CAN_SCENE = "scene-0916", "scene-0103"
@@ -29,6 +28,7 @@ def dataset(tmp_path_factory):
                                      missing_sweeps={SHORT_CHAIN_SCENE: 2},
                                      without_can=(NO_CAN_SCENE,))
     nusc = open_nuscenes(root, "v1.0-mini")
+    assert isinstance(nusc, NuScenes)
     report = ClipReport()
     return root, truth, nusc, vista_clips(nusc, SCENES, report=report), report
 

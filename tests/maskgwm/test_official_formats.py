@@ -209,7 +209,6 @@ def test_v1_reader_field_numbers(tmp_path):
 
 def protobuf_frame_class():
     """A Frame class made by the protobuf runtime from MESSAGES (the enum as int32)."""
-    pytest.importorskip("google.protobuf")
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     field = descriptor_pb2.FieldDescriptorProto
     scalars = {"int64": field.TYPE_INT64, "CameraName.Name": field.TYPE_INT32,

@@ -5,14 +5,13 @@ import math
 
 import numpy as np
 import pytest
+from nuscenes.can_bus.can_bus_api import NuScenesCanBus
+from nuscenes.nuscenes import NuScenes
+from nuscenes.utils import splits
 from PIL import Image
+from pyquaternion import Quaternion
 
 from maskgwm.data.synth.nuscenes_writer import CAMERA_YAWS_DEG, TABLES, write_synthetic_nuscenes
-
-nuscenes = pytest.importorskip("nuscenes.nuscenes")
-from nuscenes.can_bus.can_bus_api import NuScenesCanBus  # noqa: E402
-from nuscenes.utils import splits  # noqa: E402
-from pyquaternion import Quaternion  # noqa: E402
 
 SCENES = ["scene-0061", "scene-0103", "scene-0916"]
 WIDTH, HEIGHT = 160, 90
@@ -24,7 +23,7 @@ def dataset(tmp_path_factory):
     truth = write_synthetic_nuscenes(root, scenes=SCENES, seed=0, seconds=5.0,
                                      missing_sweeps={"scene-0916": 2},
                                      without_can=("scene-0103",))
-    return root, truth, nuscenes.NuScenes(version="v1.0-mini", dataroot=str(root), verbose=False)
+    return root, truth, NuScenes(version="v1.0-mini", dataroot=str(root), verbose=False)
 
 
 def front_chain(nusc, scene):

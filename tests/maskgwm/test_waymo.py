@@ -32,7 +32,7 @@ def test_crc32c_known_answers():
 
 
 def test_framing_matches_tensorflow(tmp_path):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf     # a test dependency (pyproject's `test` extra); slow to import
     records = [b"", b"a", bytes(range(256)) * 3]
     path = tmp_path / "tf.tfrecord"
     with tf.io.TFRecordWriter(str(path)) as writer:

@@ -16,6 +16,85 @@ write_results = _collect_tests.write_results
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def capture_figures(monkeypatch) -> list[dict]:
+    """What each figure that repro.plot saves shows, read off its axes before it is written:
+    per axes its title, x tick labels, bars by legend label ((centre, height) pairs) and lines
+    by label ((x, y) arrays)."""
+    from matplotlib.container import BarContainer
+
+    from repro import plot
+    figures, save = [], plot.save_figure
+
+    def recording_save(fig, stem):
+        axes = []
+        for ax in fig.axes:
+            bars: dict[str, list] = {}
+            for container in ax.containers:
+                if isinstance(container, BarContainer):
+                    bars.setdefault(container.get_label(), []).extend(
+                        (p.get_x() + p.get_width() / 2, p.get_height()) for p in container)
+            axes.append({"title": ax.get_title(),
+                         "ticks": [t.get_text() for t in ax.get_xticklabels()],
+                         "bars": bars,
+                         "lines": {line.get_label(): (list(line.get_xdata()),
+                                                      list(line.get_ydata()))
+                                   for line in ax.get_lines()}})
+        figures.append({"stem": stem, "axes": axes})
+        return save(fig, stem)
+
+    monkeypatch.setattr(plot, "save_figure", recording_save)
+    return figures
+
+
+def bar_heights(axes: dict, label: str, names: dict[str, str]) -> dict[str, float]:
+    """{cell: height} of the bars labelled `label` ("paper", "ours"); `names` maps each cell to
+    its tick label, and a bar belongs to the nearest tick (paper left of it, ours right)."""
+    cell_of = {name: cell for cell, name in names.items()}
+    return {cell_of[axes["ticks"][round(x)]]: h for x, h in axes["bars"].get(label, [])}
+
+
+def axes_metric(axes: dict) -> str:
+    return axes["title"].split(": ", 1)[1].split()[0]      # "table3a: FVD (TATS-FVD)" -> FVD
+
+
+def check_bars(figure: dict, table: str, ours) -> None:
+    """Every panel's paper bars are the paper's values and its bars of ours the collected CSV's
+    (`ours`: the CSV rows of this table; empty: no bars of ours)."""
+    from repro import paper
+    from repro.plot import _cell_labels
+    ref = paper.load_paper_table(table)
+    names = _cell_labels(ref)
+    assert sorted(axes_metric(a) for a in figure["axes"]) == sorted(set(ref["metric"]))
+    for axes in figure["axes"]:
+        metric = axes_metric(axes)
+        assert axes["ticks"] == [names[c] for c in dict.fromkeys(ref["cell"])]
+        stated = ref[(ref["metric"] == metric) & ref["value"].notna()]
+        assert bar_heights(axes, "paper", names) == pytest.approx(
+            dict(zip(stated["cell"], stated["value"].astype(float))))
+        mine = ours[ours["metric"] == metric] if len(ours) else ours
+        expected = dict(zip(mine["cell"], mine["value"].astype(float))) if len(mine) else {}
+        assert bar_heights(axes, "ours", names) == pytest.approx(expected, rel=1e-12)
+
+
+def check_curves(figure: dict, table: str, ours) -> None:
+    """Each line of ours is its cell's collected values against seconds, the mean over seeds
+    where there are several."""
+    from repro import paper
+    from repro.plot import _cell_labels
+    names = _cell_labels(paper.load_paper_table(table))
+    assert sorted(axes_metric(a) for a in figure["axes"]) == ["FID", "FVD"]
+    for axes in figure["axes"]:
+        metric = axes_metric(axes)
+        mine = ours[ours["metric"] == metric]
+        lines = {k: v for k, v in axes["lines"].items() if k.endswith(" (ours)")}
+        assert sorted(lines) == sorted(f"{names[c]} (ours)" for c in set(mine["cell"]))
+        for cell, rows in mine.groupby("cell"):
+            means = rows.groupby("seconds")["value"].mean().sort_index()
+            x, y = lines[f"{names[cell]} (ours)"]
+            assert x == pytest.approx(list(means.index))
+            assert y == pytest.approx(list(means.to_numpy()), rel=1e-12)
+
+
 def _check_files(out: str, stems: list[Path]) -> None:
     for stem in stems:
         for ext, magic in (("png", PNG_MAGIC), ("pdf", b"%PDF")):
@@ -27,28 +106,43 @@ def _check_files(out: str, stems: list[Path]) -> None:
         assert not [p for p in stem.parent.iterdir() if p.name.startswith(".")]
 
 
-def test_plot_table_target(cli, isolated):
+def test_plot_table_target(cli, isolated, monkeypatch):
+    import pandas as pd
+    figures = capture_figures(monkeypatch)
     write_results("table3a", "smoke", isolated / "work", skip=("ours",))
     res = cli("collect", "table3a", "--scale", "smoke", "--partial")
     assert res.code == 0, res.err
     res = cli("plot", "table3a", "--scale", "smoke")
     assert res.code == 0, res.err
     _check_files(res.out, [isolated / "results" / "plots" / "table3a-smoke"])
+    ours = pd.read_csv(isolated / "results" / "table3a" / "smoke.csv")
+    assert len(ours) == 10 and "ours" not in set(ours["cell"])      # the skipped run: no bar
+    (figure,) = figures
+    check_bars(figure, "table3a", ours)
 
 
-def test_plot_long_horizon(cli, isolated):
+def test_plot_long_horizon(cli, isolated, monkeypatch):
+    import pandas as pd
+    figures = capture_figures(monkeypatch)
     write_results("fig7", "smoke", isolated / "work")
     assert cli("collect", "fig7", "--scale", "smoke").code == 0
     res = cli("plot", "fig7", "--scale", "smoke")
     assert res.code == 0, res.err
     _check_files(res.out, [isolated / "results" / "plots" / "fig7-smoke"])
+    ours = pd.read_csv(isolated / "results" / "fig7" / "smoke.csv")
+    (figure,) = figures
+    check_curves(figure, "fig7", ours)
 
 
-def test_plot_without_results(cli, isolated):
+def test_plot_without_results(cli, isolated, monkeypatch):
     """Nothing collected yet: the paper's values alone, still a figure."""
+    import pandas as pd
+    figures = capture_figures(monkeypatch)
     res = cli("plot", "table2")
     assert res.code == 0, res.err
     _check_files(res.out, [isolated / "results" / "plots" / "table2-paper"])
+    (figure,) = figures
+    check_bars(figure, "table2", pd.DataFrame())
 
 
 def test_plot_qualitative(cli, isolated):
@@ -80,18 +174,21 @@ def test_plot_qualitative(cli, isolated):
     assert res.code == 2 and "no real clip 'nope'" in res.err
 
 
-def test_plot_with_seeds_uses_the_seed_mean(cli, isolated):
+def test_plot_with_seeds_uses_the_seed_mean(cli, isolated, monkeypatch):
     import numpy as np
     import pandas as pd
 
     from repro.plot import _seed_mean
     from repro.table import load_ours
+    figures = capture_figures(monkeypatch)
     write_results("fig7", "smoke", isolated / "work", seeds=2)
     assert cli("collect", "fig7", "--scale", "smoke", "--seeds", "2").code == 0
     res = cli("plot", "fig7", "--scale", "smoke")
     assert res.code == 0, res.err
     _check_files(res.out, [isolated / "results" / "plots" / "fig7-smoke"])
     ours = load_ours("fig7", isolated / "results")
+    assert ours.groupby(["cell", "metric", "seconds"])["seed"].nunique().eq(2).all()
+    check_curves(figures[0], "fig7", ours)          # the lines are the means over both seeds
     mine = ours[(ours["cell"] == "mr") & (ours["metric"] == "FVD")]
     assert sorted(set(mine["seed"])) == [0, 1]
     summary = _seed_mean(mine.assign(_s=mine["seconds"].astype(float)), "_s")

@@ -178,7 +178,7 @@ MIXED_PRECISION_SCRIPT = textwrap.dedent("""
     ours = torch.cat([dist_.full(q.grad).reshape(-1) for q in model.parameters()])
     theirs = torch.cat([q.grad.reshape(-1) for q in reference.model.parameters()])
     error = float((ours - theirs).norm() / theirs.norm())
-    assert 0 < error < 5e-2, error
+    assert 0 < error < 1e-2, error      # measured 2.5e-3 (2 gloo processes, CPU); ~4x that
     print("relative gradient error", error)
 """)
 
@@ -246,7 +246,8 @@ def test_rank_detection_torchrun_and_slurm():
 def test_frame_counts_and_warmup():
     draws = [frames_for_step([16, 20, 24], 0, step) for step in range(300)]
     assert draws == [frames_for_step([16, 20, 24], 0, step) for step in range(300)]
-    assert {draws.count(t) for t in (16, 20, 24)} and set(draws) == {16, 20, 24}
+    assert set(draws) == {16, 20, 24}
+    assert draws != [frames_for_step([16, 20, 24], 1, step) for step in range(300)]  # seeded
     assert all(80 < draws.count(t) < 120 for t in (16, 20, 24))
     assert frames_for_step([8], 3, 5) == 8
     factor = warmup_factor(4)
