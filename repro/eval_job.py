@@ -26,7 +26,8 @@ sample.py's and the checkpoint's SHA-256 (and whether it is the pinned file), th
 with and Vista's sampler settings instead of our checkpoint, and `vista_label` says whether it
 was the official checkpoint, another file, or the test double.
 
-Settings per scale are in `EVAL_OPTIONS` (assumed; paper: 30 Euler steps and CFG 4.0 as the
+Settings per scale are the Scale record's `sampling` (maskgwm/config/scales.toml; assumed;
+paper: 30 Euler steps and CFG 4.0 as the
 paper's sampling, shards are an operational choice). Detectors: ci/smoke use seeded
 random-weights detectors (every number labelled); lite/paper read the weights folder from
 REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS), falling back to labelled random detectors.
@@ -40,23 +41,11 @@ from typing import Any
 import submitit
 
 from evals.weights import cached_sha256, sidecar_cache
-from maskgwm.config import content_hash
+from maskgwm.config import content_hash, get_scale
 
 from .fsio import atomic_write_json, read_json
 from .runner import _now, _provenance, git_commit, run_dir, run_state
 
-EVAL_OPTIONS: dict[str, dict[str, Any]] = {
-    "ci": {"steps": 2, "guidance": 4.0, "shards": 2, "seed": 0, "sample_hours": 0.5,
-           "score_hours": 0.5},
-    "smoke": {"steps": 5, "guidance": 4.0, "shards": 1, "seed": 0, "sample_hours": 1,
-              "score_hours": 1},
-    "lite": {"steps": 30, "guidance": 4.0, "shards": 8, "seed": 0, "sample_hours": 12,
-             "score_hours": 4},
-    "paper": {"steps": 30, "guidance": 4.0, "shards": 32, "seed": 0, "sample_hours": 12,
-              "score_hours": 4},
-}
-"""Sampling settings and job time limits per scale (assumed)."""
-RANDOM_DETECTOR_SCALES = ("ci", "smoke")
 WEIGHTS_ENV = ("REPRO_DETECTOR_WEIGHTS", "REPRO_WEIGHTS")
 
 
@@ -77,14 +66,14 @@ def eval_spec(run_spec: dict[str, Any], protocol: str, workdir: Path,
               shards: int | None = None) -> dict[str, Any]:
     """The evaluation of one run under one protocol (written to <eval>/spec.json); a Vista
     run's also holds its checkout, checkpoint and sample.py settings (repro/vista/)."""
-    options = EVAL_OPTIONS[run_spec["scale"]]
+    options = get_scale(run_spec["scale"]).sampling
     spec = {"run_id": run_spec["run_id"], "target": run_spec["target"],
             "name": run_spec["name"], "stage": run_spec["stage"], "scale": run_spec["scale"],
             "protocol": protocol, "config_hash": content_hash(run_spec["config"]),
             "vae_seed": run_spec["config"]["seed"], "workdir": str(Path(workdir).resolve()),
-            "steps": options["steps"], "guidance": options["guidance"],
-            "shards": shards or options["shards"],
-            "seed": options["seed"] + run_spec["config"].get("seed", 0)}  # + the run's seed
+            "steps": options.steps, "guidance": options.guidance,
+            "shards": shards or options.shards,
+            "seed": options.seed + run_spec["config"].get("seed", 0)}  # + the run's seed
     if run_spec["stage"] == "vista":
         from .vista.job import settings_for
         settings = settings_for(protocol, run_spec["scale"], run_spec["config"].get("seed", 0))
@@ -114,8 +103,8 @@ def _device() -> str:
 
 def _vae(spec: dict[str, Any], device: str):
     from maskgwm.model.vae import SD3VAE
-    from maskgwm.train.modelsetup import RANDOM_INIT_SCALES, SD3_FOLDER
-    if spec["scale"] in RANDOM_INIT_SCALES:   # the VAE the trainer encoded with (modelsetup)
+    from maskgwm.train.modelsetup import SD3_FOLDER
+    if get_scale(spec["scale"]).synthetic:   # the VAE the trainer encoded with (modelsetup)
         return SD3VAE.random(spec["vae_seed"])
     root = os.environ.get("REPRO_WEIGHTS")
     if not root:
@@ -193,7 +182,7 @@ def sample_shard(spec_path: str | Path, shard: int) -> dict[str, Any]:
 
 
 def detector_weights(scale: str) -> Path | None:
-    if scale in RANDOM_DETECTOR_SCALES:
+    if get_scale(scale).synthetic:
         return None
     for name in WEIGHTS_ENV:
         if os.environ.get(name):
@@ -274,19 +263,18 @@ def _vista_shards_agree(spec: dict[str, Any], directory: Path) -> dict[str, Any]
 def _model_provenance(spec: dict[str, Any], model: Path | dict[str, Any]) -> dict[str, Any]:
     """What generated the clips: our checkpoint and sampling, or Vista's (repro/vista/)."""
     if spec["stage"] == "vista":
-        from .vista.export import SMALL_SCALES
         settings = spec["vista"]["settings"]
         return {**model, "sampler": "vista", "sampling": {**settings, "shards": spec["shards"]},
                 "vista_resolution": (f"{settings['width']}x{settings['height']} (the evaluation "
                                      "set's size: ci/smoke, test double)"
-                                     if spec["scale"] in SMALL_SCALES
+                                     if get_scale(spec["scale"]).synthetic
                                      else f"{settings['width']}x{settings['height']} (Vista's)"),
                 "vista_label": vista_label(model)}
     return {"checkpoint": str(model),
             "checkpoint_sha256": cached_sha256(model, sidecar_cache(model)),
             "sampling": {k: spec[k] for k in ("steps", "guidance", "shards", "seed")},
             "vae": (f"SD3VAE.random(seed={spec['vae_seed']})"
-                    if spec["scale"] in RANDOM_DETECTOR_SCALES else "SD3 VAE")}
+                    if get_scale(spec["scale"]).synthetic else "SD3 VAE")}
 
 
 VISTA_LABEL = "Vista (official checkpoint, this suite's evaluation)"

@@ -12,7 +12,8 @@ concurrent jobs never see half of one (the loser of a race uses the winner's cop
 - lite / paper: the protocol's own clips from `REPRO_DATA_ROOT` (or `data_root`); a missing
   dataset folder is an error naming it.
 
-Sizes per scale are in `EVAL_SCALES` (assumed: this suite's choices, not the paper's).
+Sizes per scale are the Scale record's `evalset` (maskgwm/config/scales.toml; assumed: this
+suite's choices, not the paper's).
 
 Multi-view sets (drivewm_mview) hold one clip per (scene, camera), `<scene clip id>/<CAM>`
 (evals/multiview.py), and record their camera names in `evalset.json` (`EvalSet.views`), so
@@ -34,25 +35,9 @@ from typing import Any, Callable
 import numpy as np
 
 from evals.protocols import Protocol, get_protocol
+from maskgwm.config import get_scale
 
 from .datacmd import EVALSET_SOURCES
-
-EVAL_SCALES: dict[str, dict[str, Any]] = {
-    # assumed sizes: clips scored, frame size, long-horizon rollout rounds, bootstrap settings
-    "ci": {"n_clips": 3, "width": 64, "height": 32, "long_rounds": 2, "synthetic": True,
-           "n_boot": 2, "blocks": 3, "kid_subset": 10, "fid_frames": 2, "fvd_frames": 10,
-           "mview_scenes": 2},
-    "smoke": {"n_clips": 8, "width": 128, "height": 64, "long_rounds": 3, "synthetic": True,
-              "n_boot": 20, "blocks": 8, "kid_subset": 100, "fid_frames": 6,
-              "fvd_frames": 16, "mview_scenes": 3},
-    "lite": {"synthetic": False},       # the protocol's own numbers, real data
-    "paper": {"synthetic": False},
-}
-"""Evaluation sizes per scale (assumed; lite and paper use the protocol unchanged): clips,
-frame size, rollout rounds of long-horizon protocols, bootstrap resamples and clip blocks, KID
-subset size, FID frames per clip and FVD frames per clip (at most the clip's; CPU-sized
-detector passes); multi-view protocols score `mview_scenes` scenes x 6 views instead of
-`n_clips` videos."""
 
 DATA_FOLDERS = {"opendv": "opendv", "nuscenes": "nuscenes", "nuscenes_mview": "nuscenes",
                 "waymo": "waymo"}
@@ -86,21 +71,21 @@ class EvalSet:
 def scaled_protocol(name: str, scale: str) -> Protocol:
     """The protocol `name` as scored at `scale` (unchanged at lite and paper)."""
     protocol = get_protocol(name)
-    sizes = EVAL_SCALES[scale]
-    if not sizes.get("synthetic"):
+    sizes = get_scale(scale).evalset
+    if sizes is None:
         return protocol
-    changes: dict[str, Any] = {"n_clips": sizes["n_clips"], "width": sizes["width"],
-                               "height": sizes["height"], "bootstrap.n_boot": sizes["n_boot"],
-                               "bootstrap.blocks": sizes["blocks"],
-                               "kid.subset_size": sizes["kid_subset"],
-                               "fid.frames_per_clip": sizes["fid_frames"],
-                               "fvd.num_frames": min(sizes["fvd_frames"],
+    changes: dict[str, Any] = {"n_clips": sizes.n_clips, "width": sizes.width,
+                               "height": sizes.height, "bootstrap.n_boot": sizes.n_boot,
+                               "bootstrap.blocks": sizes.blocks,
+                               "kid.subset_size": sizes.kid_subset,
+                               "fid.frames_per_clip": sizes.fid_frames,
+                               "fvd.num_frames": min(sizes.fvd_frames,
                                                      protocol.frames_per_clip)}
     if protocol.dataset in MVIEW_DATASETS:
-        changes["n_clips"] = sizes["mview_scenes"] * len(mview_cameras())
+        changes["n_clips"] = sizes.mview_scenes * len(mview_cameras())
     if protocol.long_horizon is not None:
         spec = protocol.long_horizon
-        frames = spec.window + (sizes["long_rounds"] - 1) * (spec.window - spec.cond_frames)
+        frames = spec.window + (sizes.long_rounds - 1) * (spec.window - spec.cond_frames)
         changes["long_horizon.horizon_s"] = frames / protocol.fps
     scaled = protocol.replace(**changes)
     scaled.validate()
@@ -131,8 +116,7 @@ def load_evalset(root: Path, protocol: Protocol, scale: str) -> EvalSet:
 def ensure_evalset(protocol_name: str, scale: str, workdir: Path,
                    data_root: Path | None = None, log: Callable[[str], Any] = print) -> EvalSet:
     """The evaluation set of (protocol, scale), built now unless it exists."""
-    if scale not in EVAL_SCALES:
-        raise ValueError(f"unknown scale '{scale}' (known: {', '.join(EVAL_SCALES)})")
+    get_scale(scale)                     # ConfigError naming the known scales
     protocol = scaled_protocol(protocol_name, scale)
     root = evalset_dir(workdir, protocol.name, scale)
     if (root / SET_FILE).is_file():
@@ -192,7 +176,7 @@ def picked_clips(protocol: Protocol, scale: str, workdir: Path,
     """The clips the evaluation set of (protocol, scale) is made of, and their data root:
     synthetic ones written under <workdir>/cache at the synthetic scales, else real ones under
     `data_root` (default REPRO_DATA_ROOT). The same clips in the same order every time."""
-    if EVAL_SCALES[scale]["synthetic"]:
+    if get_scale(scale).synthetic:
         return _synthetic_clips(protocol, scale, Path(workdir) / "cache")
     return _real_clips(protocol, data_root)
 

@@ -21,6 +21,7 @@ from typing import Any
 from evals.protocols import PROTOCOLS
 from maskgwm.config import (PARENT_STAGE, SCALES, STAGES, ConfigError, content_hash,
                             resolve_run_config, to_dict, variant_names)
+from maskgwm.config.scales import all_scales
 from maskgwm.config.resolve import load_toml
 
 from . import paper
@@ -236,11 +237,12 @@ def load_target_file(path: Path) -> Target:
                                f"1 or more, and with GPUs one task per GPU (gpus_per_node = "
                                f"{body['gpus_per_node']}); leave it out for one per GPU")
         resources[scale] = Resources(**body)
-    for scale in ("paper", "smoke"):
-        if scale not in resources:
-            raise JobFileError(f"{path}: missing required table [resources.{scale}]")
-    resources.setdefault("lite", resources["paper"])
-    resources.setdefault("ci", resources["smoke"])
+    for scale in all_scales().values():   # e.g. lite uses paper's, ci smoke's
+        if scale.resources_from is None and scale.name not in resources:
+            raise JobFileError(f"{path}: missing required table [resources.{scale.name}]")
+    for scale in all_scales().values():
+        if scale.resources_from is not None:
+            resources.setdefault(scale.name, resources[scale.resources_from])
     if not data["runs"]:
         raise JobFileError(f"{path}: [runs] is empty; a target names at least one run")
     runs = {name: _parse_run(path, name, body, protocol) for name, body in data["runs"].items()}

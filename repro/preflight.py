@@ -37,11 +37,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maskgwm.config import get_scale
 from maskgwm.config.resolve import STAGES
 
 from .jobs import ResolvedRun
 
-CHECKED_SCALES = ("lite", "paper")
 SD3_REPO = "stabilityai/stable-diffusion-3-medium-diffusers"
 TRANSFORMER_WEIGHTS = ("diffusion_pytorch_model.safetensors",   # diffusers' from_pretrained names
                        "diffusion_pytorch_model.safetensors.index.json",
@@ -228,7 +228,7 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
     REPRO_DATA_ROOT and REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS); with `workdir`, runs and
     evaluations already done and evaluation sets already built are not checked."""
     vista = _vista_missing(runs, scale, workdir)
-    if scale not in CHECKED_SCALES:
+    if not get_scale(scale).checked:
         return vista
     from maskgwm.model.vae import WEIGHT_FILES
     from maskgwm.train.data import REAL_LAYOUT
@@ -303,6 +303,6 @@ def warn_missing(runs: list[ResolvedRun], scale: str, workdir: Path | None, eval
     if missing:
         echo("\n" + format_missing(missing, f"# WARNING: {len(missing)} inputs are missing or "
                                    f"wrong; `repro submit` will refuse until they are there:"))
-    elif scale in CHECKED_SCALES:
+    elif get_scale(scale).checked:
         echo("\n# preflight: every weight file and dataset checked is in place")
     return missing

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from maskgwm.config import get_scale
+
 from .estimate import sampling_gpu_hours, training_gpu_hours
 from .executors import (CLUSTERS, Submitted, add_target, check_slurm, make_executor,
                         previous_job, sbatch_options, slurm_states, wait_run)
@@ -39,21 +41,14 @@ def gpu_hours(run: ResolvedRun) -> float:
     return training_gpu_hours(run.stage, run.steps, run.resources.gpus)
 
 
-TRAIN_OPTIONS = {"ci": {"checkpoint_every": 1, "workers": 0, "log_every": 1},
-                 "smoke": {"checkpoint_every": 0, "workers": 1, "log_every": 5,
-                           "drop_checkpoints_when_done": True},
-                 "lite": {"checkpoint_every": 500}, "paper": {"checkpoint_every": 1000}}
-"""maskgwm.train.TrainOptions per scale (operational: they do not change results)."""
-
-
 def run_spec(run: ResolvedRun, train_options: dict[str, Any] | None = None
              ) -> dict[str, Any]:
-    """The spec.json a run's jobs read; `train_options` override the scale's TRAIN_OPTIONS."""
+    """The spec.json a run's jobs read; `train_options` override the scale's (scales.toml)."""
     from .vista.graph import spec_fields
     return {"run_id": run.run_id, "parent_id": run.parent_id, "target": run.target,
             "name": run.name, "stage": run.stage, "variant": run.variant, "scale": run.scale,
             "config": run.config, "cells": list(run.cells), "protocol": run.protocol,
-            "train_options": {**TRAIN_OPTIONS.get(run.scale, {}), **(train_options or {})},
+            "train_options": {**get_scale(run.scale).train, **(train_options or {})},
             **spec_fields(run)}
 
 
@@ -94,10 +89,10 @@ def echo_eval_plan(run: ResolvedRun, scale: str, workdir: Path, partition: str |
                    echo: Callable[[str], None]) -> float:
     """Print a run's evaluation jobs and their sampling estimate; return its GPU-hours (0 when
     already scored, on the CPU, or Vista's, which is not estimated)."""
-    from .eval_job import EVAL_OPTIONS, eval_dir, eval_state
+    from .eval_job import eval_dir, eval_state
     from .evalsets import scaled_protocol
-    options, directory = EVAL_OPTIONS[scale], eval_dir(workdir, run.run_id, run.protocol)
-    echo(f"   then: sample array of {options['shards']} shards (afterok on this job), score "
+    options, directory = get_scale(scale).sampling, eval_dir(workdir, run.run_id, run.protocol)
+    echo(f"   then: sample array of {options.shards} shards (afterok on this job), score "
          f"job (afterok on the array) -> {directory / 'result.json'}")
     if run.external:
         from .vista.plan import echo_plan
@@ -107,16 +102,15 @@ def echo_eval_plan(run: ResolvedRun, scale: str, workdir: Path, partition: str |
     if not run.resources.gpus:
         echo("   estimated sampling GPU-hours: 0 (CPU only)")
         return 0.0
-    hours = sampling_gpu_hours(scaled_protocol(run.protocol, scale), options["steps"])
-    per_shard = hours / options["shards"]
+    hours = sampling_gpu_hours(scaled_protocol(run.protocol, scale), options.steps)
+    per_shard = hours / options.shards
     echo(f"   estimated sampling GPU-hours: {hours:,.1f} ({per_shard:,.2f} per shard; "
-         f"time limit {options['sample_hours']} h)")
-    if per_shard > options["sample_hours"]:
+         f"time limit {options.sample_hours} h)")
+    if per_shard > options.sample_hours:
         echo(f"   WARNING: a sample shard may need {per_shard:,.1f} h, over its "
-             f"{options['sample_hours']} h limit (it requeues and resumes, or raise "
-             f"EVAL_OPTIONS['{scale}']['shards'] in repro/eval_job.py)")
+             f"{options.sample_hours} h limit (it requeues and resumes, or raise "
+             f"[{scale}] sampling.shards in maskgwm/config/scales.toml)")
     return 0.0 if eval_state(directory)[0] == "done" else hours
-
 
 
 PREPARE_HOURS = 0.5   # a Vista run's own job: check the checkout, hash the checkpoint

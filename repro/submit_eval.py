@@ -69,7 +69,9 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
                 shards: int | None = None) -> EvalSubmitted:
     """Submit the unfinished sample shards of `run` (after its training job) and the score job
     (after every shard), unless its result exists or its jobs are still queued."""
-    from .eval_job import (EVAL_OPTIONS, eval_dir, eval_spec, eval_state, node_id,
+    from maskgwm.config import get_scale
+
+    from .eval_job import (eval_dir, eval_spec, eval_state, node_id,
                            shard_state_dir)
     directory = eval_dir(workdir, run.run_id, run.protocol)
     add_target(directory, run.target)
@@ -83,9 +85,9 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
         aside.parent.mkdir(parents=True, exist_ok=True)
         directory.rename(aside)
         stale = f"re-scored: the result of protocol version {old} was moved to {aside}"
-    options = EVAL_OPTIONS[run.scale]
+    options = get_scale(run.scale).sampling
     previous = previous_job(directory) or {}
-    requested = shards or options["shards"]
+    requested = shards or options.shards
     shards = _started_shards(directory, previous) or requested
     if shards != requested:
         stale = (stale + "; " if stale else "") + (
@@ -133,7 +135,7 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
                           message=stale)
     if todo:
         from .eval_job import SampleJob
-        executor = _eval_executor(cluster, workdir, run, "sample", options["sample_hours"],
+        executor = _eval_executor(cluster, workdir, run, "sample", options.sample_hours,
                                   train_dep, partition)
         if cluster == "slurm":
             jobs = executor.map_array(SampleJob(), [str(spec_path)] * len(todo), todo)
@@ -159,7 +161,7 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
         array_ids += [live_shards[i] for i in sorted(live_shards)]   # single array tasks
         score_dep = ("afterok:" + ":".join(array_ids)) if array_ids else train_dep
     from .eval_job import ScoreJob
-    executor = _eval_executor(cluster, workdir, run, "score", options["score_hours"],
+    executor = _eval_executor(cluster, workdir, run, "score", options.score_hours,
                               score_dep, partition)
     job = executor.submit(ScoreJob(), str(spec_path))
     entry.score_job = str(job.job_id)

@@ -80,3 +80,22 @@ def perturbed_tiny_model(seed: int = 0, **config):
 def make_tiny_model():
     """`perturbed_tiny_model` as a fixture: make_tiny_model(seed=0, **ModelConfig fields)."""
     return perturbed_tiny_model
+
+
+@pytest.fixture
+def patch_scale(monkeypatch: pytest.MonkeyPatch):
+    """Change one scale's record for a test (restored after it):
+    patch_scale("paper", sampling={"shards": 2}) or patch_scale("ci", train={...})."""
+    import dataclasses
+
+    from maskgwm.config.scales import all_scales
+
+    def patch(name: str, sampling: dict | None = None, train: dict | None = None) -> None:
+        scale = all_scales()[name]
+        if sampling:
+            scale = dataclasses.replace(scale, sampling=dataclasses.replace(scale.sampling,
+                                                                            **sampling))
+        if train is not None:
+            scale = dataclasses.replace(scale, train=train)
+        monkeypatch.setitem(all_scales(), name, scale)
+    return patch

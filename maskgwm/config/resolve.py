@@ -6,12 +6,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Mapping
 
+from .scales import SCALES, SCALES_FILE, get_scale
 from .schema import ConfigError, RunConfig, apply_overrides, validate
 
 CONFIG_DIR = Path(__file__).resolve().parent
 STAGES = ("1a", "1b", "1c", "2", "3")
 PARENT_STAGE = {"1b": "1a", "1c": "1b", "2": "1c", "3": "2"}
-SCALES = ("ci", "smoke", "lite", "paper")
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -28,14 +28,6 @@ def load_toml(path: Path) -> dict[str, Any]:
 @cache
 def stage_table() -> dict[str, Any]:
     return load_toml(CONFIG_DIR / "stages.toml")
-
-
-@cache
-def scale_table() -> dict[str, Any]:
-    table = load_toml(CONFIG_DIR / "scales.toml")
-    if set(table) != set(SCALES):
-        raise ConfigError(f"{CONFIG_DIR / 'scales.toml'}: expected scales {SCALES}")
-    return table
 
 
 @cache
@@ -76,11 +68,10 @@ def resolve_run_config(stage: str, scale: str, variant: str,
         raise ConfigError(f"{where}: unknown scale '{scale}' (known: {', '.join(SCALES)})")
     config = RunConfig(scale=scale, seed=seed)
     apply_overrides(config, stage_table()[stage], f"{CONFIG_DIR / 'stages.toml'} [{stage}]")
-    scale_spec = scale_table()[scale]
-    scale_where = f"{CONFIG_DIR / 'scales.toml'} [{scale}]"
-    apply_overrides(config, scale_spec.get("overrides", {}), scale_where)
-    apply_overrides(config, scale_spec.get("stages", {}).get(stage, {}),
-                    f"{scale_where} stages.{stage}")
+    scale_spec = get_scale(scale)
+    scale_where = f"{SCALES_FILE} [{scale}]"
+    apply_overrides(config, scale_spec.overrides, scale_where)
+    apply_overrides(config, scale_spec.stages.get(stage, {}), f"{scale_where} stages.{stage}")
     for table_where, body in _variant_overrides(variant):
         apply_overrides(config, body, table_where)
     apply_overrides(config, overrides or {}, where)

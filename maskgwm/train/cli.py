@@ -17,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from maskgwm.config.resolve import SCALES, STAGES, resolve_run_config, variant_names
+from maskgwm.config.resolve import STAGES, resolve_run_config, variant_names
+from maskgwm.config.scales import SCALES
 from maskgwm.train.options import STRATEGIES
 from maskgwm.train.signals import DeferredSignal
 

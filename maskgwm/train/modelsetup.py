@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from maskgwm.config.scales import get_scale
 from maskgwm.config.schema import RunConfig
 from maskgwm.model.dit import NEW_BLOCK_PREFIXES, MaskGWMDiT
 from maskgwm.model.presets import get_preset
@@ -23,7 +24,6 @@ from maskgwm.model.text import TextConditioning
 SD3_FOLDER = "stable-diffusion-3-medium-diffusers"
 TEXT_FILE = "text_embeddings.pt"
 MR_PREFIXES = ("mask_token.", "recon_spatial.", "recon_temporal.")
-RANDOM_INIT_SCALES = ("ci", "smoke")
 
 
 class ModelSetupError(RuntimeError):
@@ -93,7 +93,7 @@ def build_model(config: RunConfig, parent: Path | None, weights_root: Path | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         if parent is None and config.stage.name == "1a" and \
-                config.scale not in RANDOM_INIT_SCALES:
+                not get_scale(config.scale).synthetic:
             if weights_root is None:
                 raise ModelSetupError(f"stage 1a at scale '{config.scale}' inflates SD3: pass "
                                       f"--weights (or REPRO_WEIGHTS) pointing at a folder with "
@@ -109,7 +109,7 @@ def build_model(config: RunConfig, parent: Path | None, weights_root: Path | Non
         model = MaskGWMDiT(config.model, preset, config.mask)
     if parent is not None:
         return model, {"init": "parent", **load_parent(model, parent, log)}
-    if config.stage.name != "1a" and config.scale not in RANDOM_INIT_SCALES:
+    if config.stage.name != "1a" and not get_scale(config.scale).synthetic:
         raise ModelSetupError(f"stage {config.stage.name} starts from the previous stage's "
                               f"checkpoint: pass --parent (scale '{config.scale}')")
     note = f"random init (seed {config.seed}, preset {preset.name}, scale {config.scale})"
@@ -152,7 +152,7 @@ def load_text(preset: str, weights_root: Path | None,
               scale: str = "paper") -> tuple[TextConditioning, str]:
     """TextConditioning.load(<weights>/text_embeddings.pt) if present, else zeros; zeros at
     the ci and smoke scales (their presets do not take SD3's embedding sizes)."""
-    if scale not in RANDOM_INIT_SCALES and weights_root is not None and \
+    if not get_scale(scale).synthetic and weights_root is not None and \
             (Path(weights_root) / TEXT_FILE).is_file():
         path = Path(weights_root) / TEXT_FILE
         return TextConditioning.load(path, preset), str(path)
@@ -162,7 +162,7 @@ def load_text(preset: str, weights_root: Path | None,
 def load_vae(config: RunConfig, weights_root: Path | None, device: torch.device):
     """(SD3VAE, provenance label): random at ci/smoke scale, SD3's otherwise."""
     from maskgwm.model.vae import SD3VAE
-    if config.scale in RANDOM_INIT_SCALES:
+    if get_scale(config.scale).synthetic:
         return SD3VAE.random(config.seed, device), (
             f"random VAE (SD3VAE.random(seed={config.seed}); frames meaningless, "
             f"{config.scale} scale only)")

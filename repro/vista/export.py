@@ -39,13 +39,13 @@ ANNO, DATA = "annos/nuScenes_val.json", "data/nuscenes"
 INDEX_MAP, EXPORT_FILE = "index_map.json", "export.json"
 VISTA_WINDOW = 25                    # sample.py's --n_frames default: frames per round
 VISTA_SIZE = (1024, 576)             # (width, height): sample.py's --width/--height defaults
-SMALL_SCALES = ("ci", "smoke")       # Vista runs at the eval set's own (small) size there
 
 
 def vista_size(scale: str, protocol) -> tuple[int, int]:
     """(width, height) Vista generates at: its own 576x1024 at lite/paper; the evaluation
     set's (scaled protocol's) size at ci/smoke (fast CPU tests with the test double)."""
-    if scale in SMALL_SCALES:
+    from maskgwm.config import get_scale
+    if get_scale(scale).synthetic:
         return protocol.width, protocol.height
     return VISTA_SIZE
 
@@ -69,9 +69,11 @@ def source_clips(evalset):
     set, picked again through the readers that built it (same clips, same order)."""
     from maskgwm.data.loader import read_image_file
 
-    from ..evalsets import EVAL_SCALES, picked_clips
+    from maskgwm.config import get_scale
+
+    from ..evalsets import picked_clips
     data_root = None
-    if not EVAL_SCALES[evalset.scale]["synthetic"]:
+    if not get_scale(evalset.scale).synthetic:
         record = json.loads((evalset.root / "evalset.json").read_text())
         data_root = Path(record["data_root"]).parent
     clips, root = picked_clips(evalset.protocol, evalset.scale, evalset.root.parent.parent,

@@ -30,8 +30,6 @@ from .environment import python
 from .weights import (CHECKPOINT, CLIP_BIN, allow_unpinned, clip_fix, local_hub, pin_problem,
                       resolve_clip, write_stand_in)
 
-STAND_IN_SCALES = ("ci", "smoke")
-
 
 @dataclass(frozen=True)
 class VistaSetup:
@@ -72,7 +70,9 @@ class VistaSetup:
 
 
 def stands_in(scale: str) -> bool:
-    return scale in STAND_IN_SCALES
+    """At synthetic scales (CPU jobs at the evaluation set's size) the double stands in."""
+    from maskgwm.config import get_scale
+    return get_scale(scale).synthetic
 
 
 def stand_in_note(given: Path | None, scale: str) -> str:

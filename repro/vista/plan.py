@@ -13,15 +13,17 @@ from .inputs import problems, stand_in_note, stands_in
 def sample_plan(run, workdir: Path, partition: str | None = None,
                 shards: int | None = None) -> dict[str, Any]:
     """{"sbatch": {...}, "array": N, "shards": [{"shard", "cwd", "argv"}], "settings": {...}}"""
-    from ..eval_job import EVAL_OPTIONS, eval_dir
+    from maskgwm.config import get_scale
+
+    from ..eval_job import eval_dir
     from ..executors import sbatch_options
     from .job import plan, run_spec_fields, settings_for
-    options = EVAL_OPTIONS[run.scale]
-    shards = shards or options["shards"]
+    options = get_scale(run.scale).sampling
+    shards = shards or options.shards
     res = run.resources   # a sample task: one node, one task; one GPU for real Vista
     task = dataclasses.replace(run, resources=dataclasses.replace(
         res, nodes=1, gpus_per_node=0 if stands_in(run.scale) else 1, tasks_per_node=None,
-        time_hours=options["sample_hours"]))
+        time_hours=options.sample_hours))
     sbatch = {**sbatch_options(task, None, partition),
               "job-name": f"{run.target}-{run.name}-sample-{run.run_id}",
               "array": f"0-{shards - 1}"}

@@ -108,14 +108,13 @@ def test_dry_run_prints_slurm_parameters_and_writes_nothing(cli, isolated):
     assert not (isolated / "work").exists()
 
 
-def test_dry_run_warns_when_a_sample_shard_outlasts_its_time_limit(cli, isolated, monkeypatch):
-    from repro.eval_job import EVAL_OPTIONS
-    monkeypatch.setitem(EVAL_OPTIONS["paper"], "shards", 2)
+def test_dry_run_warns_when_a_sample_shard_outlasts_its_time_limit(cli, isolated, patch_scale):
+    patch_scale("paper", sampling={"shards": 2})
     result = cli("submit", "table3b", "--dry-run")
     assert result.code == 0
     assert result.out.count("estimated sampling GPU-hours: 8.7 (4.33 per shard; time limit "
                             "12 h)") == 6 and "WARNING: a sample shard" not in result.out
-    monkeypatch.setitem(EVAL_OPTIONS["paper"], "sample_hours", 4)
+    patch_scale("paper", sampling={"sample_hours": 4})
     result = cli("submit", "table3b", "--dry-run")
     assert result.out.count("WARNING: a sample shard may need 4.3 h, over its 4 h limit") == 6
 

@@ -31,8 +31,11 @@ def stage1a_run(steps: int, minutes: float | None = None, preset: str = "tiny"):
 
 
 def submit(run, workdir: Path, partition: str, monkeypatch, **options):
-    monkeypatch.setitem(submit_module.TRAIN_OPTIONS, "ci",
-                        {"workers": 0, "log_every": 1, "threads": 1, "keep_last": 1, **options})
+    import dataclasses
+
+    from maskgwm.config.scales import all_scales
+    monkeypatch.setitem(all_scales(), "ci", dataclasses.replace(all_scales()["ci"], train={
+        "workers": 0, "log_every": 1, "threads": 1, "keep_last": 1, **options}))
     entry = submit_module.submit_run(run, "slurm", workdir, {}, partition, "test")
     assert entry.action == "submitted" and entry.job_id
     return entry
