@@ -35,7 +35,14 @@ import numpy as np
 
 from evals.protocols import Protocol, get_protocol
 
-from .datacmd import EVALSET_SOURCES
+# protocol -> (dataset, split, clip length, condition frames)
+EVALSET_SOURCES = {
+    "vista_nuscenes": ("nuscenes", "val", 25, 1),
+    "drivewm_mview": ("nuscenes_mview", "val", 8, 1),
+    "waymo_zeroshot": ("waymo", "validation", 25, 1),
+    "opendv_ablation": ("opendv", "Val", 25, 1),
+    "opendv_long": ("opendv", "Val", 157, 3),
+}
 
 EVAL_SCALES: dict[str, dict[str, Any]] = {
     # assumed sizes: clips scored, frame size, long-horizon rollout rounds, bootstrap settings
