@@ -29,7 +29,7 @@ from evals.multiview import group_views
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
 from maskgwm.model.text import TextConditioning
 from maskgwm.model.vae import SD3VAE
-from maskgwm.sample import clip_seed, condition_frames, generate_views, naming_clip
+from maskgwm.generate import clip_seed, condition_frames, generate_views, naming_clip
 
 
 def sample_scenes(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning, real: VideoSet,

@@ -13,7 +13,8 @@ from maskgwm.train.options import STRATEGIES
 from .datacmd import add_parsers as add_data_parsers
 from .evalcmd import add_parsers as add_eval_parsers
 from .fsio import UnwritableError
-from .jobs import JobFileError, UnknownTarget, load_all_targets, load_target, resolve_target
+from .jobs import (JobFileError, UnknownTarget, default_scale, load_all_targets, load_target,
+                   resolve_target)
 from .paths import work_dir
 from .samplecmd import add_parsers as add_sample_parsers
 from .executors import CLUSTERS, SlurmUnavailable
@@ -22,10 +23,6 @@ from .vista.cli import add_parsers as add_vista_parsers
 
 USER_ERRORS = (JobFileError, UnknownTarget, ConfigError, UnwritableError, SlurmUnavailable,
                ValueError, FileNotFoundError)
-
-
-def default_scale(target: str, scale: str | None) -> str:
-    return scale or ("smoke" if target == "smoke" else "paper")
 
 
 def positive_int(text: str) -> int:

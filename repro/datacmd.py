@@ -6,15 +6,9 @@ from pathlib import Path
 
 from maskgwm.data.sources import read_clips  # noqa: F401 (re-exported: moved to maskgwm.data)
 
+from .evalsets import EVALSET_SOURCES, pick_clips, reader_version, video_count
+
 DATASETS = ("nuscenes", "opendv", "waymo")
-# protocol -> (dataset, split, clip length, condition frames)
-EVALSET_SOURCES = {
-    "vista_nuscenes": ("nuscenes", "val", 25, 1),
-    "drivewm_mview": ("nuscenes_mview", "val", 8, 1),
-    "waymo_zeroshot": ("waymo", "validation", 25, 1),
-    "opendv_ablation": ("opendv", "Val", 25, 1),
-    "opendv_long": ("opendv", "Val", 157, 3),
-}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -58,7 +52,6 @@ def cmd_evalset(args: argparse.Namespace) -> int:
     from evals.protocols import get_protocol
     from maskgwm.data.manifest import ClipManifest
 
-    from .evalsets import pick_clips, reader_version, video_count
     protocol = get_protocol(args.protocol)
     if args.n_clips:
         protocol = protocol.replace(n_clips=args.n_clips)

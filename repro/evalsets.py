@@ -37,7 +37,14 @@ import numpy as np
 from evals.protocols import Protocol, get_protocol
 from maskgwm.config import get_scale
 
-from .datacmd import EVALSET_SOURCES
+# protocol -> (dataset, split, clip length, condition frames)
+EVALSET_SOURCES = {
+    "vista_nuscenes": ("nuscenes", "val", 25, 1),
+    "drivewm_mview": ("nuscenes_mview", "val", 8, 1),
+    "waymo_zeroshot": ("waymo", "validation", 25, 1),
+    "opendv_ablation": ("opendv", "Val", 25, 1),
+    "opendv_long": ("opendv", "Val", 157, 3),
+}
 
 DATA_FOLDERS = {"opendv": "opendv", "nuscenes": "nuscenes", "nuscenes_mview": "nuscenes",
                 "waymo": "waymo"}

@@ -1,7 +1,7 @@
 """Where jobs run: submitit executors (local, debug or Slurm) and what Slurm says about them.
 
 A Slurm job gets its resources, an optional `afterok` dependency, and USR2 `SIGNAL_DELAY_S`
-before its time limit, so that a training job checkpoints and requeues (repro/train_job.py).
+before its time limit, so that a training job checkpoints and requeues (repro/training.py).
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def make_executor(cluster: str, folder: Path, name: str, hours: float, res, node
                    tasks: int, gpus: int, dependency: str | None, partition: str | None,
                    max_timeouts: int = MAX_TIMEOUTS):
     """A submitit executor; on Slurm with the resources given and USR2 this long before the
-    time limit, so the job checkpoints and requeues (train_job.py), up to `max_timeouts` times.
+    time limit, so the job checkpoints and requeues (training.py), up to `max_timeouts` times.
     A job of several tasks ends when one of them fails (srun --kill-on-bad-exit), instead of
     leaving the other ranks to wait in a collective until NCCL's timeout."""
     import submitit

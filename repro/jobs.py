@@ -255,6 +255,11 @@ def load_target_file(path: Path) -> Target:
     return target
 
 
+def default_scale(target: str, scale: str | None) -> str:
+    """The scale asked for, else `smoke` for the smoke target and `paper` for the others."""
+    return scale or ("smoke" if target == "smoke" else "paper")
+
+
 def load_target(name: str, directory: Path | None = None) -> Target:
     directory = directory or slurm_dir()
     path = directory / f"{name}.toml"

@@ -234,9 +234,8 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
     from maskgwm.train.data import REAL_LAYOUT
     from maskgwm.train.options import env_path
 
-    from .datacmd import EVALSET_SOURCES
     from .eval_job import eval_dir, eval_state
-    from .evalsets import DATA_FOLDERS, SET_FILE, evalset_dir, reader_version
+    from .evalsets import DATA_FOLDERS, EVALSET_SOURCES, SET_FILE, evalset_dir, reader_version
     from .runner import run_dir, run_state
     from .submit_eval import evaluated_runs
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from evals.videoset import VideoSet, VideoSetError, storage_name
 
-from .jobs import Target, resolve_target
+from .jobs import Target, default_scale, load_target, resolve_target
 from .paths import results_dir, work_dir
 
 ROW_HEIGHT = 96
@@ -112,8 +112,6 @@ def qualitative(target: Target, scale: str, clip_ids: list[str], workdir: Path |
 
 
 def cmd_qualitative(args) -> int:
-    from .cli import default_scale
-    from .jobs import load_target
     if not args.qual_target or not args.clips:
         raise ValueError("usage: repro plot qualitative TARGET --clips ID[,ID...]")
     target = load_target(args.qual_target)

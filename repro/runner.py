@@ -2,7 +2,7 @@
 
 A run directory `<workdir>/runs/<run_id>/` holds `spec.json` (what to run), `running.json`,
 then `done.json` or `failed.json`. Training stages run the trainer into `<run>/train/`
-(from the parent run's `train/model.pt`; preemption-safe, see train_job.py). Sampling and
+(from the parent run's `train/model.pt`; preemption-safe, see training.py). Sampling and
 scoring are separate jobs after training (eval_job.py, state under `<run>/eval/<protocol>/`);
 A Vista run's job (stage "vista") is a prepare step: it validates the Vista checkout and
 checkpoint its spec names and records their commit and SHA-256s (repro/vista/job.py); its
@@ -26,7 +26,7 @@ from maskgwm.config.resolve import STAGES
 
 from .fsio import atomic_write_json, read_json
 from .paths import repo_root
-from .train_job import JobRequeued, run_training
+from .training import JobRequeued, run_training
 
 STATES = ("pending", "running", "done", "failed")
 

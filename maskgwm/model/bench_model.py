@@ -262,7 +262,7 @@ def bench_sampling(preset: str, frames: int, latent: tuple[int, int], steps: int
     text = torch.zeros(1, 8, p.joint_attention_dim, device=device)
     pooled = torch.zeros(1, p.pooled_projection_dim, device=device)
 
-    def velocity(z, tau):   # as maskgwm.sample: bf16 autocast on a GPU, fp32 Euler state
+    def velocity(z, tau):   # as maskgwm.generate: bf16 autocast on a GPU, fp32 Euler state
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return model(z, tau, text, pooled, cond_frames=tau == 0).float()
     cond = torch.zeros(1, 1, 1, p.in_channels, *latent, device=device)

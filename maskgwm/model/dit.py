@@ -8,10 +8,12 @@ transformer_blocks, norm_out, proj_out); the new blocks live in `temporal_blocks
 `view_blocks` (and, with mask reconstruction, `mask_token`, `recon_spatial`,
 `recon_temporal`), so `from_sd3` loads an SD3 state_dict and only those keys may be missing.
 
-Mask reconstruction (Eq. 2, training only): `masked_forward` runs the encoder (all but the last
+Mask reconstruction (Eq. 2, training only): `build_reconstruction` adds the mask token and F_s /
+F_t; reconstruction.py's `masked_forward(model, ...)` runs the encoder (all but the last
 `mask.decoder_layers` layers) on the packed visible tokens, fills the dropped positions with the
 mask token, repairs them with F_s or F_t, and runs the decoder layers on all tokens;
-`mixed_forward` does so for a batch whose samples take different branches (training steps).
+`mixed_forward(model, ...)` does so for a batch whose samples take different branches (training
+steps). `run_layers` runs the masked temporal attention baseline itself (`masked_temporal`).
 
 Sign (assumed, to match flow.py): forward returns the paper's velocity G = z_0 - eps, which is
 minus SD3's output (SD3 predicts eps - z_0). Text conditioning is fixed tensors from the caller
@@ -30,9 +32,9 @@ from diffusers.models.normalization import AdaLayerNormContinuous
 from torch import nn
 
 from maskgwm.config.schema import MaskConfig, ModelConfig
-from maskgwm.model import reconstruction
 from maskgwm.model.actions import ACTION_VALUES
-from maskgwm.model.blocks import TIMESTEP_SCALE, TemporalBlock, ViewBlock
+from maskgwm.model.blocks import TIMESTEP_SCALE, MaskToken, SpatialBlock, TemporalBlock, ViewBlock
+from maskgwm.model.masks import gather_rows, scatter_rows
 from maskgwm.model.presets import DiTPreset, get_preset, mismatched_fields
 
 
@@ -96,7 +98,7 @@ class MaskGWMDiT(nn.Module):
                           self.model_config.cameras)
                 for _ in range(p.num_layers)])
         if self.mask_config.enabled:
-            reconstruction.build_reconstruction(self, dim)
+            build_reconstruction(self, dim)
         self.norm_out = AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)
         self.proj_out = nn.Linear(dim, p.patch_size * p.patch_size * p.out_channels, bias=True)
 
@@ -174,8 +176,8 @@ class MaskGWMDiT(nn.Module):
             context, hidden = self.transformer_blocks[index](
                 hidden_states=hidden, encoder_hidden_states=context, temb=state.temb)
             if self.model_config.temporal_blocks and state.time_pack is not None:
-                hidden = reconstruction.masked_temporal(
-                    self.temporal_blocks[index], hidden, state, actions, action_keep)
+                hidden = masked_temporal(self.temporal_blocks[index], hidden, state, actions,
+                                         action_keep)
             elif self.model_config.temporal_blocks:
                 tokens = hidden.reshape(batch, frames, views * grid_h * grid_w, dim)
                 hidden = self.temporal_blocks[index](tokens, state.tau, None, actions,
@@ -197,17 +199,6 @@ class MaskGWMDiT(nn.Module):
         output = torch.einsum("nhwpqc->nchpwq", hidden).reshape(
             batch, frames, views, p.out_channels, grid_h * p.patch_size, grid_w * p.patch_size)
         return -output
-
-    # ------------------------------------------------------------------ mask reconstruction
-    def masked_forward(self, *args, **kwargs):
-        """Training-time G (Eq. 2), every sample on one branch: see
-        `reconstruction.masked_forward` for the arguments."""
-        return reconstruction.masked_forward(self, *args, **kwargs)
-
-    def mixed_forward(self, *args, **kwargs):
-        """Training-time G with a path per sample (None, "spatial" or "temporal") in shared
-        passes: see `reconstruction.mixed_forward` for the arguments."""
-        return reconstruction.mixed_forward(self, *args, **kwargs)
 
     # ------------------------------------------------------------------ speed
     def compile_blocks(self) -> int:
@@ -269,6 +260,37 @@ class MaskGWMDiT(nn.Module):
         model = cls(model_config, preset, mask_config)
         model.load_sd3_state_dict(sd3.state_dict())
         return model
+
+
+def build_reconstruction(model: MaskGWMDiT, dim: int) -> None:
+    """Add the mask token and the reconstruction blocks F_s / F_t to `model`."""
+    mask, p = model.mask_config, model.preset
+    if not 1 <= mask.decoder_layers < p.num_layers:
+        raise ValueError(f"mask.decoder_layers must be in [1, {p.num_layers - 1}], "
+                         f"got {mask.decoder_layers}")
+    if mask.token != "z_tau":    # z_tau fills masked positions with their input embedding
+        model.mask_token = MaskToken(p.in_channels, dim, p.patch_size, mask.token)
+    if mask.spatial or mask.recon_shared:
+        model.recon_spatial = nn.ModuleList([SpatialBlock(dim, p.new_block_heads, p.mlp_ratio)
+                                             for _ in range(mask.recon_layers)])
+    if mask.temporal or mask.recon_shared:
+        model.recon_temporal = nn.ModuleList([TemporalBlock(dim, p.new_block_heads)
+                                              for _ in range(mask.recon_layers)])
+
+
+def masked_temporal(block: TemporalBlock, tokens: torch.Tensor, state: DiTState,
+                    actions: torch.Tensor | None,
+                    action_keep: torch.Tensor | None) -> torch.Tensor:
+    """A temporal block with the masked-attention baseline, on packed tokens
+    [B, T, K, rows, Wk, C]: scatter to the full grid, attend with the boolean mask, gather."""
+    pack = state.time_pack
+    batch, frames, views, rows, width = pack.shape
+    dim = tokens.shape[-1]
+    flat_pack = pack.reshape(batch, frames, views * rows, width)
+    packed = tokens.reshape(batch, frames, views * rows, -1, dim)
+    full = scatter_rows(packed, flat_pack).reshape(batch, frames, -1, dim)
+    out = block(full, state.tau, None, actions, action_keep, attn_mask=state.time_mask)
+    return gather_rows(out.reshape(batch, frames, views * rows, width, dim), flat_pack)
 
 
 def _load_sd3(source: Any) -> nn.Module:

@@ -39,7 +39,7 @@ from maskgwm.config.schema import FlowConfig, MaskConfig, RunConfig
 from maskgwm.model.flow import (condition_mask, flow_loss, frame_timesteps, impose_condition,
                                 noisy_latents, sample_tau)
 from maskgwm.model.masks import row_mask, spatial_mask, temporal_mask
-from maskgwm.model.reconstruction import encoder_features
+from maskgwm.model.reconstruction import encoder_features, mixed_forward
 
 
 @dataclass(frozen=True)
@@ -183,9 +183,9 @@ def training_loss(model, z0: torch.Tensor, encoder_hidden_states: torch.Tensor,
         for i, d in enumerate(draws):
             if d.keep is not None:
                 grid_keep[i] = d.keep
-        prediction = model.mixed_forward(z_tau, timesteps, encoder_hidden_states,
-                                         pooled_projections, eps, grid_keep.to(device),
-                                         branch_of, **extra, return_features=contrastive_on)
+        prediction = mixed_forward(model, z_tau, timesteps, encoder_hidden_states,
+                                   pooled_projections, eps, grid_keep.to(device), branch_of,
+                                   **extra, return_features=contrastive_on)
         if contrastive_on:
             prediction, student = prediction
     flow = flow_loss(prediction, z0, eps, ~cond, per_sample=True)

@@ -25,34 +25,13 @@ Visible tokens outside the packing (the extra tokens of unmasked condition frame
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from maskgwm.model.blocks import MaskToken, SpatialBlock, TemporalBlock
+from maskgwm.model.dit import DiTState, MaskGWMDiT
 from maskgwm.model.masks import gather_rows, masked_attention_mask, packing_mask, scatter_rows
 
-if TYPE_CHECKING:
-    from maskgwm.model.dit import DiTState, MaskGWMDiT
-
 MR_BRANCHES = ("spatial", "temporal")
-
-
-def build_reconstruction(model: "MaskGWMDiT", dim: int) -> None:
-    """Add the mask token and the reconstruction blocks F_s / F_t to `model`."""
-    mask, p = model.mask_config, model.preset
-    if not 1 <= mask.decoder_layers < p.num_layers:
-        raise ValueError(f"mask.decoder_layers must be in [1, {p.num_layers - 1}], "
-                         f"got {mask.decoder_layers}")
-    if mask.token != "z_tau":    # z_tau fills masked positions with their input embedding
-        model.mask_token = MaskToken(p.in_channels, dim, p.patch_size, mask.token)
-    if mask.spatial or mask.recon_shared:
-        model.recon_spatial = nn.ModuleList([SpatialBlock(dim, p.new_block_heads, p.mlp_ratio)
-                                             for _ in range(mask.recon_layers)])
-    if mask.temporal or mask.recon_shared:
-        model.recon_temporal = nn.ModuleList([TemporalBlock(dim, p.new_block_heads)
-                                              for _ in range(mask.recon_layers)])
 
 
 def encoder_pack(keep: torch.Tensor, branch: str) -> torch.Tensor:
@@ -66,22 +45,7 @@ def encoder_pack(keep: torch.Tensor, branch: str) -> torch.Tensor:
     return packing_mask(keep)
 
 
-def masked_temporal(block: TemporalBlock, tokens: torch.Tensor, state: "DiTState",
-                    actions: torch.Tensor | None,
-                    action_keep: torch.Tensor | None) -> torch.Tensor:
-    """A temporal block with the masked-attention baseline, on packed tokens
-    [B, T, K, rows, Wk, C]: scatter to the full grid, attend with the boolean mask, gather."""
-    pack = state.time_pack
-    batch, frames, views, rows, width = pack.shape
-    dim = tokens.shape[-1]
-    flat_pack = pack.reshape(batch, frames, views * rows, width)
-    packed = tokens.reshape(batch, frames, views * rows, -1, dim)
-    full = scatter_rows(packed, flat_pack).reshape(batch, frames, -1, dim)
-    out = block(full, state.tau, None, actions, action_keep, attn_mask=state.time_mask)
-    return gather_rows(out.reshape(batch, frames, views * rows, width, dim), flat_pack)
-
-
-def check_branch(model: "MaskGWMDiT", branch: str) -> None:
+def check_branch(model: MaskGWMDiT, branch: str) -> None:
     mask = model.mask_config
     if not mask.enabled:
         raise ValueError("masked_forward needs an enabled MaskConfig (ratio > 0, a branch)")
@@ -116,7 +80,7 @@ class BranchPack:
     time_mask: torch.Tensor | None = None
 
 
-def pack_branch(model: "MaskGWMDiT", tokens: torch.Tensor, keep: torch.Tensor, branch: str,
+def pack_branch(model: MaskGWMDiT, tokens: torch.Tensor, keep: torch.Tensor, branch: str,
                 index: list[int]) -> BranchPack:
     """Pack the visible tokens [b, T, K, gh, gw, C] of samples taking `branch` (module doc)."""
     mask = model.mask_config
@@ -139,7 +103,7 @@ def pack_branch(model: "MaskGWMDiT", tokens: torch.Tensor, keep: torch.Tensor, b
     return found
 
 
-def unpack_branch(model: "MaskGWMDiT", packed: BranchPack, encoded: torch.Tensor,
+def unpack_branch(model: MaskGWMDiT, packed: BranchPack, encoded: torch.Tensor,
                   eps: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """Encoder output [b, T, K, rows, Wk, C] back on the grid, the dropped positions filled
     with m_tau and repaired by F: [b, T, K, gh, gw, C]."""
@@ -153,7 +117,7 @@ def unpack_branch(model: "MaskGWMDiT", packed: BranchPack, encoded: torch.Tensor
     return reconstruct(model, tokens, tau, packed.branch)
 
 
-def encoder_groups(model: "MaskGWMDiT", packs: list[BranchPack]) -> list[list[BranchPack]]:
+def encoder_groups(model: MaskGWMDiT, packs: list[BranchPack]) -> list[list[BranchPack]]:
     """Branches whose packed tokens can share one encoder pass: the same tokens per image, no
     temporal attention mask, and (with view blocks, which attend along rows) the same rows."""
     if len(packs) == 2 and all(p.time_mask is None for p in packs):
@@ -163,9 +127,8 @@ def encoder_groups(model: "MaskGWMDiT", packs: list[BranchPack]) -> list[list[Br
     return [[p] for p in packs]
 
 
-def select(state: "DiTState", index: list[int], tokens: torch.Tensor) -> "DiTState":
+def select(state: DiTState, index: list[int], tokens: torch.Tensor) -> DiTState:
     """The state of the samples `index` (images are sample-major), holding `tokens`."""
-    from maskgwm.model.dit import DiTState
     per_sample = state.temb.shape[0] // state.tokens.shape[0]
     rows = torch.tensor(index, device=state.temb.device)
     images = (rows[:, None] * per_sample + torch.arange(per_sample, device=rows.device))
@@ -173,7 +136,7 @@ def select(state: "DiTState", index: list[int], tokens: torch.Tensor) -> "DiTSta
     return DiTState(tokens, state.context[images], state.temb[images], state.tau[rows])
 
 
-def mixed_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.Tensor,
+def mixed_forward(model: MaskGWMDiT, latents: torch.Tensor, timesteps: torch.Tensor,
                   encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
                   eps: torch.Tensor, keep: torch.Tensor, branches: list[str | None],
                   cond_frames: torch.Tensor | None = None,
@@ -187,8 +150,6 @@ def mixed_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.T
     decoder pass and head over the whole batch, so a step launches about as many kernels as a
     plain one. With `return_features`, also the encoder output of the MR samples mean-pooled
     over their visible tokens, [n_MR, C], in batch order (for the contrastive loss)."""
-    from maskgwm.model.dit import DiTState
-
     if len(branches) != latents.shape[0]:
         raise ValueError(f"one branch per sample: {len(branches)} for {latents.shape[0]}")
     for branch in set(branches) - {None}:
@@ -247,7 +208,7 @@ def mixed_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.T
     return output
 
 
-def masked_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.Tensor,
+def masked_forward(model: MaskGWMDiT, latents: torch.Tensor, timesteps: torch.Tensor,
                    encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
                    eps: torch.Tensor, keep: torch.Tensor, branch: str,
                    cond_frames: torch.Tensor | None = None,
@@ -263,7 +224,7 @@ def masked_forward(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.
                          action_keep, return_features)
 
 
-def mask_tokens(model: "MaskGWMDiT", eps: torch.Tensor, tau: torch.Tensor, grid_h: int,
+def mask_tokens(model: MaskGWMDiT, eps: torch.Tensor, tau: torch.Tensor, grid_h: int,
                 grid_w: int) -> torch.Tensor:
     """m_tau (+ the positional embedding) at every position: [B, T, K, gh, gw, C]."""
     batch, frames, views, channels, height, width = eps.shape
@@ -273,7 +234,7 @@ def mask_tokens(model: "MaskGWMDiT", eps: torch.Tensor, tau: torch.Tensor, grid_
     return (tokens + position.to(tokens.dtype)).view(batch, frames, views, grid_h, grid_w, -1)
 
 
-def reconstruct(model: "MaskGWMDiT", tokens: torch.Tensor, tau: torch.Tensor,
+def reconstruct(model: MaskGWMDiT, tokens: torch.Tensor, tau: torch.Tensor,
                 branch: str) -> torch.Tensor:
     """F_s over each image's tokens and/or F_t over time per token position."""
     batch, frames, views, grid_h, grid_w, dim = tokens.shape
@@ -291,7 +252,7 @@ def reconstruct(model: "MaskGWMDiT", tokens: torch.Tensor, tau: torch.Tensor,
     return tokens
 
 
-def encoder_features(model: "MaskGWMDiT", latents: torch.Tensor, timesteps: torch.Tensor,
+def encoder_features(model: MaskGWMDiT, latents: torch.Tensor, timesteps: torch.Tensor,
                      encoder_hidden_states: torch.Tensor, pooled_projections: torch.Tensor,
                      cond_frames: torch.Tensor | None = None,
                      actions: torch.Tensor | None = None,

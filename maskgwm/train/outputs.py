@@ -41,7 +41,7 @@ def check_writable(out_dir: Path, rank: int = 0, cache_dir: Path | None = None) 
 def write_sample(trainer) -> Path:
     """A sample video of the first clip (1 condition frame) under <out>/samples/step-N."""
     from evals.videoset import VideoSetWriter
-    from maskgwm.sample import generate_clip
+    from maskgwm.generate import generate_clip
     from maskgwm.train.data import read_window
     source, clip, start, n_frames = trainer.samples.clip_of(0)
     frames = read_window(source, clip, start, n_frames, trainer.config.data.width,

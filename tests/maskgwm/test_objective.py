@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from maskgwm.config.schema import FlowConfig, MaskConfig, ModelConfig
+from maskgwm.model import reconstruction
 from maskgwm.model.actions import ACTION_VALUES, no_actions
 from maskgwm.model.bench_model import alternating_branches
 from maskgwm.model.blocks import to_view_sequences
@@ -150,7 +151,8 @@ def test_condition_frames_are_not_in_the_loss(mr_model):
 def test_inference_never_masks(mr_model, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("masked_forward called at inference")
-    monkeypatch.setattr(mr_model, "masked_forward", refuse)
+    monkeypatch.setattr(reconstruction, "masked_forward", refuse)
+    monkeypatch.setattr(reconstruction, "mixed_forward", refuse)
     z0, text, pooled, _ = batch(1)
     out = euler_sample(lambda z, t: mr_model(z, t, text, pooled), z0.shape, steps=2,
                        guidance=1.0, generator=torch.Generator().manual_seed(0))

@@ -11,7 +11,7 @@ from maskgwm.config.schema import MaskConfig, ModelConfig
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.masks import row_mask, spatial_mask, temporal_mask
 from maskgwm.model.presets import get_preset
-from maskgwm.model.reconstruction import encoder_pack
+from maskgwm.model.reconstruction import encoder_pack, masked_forward, mixed_forward
 
 TINY = get_preset("tiny")
 MR = MaskConfig(ratio=0.25, spatial=True, temporal=True, row=True, shift=True)  # 2 decoder layers
@@ -57,8 +57,8 @@ def test_masked_forward_without_masking_equals_forward(tiny_sd3, branch, inputs)
     latents, tau, text, pooled = inputs(TINY)
     keep = torch.ones(1, 2, 2, 4, 8, dtype=torch.bool)
     with torch.no_grad():
-        masked = model.masked_forward(latents, tau, text, pooled, torch.randn_like(latents),
-                                      keep, branch)
+        masked = masked_forward(model, latents, tau, text, pooled, torch.randn_like(latents),
+                                keep, branch)
         torch.testing.assert_close(masked, model(latents, tau, text, pooled))
 
 
@@ -71,16 +71,16 @@ def test_dropped_tokens_never_reach_the_model(mr_model, branch, inputs):
     eps = torch.randn_like(latents)
     changed = latents + 5.0 * (~pixels(keep)).float()
     with torch.no_grad():
-        out = mr_model.masked_forward(latents, tau, text, pooled, eps, keep, branch, cond)
-        out_changed = mr_model.masked_forward(changed, tau, text, pooled, eps, keep, branch,
-                                              cond)
-        out_eps = mr_model.masked_forward(latents, tau, text, pooled, torch.randn_like(eps),
-                                          keep, branch, cond)
+        out = masked_forward(mr_model, latents, tau, text, pooled, eps, keep, branch, cond)
+        out_changed = masked_forward(mr_model, changed, tau, text, pooled, eps, keep, branch,
+                                     cond)
+        out_eps = masked_forward(mr_model, latents, tau, text, pooled, torch.randn_like(eps),
+                                 keep, branch, cond)
         visible = pixels(keep).clone()
         visible[:, 0] = False                               # leave the condition frame as is
         visible_changed = latents + 5.0 * visible.float()
-        out_visible = mr_model.masked_forward(visible_changed, tau, text, pooled, eps, keep,
-                                              branch, cond)
+        out_visible = masked_forward(mr_model, visible_changed, tau, text, pooled, eps, keep,
+                                     branch, cond)
     assert out.shape == latents.shape
     torch.testing.assert_close(out_changed, out)          # dropped content is invisible
     assert not torch.allclose(out_visible, out)          # visible content is seen
@@ -91,8 +91,8 @@ def test_mask_token_gets_gradients(mr_model, inputs):
     latents, tau, text, pooled = inputs(TINY)
     keep = view_keep("temporal", 1, 2, 2, cond=0)
     mr_model.zero_grad()
-    mr_model.masked_forward(latents, tau, text, pooled, torch.randn_like(latents), keep,
-                            "temporal").square().mean().backward()
+    masked_forward(mr_model, latents, tau, text, pooled, torch.randn_like(latents), keep,
+                   "temporal").square().mean().backward()
     assert mr_model.mask_token.p.grad.abs().sum() > 0
     assert mr_model.mask_token.f_m.weight.grad.abs().sum() > 0
     assert mr_model.recon_temporal[0].attn.to_out.weight.grad.abs().sum() > 0
@@ -104,12 +104,12 @@ def test_masked_forward_errors(mr_model, inputs):
     keep = torch.ones(1, 2, 2, 4, 8, dtype=torch.bool)
     eps = torch.randn_like(latents)
     with pytest.raises(ValueError, match="branch must be one of"):
-        mr_model.masked_forward(latents, tau, text, pooled, eps, keep, "view")
+        masked_forward(mr_model, latents, tau, text, pooled, eps, keep, "view")
     with pytest.raises(ValueError, match=r"keep must be \[1, 2, 2, 4, 8\]"):
-        mr_model.masked_forward(latents, tau, text, pooled, eps, keep[..., :4], "spatial")
+        masked_forward(mr_model, latents, tau, text, pooled, eps, keep[..., :4], "spatial")
     with pytest.raises(ValueError, match="masked_forward needs an enabled MaskConfig"):
-        MaskGWMDiT(ModelConfig(preset="tiny")).masked_forward(latents, tau, text, pooled, eps,
-                                                              keep, "spatial")
+        masked_forward(MaskGWMDiT(ModelConfig(preset="tiny")), latents, tau, text, pooled, eps,
+                       keep, "spatial")
 
 
 def test_encoder_pack_aligns_condition_frames():
@@ -132,9 +132,9 @@ def test_masked_temporal_attention_hides_dropped_tokens(tiny_sd3, inputs, row):
     eps = torch.randn_like(latents)
     changed = latents + 5.0 * (~pixels(keep)).float()
     with torch.no_grad():
-        out = model.masked_forward(latents, tau, text, pooled, eps, keep, "temporal", cond)
-        out_changed = model.masked_forward(changed, tau, text, pooled, eps, keep, "temporal",
-                                           cond)
+        out = masked_forward(model, latents, tau, text, pooled, eps, keep, "temporal", cond)
+        out_changed = masked_forward(model, changed, tau, text, pooled, eps, keep, "temporal",
+                                     cond)
     torch.testing.assert_close(out_changed, out)
 
 
@@ -149,11 +149,11 @@ def test_shifted_equals_masked_when_frames_share_the_row_mask(tiny_sd3, inputs):
     keep = one.expand(1, 3, *one.shape[2:]).clone()
     eps = torch.randn_like(latents)
     with torch.no_grad():
-        a = shifted.masked_forward(latents, tau, text, pooled, eps, keep, "temporal")
-        b = masked.masked_forward(latents, tau, text, pooled, eps, keep, "temporal")
+        a = masked_forward(shifted, latents, tau, text, pooled, eps, keep, "temporal")
+        b = masked_forward(masked, latents, tau, text, pooled, eps, keep, "temporal")
         differs = view_keep("temporal", 1, 3, 2, cond=0, seed=3)
-        c = shifted.masked_forward(latents, tau, text, pooled, eps, differs, "temporal")
-        d = masked.masked_forward(latents, tau, text, pooled, eps, differs, "temporal")
+        c = masked_forward(shifted, latents, tau, text, pooled, eps, differs, "temporal")
+        d = masked_forward(masked, latents, tau, text, pooled, eps, differs, "temporal")
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(c, d, atol=1e-4)     # with per-frame masks the two differ
 
@@ -164,8 +164,8 @@ def test_shared_reconstruction_block_serves_both_branches(tiny_sd3, inputs):
     for branch in ("spatial", "temporal"):
         shared.zero_grad()
         keep = view_keep(branch, 1, 2, 2, cond=0)
-        shared.masked_forward(latents, tau, text, pooled, torch.randn_like(latents), keep,
-                              branch).square().mean().backward()
+        masked_forward(shared, latents, tau, text, pooled, torch.randn_like(latents), keep,
+                       branch).square().mean().backward()
         assert shared.recon_spatial[0].attn.to_out.weight.grad.abs().sum() > 0
         assert shared.recon_temporal[0].attn.to_out.weight.grad.abs().sum() > 0
 
@@ -184,8 +184,8 @@ def test_shared_reconstruction_block_runs_its_layers_in_recon_order(tiny_sd3, in
     for branch in ("spatial", "temporal"):
         calls.clear()
         with torch.no_grad():
-            shared.masked_forward(latents, tau, text, pooled, torch.randn_like(latents),
-                                  view_keep(branch, 1, 2, 2, cond=0), branch)
+            masked_forward(shared, latents, tau, text, pooled, torch.randn_like(latents),
+                           view_keep(branch, 1, 2, 2, cond=0), branch)
         assert calls == expected
 
 
@@ -194,8 +194,8 @@ def test_z_tau_token_and_encoder_features(tiny_sd3, inputs):
     assert not hasattr(model, "mask_token")
     latents, tau, text, pooled = inputs(TINY, batch=2)
     keep = view_keep("spatial", 2, 2, 2, cond=0)
-    out, features = model.masked_forward(latents, tau, text, pooled, torch.randn_like(latents),
-                                         keep, "spatial", return_features=True)
+    out, features = masked_forward(model, latents, tau, text, pooled, torch.randn_like(latents),
+                                   keep, "spatial", return_features=True)
     assert out.shape == latents.shape and features.shape == (2, TINY.hidden_size)
 
 
@@ -211,8 +211,8 @@ def test_view_rows_packs_spatial_masks_by_row(tiny_sd3, inputs):
     eps = torch.randn_like(latents)
     changed = latents + 5.0 * (~pixels(keep)).float()
     with torch.no_grad():
-        out = model.masked_forward(latents, tau, text, pooled, eps, keep, "spatial")
-        out_changed = model.masked_forward(changed, tau, text, pooled, eps, keep, "spatial")
+        out = masked_forward(model, latents, tau, text, pooled, eps, keep, "spatial")
+        out_changed = masked_forward(model, changed, tau, text, pooled, eps, keep, "spatial")
     torch.testing.assert_close(out_changed, out)
 
 
@@ -242,8 +242,8 @@ def test_mixed_forward_equals_each_sample_on_its_own(tiny_sd3, inputs, mask_fiel
     monkeypatch.setattr(model, "run_layers",
                         lambda *a, **k: calls.append(1) or run_layers(*a, **k))
     with torch.no_grad():
-        mixed, features = model.mixed_forward(latents, tau, text, pooled, eps, keep, branches,
-                                              cond, return_features=True)
+        mixed, features = mixed_forward(model, latents, tau, text, pooled, eps, keep, branches,
+                                        cond, return_features=True)
         assert len(calls) == encoder_passes + 1
         for i, branch in enumerate(branches):
             one = slice(i, i + 1)
@@ -251,8 +251,8 @@ def test_mixed_forward_equals_each_sample_on_its_own(tiny_sd3, inputs, mask_fiel
             if branch is None:
                 torch.testing.assert_close(mixed[one], model(*args, cond[one]))
                 continue
-            alone, feature = model.masked_forward(*args, eps[one], keep[one], branch,
-                                                  cond[one], return_features=True)
+            alone, feature = masked_forward(model, *args, eps[one], keep[one], branch,
+                                            cond[one], return_features=True)
             torch.testing.assert_close(mixed[one], alone, atol=2e-5, rtol=1e-4)
             torch.testing.assert_close(features[[1, 2, 3].index(i)], feature[0], atol=2e-5,
                                        rtol=1e-4)

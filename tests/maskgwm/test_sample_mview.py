@@ -9,9 +9,9 @@ import torch
 
 from evals.multiview import group_views, view_clip_id
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter, write_videoset
+from maskgwm.generate import clip_seed, generate_clip, generate_views
 from maskgwm.model.checkpoint import save_model
-from maskgwm.sample import clip_seed, generate_clip, generate_views, merge_videosets, \
-    sample_videoset
+from maskgwm.sample import merge_videosets, sample_videoset
 
 STEPS = 2
 VIEWS = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]   # 3 of the 6 cameras: CPU-sized
