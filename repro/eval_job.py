@@ -34,6 +34,7 @@ REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS), falling back to labelled random detec
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.config import content_hash, get_scale
 
 from .fsio import atomic_write_json, read_json
+from .records import EvalRecord, RunRecord, VistaFields
 from .runner import _now, _provenance, git_commit, run_dir, run_state
 
 WEIGHTS_ENV = ("REPRO_DETECTOR_WEIGHTS", "REPRO_WEIGHTS")
@@ -62,23 +64,25 @@ def node_id(run_id: str, protocol: str, kind: str, shard: int = 0, shards: int =
                                       else "score")
 
 
-def eval_spec(run_spec: dict[str, Any], protocol: str, workdir: Path,
-              shards: int | None = None) -> dict[str, Any]:
+def eval_record(run: RunRecord, protocol: str, workdir: Path, shards: int | None = None,
+                commit: str = "") -> EvalRecord:
     """The evaluation of one run under one protocol (written to <eval>/spec.json); a Vista
     run's also holds its checkout, checkpoint and sample.py settings (repro/vista/)."""
-    options = get_scale(run_spec["scale"]).sampling
-    spec = {"run_id": run_spec["run_id"], "target": run_spec["target"],
-            "name": run_spec["name"], "stage": run_spec["stage"], "scale": run_spec["scale"],
-            "protocol": protocol, "config_hash": content_hash(run_spec["config"]),
-            "vae_seed": run_spec["config"]["seed"], "workdir": str(Path(workdir).resolve()),
-            "steps": options.steps, "guidance": options.guidance,
-            "shards": shards or options.shards,
-            "seed": options.seed + run_spec["config"].get("seed", 0)}  # + the run's seed
-    if run_spec["stage"] == "vista":
+    options = get_scale(run.scale).sampling
+    shards = shards or options.shards
+    vista = None
+    if run.stage == "vista":
         from .vista.job import settings_for
-        settings = settings_for(protocol, run_spec["scale"], run_spec["config"].get("seed", 0))
-        spec["vista"] = {**(run_spec.get("vista") or {}), "settings": settings.to_dict()}
-    return spec
+        settings = settings_for(protocol, run.scale, run.config.get("seed", 0))
+        vista = dataclasses.replace(run.vista or VistaFields(), settings=settings.to_dict())
+    return EvalRecord(
+        run_id=run.run_id, target=run.target, name=run.name, stage=run.stage, scale=run.scale,
+        protocol=protocol, config_hash=content_hash(run.config), vae_seed=run.config["seed"],
+        workdir=str(Path(workdir).resolve()), steps=options.steps, guidance=options.guidance,
+        shards=shards, seed=options.seed + run.config.get("seed", 0),   # + the run's seed
+        vista=vista, submitted_from_commit=commit,
+        nodes=[node_id(run.run_id, protocol, "sample", i, shards) for i in range(shards)]
+        + [node_id(run.run_id, protocol, "score")])
 
 
 def eval_state(directory: Path) -> tuple[str, dict[str, Any]]:
@@ -101,23 +105,23 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _vae(spec: dict[str, Any], device: str):
+def _vae(spec: EvalRecord, device: str):
     from maskgwm.model.vae import SD3VAE
     from maskgwm.train.modelsetup import SD3_FOLDER
-    if get_scale(spec["scale"]).synthetic:   # the VAE the trainer encoded with (modelsetup)
-        return SD3VAE.random(spec["vae_seed"])
+    if get_scale(spec.scale).synthetic:   # the VAE the trainer encoded with (modelsetup)
+        return SD3VAE.random(spec.vae_seed)
     root = os.environ.get("REPRO_WEIGHTS")
     if not root:
-        raise FileNotFoundError(f"scale '{spec['scale']}' decodes with SD3's VAE: set "
+        raise FileNotFoundError(f"scale '{spec.scale}' decodes with SD3's VAE: set "
                                 f"REPRO_WEIGHTS to a folder with {SD3_FOLDER}/")
     return SD3VAE.from_pretrained(Path(root) / SD3_FOLDER, device=device)
 
 
-def _checkpoint(spec: dict[str, Any]) -> Path:
-    run = run_dir(Path(spec["workdir"]), spec["run_id"])
+def _checkpoint(spec: EvalRecord) -> Path:
+    run = run_dir(Path(spec.workdir), spec.run_id)
     model = run / "train" / "model.pt"
     if run_state(run)[0] != "done" or not model.is_file():
-        raise RuntimeError(f"run {spec['run_id']} ({spec['name']}) is not trained ({model} "
+        raise RuntimeError(f"run {spec.run_id} ({spec.name}) is not trained ({model} "
                            "missing); submit the target again once training has finished")
     return model
 
@@ -156,9 +160,9 @@ def sample_shard(spec_path: str | Path, shard: int) -> dict[str, Any]:
 
     from .evalsets import ensure_evalset
     spec_path = Path(spec_path)
-    spec, directory = read_json(spec_path), spec_path.parent
-    shards = spec["shards"]
-    if spec["stage"] == "vista":    # Vista's own sample.py, staged per shard
+    spec, directory = EvalRecord.read(spec_path), spec_path.parent
+    shards = spec.shards
+    if spec.stage == "vista":    # Vista's own sample.py, staged per shard
         from .vista.job import run_shard
         _vista_record(spec)
         return _guarded(shard_state_dir(directory, shard, shards),
@@ -166,12 +170,12 @@ def sample_shard(spec_path: str | Path, shard: int) -> dict[str, Any]:
 
     def work() -> dict[str, Any]:
         model = _checkpoint(spec)
-        evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
+        evalset = ensure_evalset(spec.protocol, spec.scale, Path(spec.workdir))
         device = _device()
         long = evalset.protocol.long_horizon
         out = sample_videoset(model, _vae(spec, device), evalset.real_dir,
                               directory / "samples", shard=shard, num_shards=shards,
-                              steps=spec["steps"], guidance=spec["guidance"], seed=spec["seed"],
+                              steps=spec.steps, guidance=spec.guidance, seed=spec.seed,
                               window=long.window if long else None, device=device,
                               views=evalset.views)
         from evals.videoset import VideoSet
@@ -197,8 +201,8 @@ def score(spec_path: str | Path) -> dict[str, Any]:
 
     from .evalsets import ensure_evalset
     spec_path = Path(spec_path)
-    spec, directory = read_json(spec_path), spec_path.parent
-    shards = spec["shards"]
+    spec, directory = EvalRecord.read(spec_path), spec_path.parent
+    shards = spec.shards
 
     def work() -> dict[str, Any]:
         unfinished = [i for i in range(shards)
@@ -206,22 +210,22 @@ def score(spec_path: str | Path) -> dict[str, Any]:
         if unfinished:
             raise RuntimeError(f"evaluation {directory}: sample shards {unfinished} of {shards} "
                                "are not done; submit the target again")
-        model = _vista_shards_agree(spec, directory) if spec["stage"] == "vista" \
+        model = _vista_shards_agree(spec, directory) if spec.stage == "vista" \
             else _checkpoint(spec)
-        evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
+        evalset = ensure_evalset(spec.protocol, spec.scale, Path(spec.workdir))
         parts = [shard_dir(directory / "samples", i, shards) for i in range(shards)]
         generated = merge_videosets(parts, directory / "generated", reference=evalset.real_dir)
-        weights = detector_weights(spec["scale"])
+        weights = detector_weights(spec.scale)
         raw = directory / "score" / "evaluate.json"
         result = evaluate(evalset.protocol, directory / "generated", evalset.real_dir, raw,
                           weights_dir=weights, clip_list=evalset.clip_list,
-                          cache_dir=Path(spec["workdir"]) / "cache" / "eval-reference",
+                          cache_dir=Path(spec.workdir) / "cache" / "eval-reference",
                           device=_device(), progress=False)
         detectors = {d["role"]: d["weights_sha256"] or result["label"]
                      for d in result["detectors"]}
         result["provenance"] = {
-            "git_commit": git_commit(), "run_id": spec["run_id"], "target": spec["target"],
-            "name": spec["name"], "scale": spec["scale"], "config_hash": spec["config_hash"],
+            "git_commit": git_commit(), "run_id": spec.run_id, "target": spec.target,
+            "name": spec.name, "scale": spec.scale, "config_hash": spec.config_hash,
             "protocol": evalset.protocol.name, "protocol_hash": evalset.protocol.hash,
             "clip_list_hash": evalset.clip_list_hash, "detector_weights": detectors,
             "sample_count": len(generated), **_model_provenance(spec, model),
@@ -236,45 +240,45 @@ def score(spec_path: str | Path) -> dict[str, Any]:
     return _guarded(directory / "score", work)
 
 
-def _vista_record(spec: dict[str, Any]) -> dict[str, Any]:
+def _vista_record(spec: EvalRecord) -> dict[str, Any]:
     """The Vista run's prepare record (checkout commit, sample.py and checkpoint SHA-256)."""
-    run = run_dir(Path(spec["workdir"]), spec["run_id"])
+    run = run_dir(Path(spec.workdir), spec.run_id)
     state, record = run_state(run)
     if state != "done" or "vista" not in record:
-        raise RuntimeError(f"Vista run {spec['run_id']} ({spec['name']}) is {state}, not "
+        raise RuntimeError(f"Vista run {spec.run_id} ({spec.name}) is {state}, not "
                            "prepared; submit the target again")
     return record["vista"]
 
 
-def _vista_shards_agree(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+def _vista_shards_agree(spec: EvalRecord, directory: Path) -> dict[str, Any]:
     """The prepare record, after checking every shard ran the same sample.py and checkpoint."""
     record = _vista_record(spec)
     keys = ("vista_sample_py_sha256", "vista_ckpt_sha256")
-    for shard in range(spec["shards"]):
-        done = run_state(shard_state_dir(directory, shard, spec["shards"]))[1]
+    for shard in range(spec.shards):
+        done = run_state(shard_state_dir(directory, shard, spec.shards))[1]
         if any(done.get(key) != record[key] for key in keys):
             raise RuntimeError(f"sample shard {shard} of {directory} ran another Vista "
                                "sample.py or checkpoint than the run recorded; delete "
-                               f"{directory} and {run_dir(Path(spec['workdir']), spec['run_id'])}"
+                               f"{directory} and {run_dir(Path(spec.workdir), spec.run_id)}"
                                "/done.json, then submit again")
     return record
 
 
-def _model_provenance(spec: dict[str, Any], model: Path | dict[str, Any]) -> dict[str, Any]:
+def _model_provenance(spec: EvalRecord, model: Path | dict[str, Any]) -> dict[str, Any]:
     """What generated the clips: our checkpoint and sampling, or Vista's (repro/vista/)."""
-    if spec["stage"] == "vista":
-        settings = spec["vista"]["settings"]
-        return {**model, "sampler": "vista", "sampling": {**settings, "shards": spec["shards"]},
+    if spec.stage == "vista":
+        settings = spec.vista.settings
+        return {**model, "sampler": "vista", "sampling": {**settings, "shards": spec.shards},
                 "vista_resolution": (f"{settings['width']}x{settings['height']} (the evaluation "
                                      "set's size: ci/smoke, test double)"
-                                     if get_scale(spec["scale"]).synthetic
+                                     if get_scale(spec.scale).synthetic
                                      else f"{settings['width']}x{settings['height']} (Vista's)"),
                 "vista_label": vista_label(model)}
     return {"checkpoint": str(model),
             "checkpoint_sha256": cached_sha256(model, sidecar_cache(model)),
-            "sampling": {k: spec[k] for k in ("steps", "guidance", "shards", "seed")},
-            "vae": (f"SD3VAE.random(seed={spec['vae_seed']})"
-                    if get_scale(spec["scale"]).synthetic else "SD3 VAE")}
+            "sampling": {k: getattr(spec, k) for k in ("steps", "guidance", "shards", "seed")},
+            "vae": (f"SD3VAE.random(seed={spec.vae_seed})"
+                    if get_scale(spec.scale).synthetic else "SD3 VAE")}
 
 
 VISTA_LABEL = "Vista (official checkpoint, this suite's evaluation)"

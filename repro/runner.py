@@ -26,6 +26,7 @@ from maskgwm.config.resolve import STAGES
 
 from .fsio import atomic_write_json, read_json
 from .paths import repo_root
+from .records import RunRecord
 from .training import JobRequeued, run_training
 
 STATES = ("pending", "running", "done", "failed")
@@ -121,16 +122,16 @@ def _provenance() -> dict[str, Any]:
 def execute(spec_path: str | Path) -> dict[str, Any]:
     """Run one run (the callable that submitit pickles); returns the done record."""
     spec_path = Path(spec_path)
-    spec = read_json(spec_path)
+    spec = RunRecord.read(spec_path)
     directory = spec_path.parent
     state, done = run_state(directory)
     if state == "done":
-        print(f"run {spec['run_id']} is already done; nothing to do", flush=True)
+        print(f"run {spec.run_id} is already done; nothing to do", flush=True)
         return done
-    if spec["parent_id"]:
-        parent_state, _ = run_state(run_dir(directory.parent.parent, spec["parent_id"]))
+    if spec.parent_id:
+        parent_state, _ = run_state(run_dir(directory.parent.parent, spec.parent_id))
         if parent_state != "done":
-            raise RuntimeError(f"run {spec['run_id']}: parent run {spec['parent_id']} is "
+            raise RuntimeError(f"run {spec.run_id}: parent run {spec.parent_id} is "
                                f"{parent_state}, not done; submit the target again once it "
                                "has finished")
     main = _global_rank() == 0
@@ -138,9 +139,9 @@ def execute(spec_path: str | Path) -> dict[str, Any]:
         (directory / "failed.json").unlink(missing_ok=True)
         atomic_write_json(directory / "running.json", {"started": _now(), **_provenance()})
     try:
-        if spec["stage"] in STAGES:
-            parent = run_dir(directory.parent.parent, spec["parent_id"]) \
-                if spec["parent_id"] else None
+        if spec.stage in STAGES:
+            parent = run_dir(directory.parent.parent, spec.parent_id) \
+                if spec.parent_id else None
             training = run_training(spec, directory, parent)
             record = {"finished": _now(), "training": training, **_provenance()}
         else:
@@ -170,14 +171,13 @@ def _global_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
 
 
-def _prepare_external(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+def _prepare_external(spec: RunRecord, directory: Path) -> dict[str, Any]:
     """Stage "vista": check the checkout and checkpoint, record them and the resolved config."""
     from .vista.job import prepare
+    record = spec.to_json()
     atomic_write_json(directory / "config.json",
-                      {"run_id": spec["run_id"], "parent_id": spec["parent_id"],
-                       "stage": spec["stage"], "variant": spec["variant"],
-                       "scale": spec["scale"], "config": spec["config"],
-                       "vista": spec.get("vista")})
+                      {key: record.get(key) for key in ("run_id", "parent_id", "stage",
+                                                        "variant", "scale", "config", "vista")})
     return {"finished": _now(), **prepare(spec, directory), **_provenance()}
 
 

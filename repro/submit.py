@@ -23,6 +23,7 @@ from .executors import (CLUSTERS, Submitted, add_target, check_slurm, make_execu
                         previous_job, sbatch_options, slurm_states, wait_run)
 from .fsio import atomic_write_json
 from .jobs import ResolvedRun, Target, resolve_target
+from .records import RunRecord, write_record
 from .preflight import check_inputs, warn_missing
 from .runner import git_commit, run_dir, run_state, wait_for_earlier_job
 from .submit_eval import EvalSubmitted, evaluated_runs, submit_eval, wait_for_slurm_evals
@@ -41,15 +42,16 @@ def gpu_hours(run: ResolvedRun) -> float:
     return training_gpu_hours(run.stage, run.steps, run.resources.gpus)
 
 
-def run_spec(run: ResolvedRun, train_options: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
-    """The spec.json a run's jobs read; `train_options` override the scale's (scales.toml)."""
-    from .vista.graph import spec_fields
-    return {"run_id": run.run_id, "parent_id": run.parent_id, "target": run.target,
-            "name": run.name, "stage": run.stage, "variant": run.variant, "scale": run.scale,
-            "config": run.config, "cells": list(run.cells), "protocol": run.protocol,
-            "train_options": {**get_scale(run.scale).train, **(train_options or {})},
-            **spec_fields(run)}
+def run_record(run: ResolvedRun, train_options: dict[str, Any] | None = None,
+               commit: str = "") -> RunRecord:
+    """The record (spec.json) a run's jobs read; `train_options` override the scale's."""
+    from .vista.job import vista_fields
+    return RunRecord(run_id=run.run_id, parent_id=run.parent_id, target=run.target,
+                     name=run.name, stage=run.stage, variant=run.variant, scale=run.scale,
+                     config=run.config, cells=list(run.cells), protocol=run.protocol,
+                     train_options={**get_scale(run.scale).train, **(train_options or {})},
+                     vista=vista_fields() if run.stage == "vista" else None,
+                     submitted_from_commit=commit)
 
 
 def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
@@ -180,7 +182,7 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     evals: list[EvalSubmitted] = []
     if evaluate:
         for run in evaluated_runs(runs):
-            item = submit_eval(run, run_spec(run), cluster, workdir, by_id[run.run_id],
+            item = submit_eval(run, run_record(run), cluster, workdir, by_id[run.run_id],
                                partition, commit)
             evals.append(item)
             echo(f"{'eval ' + item.action:>14}  {run.name:<24} run {run.run_id}  "
@@ -259,8 +261,7 @@ def submit_run(run: ResolvedRun, cluster: str, workdir: Path, by_id: dict[str, S
     if parent is not None and cluster == "slurm" and parent.job_id:
         dependency = f"afterok:{parent.job_id}"
     spec_path = directory / "spec.json"
-    atomic_write_json(spec_path, {**run_spec(run, train_options),
-                                  "submitted_from_commit": commit})
+    write_record(spec_path, run_record(run, train_options, commit))
     executor = _executor(cluster, workdir, run, dependency, partition)
     job = executor.submit(TrainingJob(), str(spec_path))
     entry = Submitted(run, "submitted", str(job.job_id), job, str(job.paths.stdout),

@@ -17,6 +17,7 @@ from .executors import (Submitted, add_target, make_executor, previous_job, slur
 from .collect import current_protocol_hash
 from .fsio import atomic_write_json
 from .jobs import ResolvedRun
+from .records import RunRecord, write_record
 from .runner import run_dir, run_state, wait_for_earlier_job
 
 
@@ -64,15 +65,14 @@ def _eval_executor(cluster: str, workdir: Path, run: ResolvedRun, kind: str, hou
                           partition)
 
 
-def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: Path,
+def submit_eval(run: ResolvedRun, record: RunRecord, cluster: str, workdir: Path,
                 train: Submitted, partition: str | None, commit: str,
                 shards: int | None = None) -> EvalSubmitted:
     """Submit the unfinished sample shards of `run` (after its training job) and the score job
     (after every shard), unless its result exists or its jobs are still queued."""
     from maskgwm.config import get_scale
 
-    from .eval_job import (eval_dir, eval_spec, eval_state, node_id,
-                           shard_state_dir)
+    from .eval_job import eval_dir, eval_record, eval_state, shard_state_dir
     directory = eval_dir(workdir, run.run_id, run.protocol)
     add_target(directory, run.target)
     state, result = eval_state(directory)
@@ -117,11 +117,7 @@ def submit_eval(run: ResolvedRun, spec: dict[str, Any], cluster: str, workdir: P
             _record_eval(entry, cluster, blocked=entry.message)
             return entry
     spec_path = directory / "spec.json"
-    spec = eval_spec(spec, run.protocol, workdir, shards)
-    atomic_write_json(spec_path, {**spec, "submitted_from_commit": commit,
-                                  "nodes": [node_id(run.run_id, run.protocol, "sample", i, shards)
-                                            for i in range(shards)]
-                                  + [node_id(run.run_id, run.protocol, "score")]})
+    write_record(spec_path, eval_record(record, run.protocol, workdir, shards, commit))
     if cluster != "slurm":
         for i in range(shards):
             wait_for_earlier_job(shard_state_dir(directory, i, shards),

@@ -23,6 +23,8 @@ from typing import Any
 
 from maskgwm.train import signals
 
+from .records import RunRecord
+
 FOLLOWER_WAIT_S = 60.0   # how long ranks other than 0 wait for rank 0's requeue to end them
 
 
@@ -65,21 +67,21 @@ class DeferredSignal(signals.DeferredSignal):
                                   f"(repro submit / repro train --resume) to continue")
 
 
-def run_training(spec: dict[str, Any], directory: Path, parent_dir: Path | None
+def run_training(spec: RunRecord, directory: Path, parent_dir: Path | None
                  ) -> dict[str, Any]:
     """Train the run of `spec` into `directory`/train, from the parent run's model. Synthetic
     data and latents are cached for all runs in `<workdir>/cache` (written atomically)."""
     from maskgwm.train.options import TrainOptions, config_from_dict
     from maskgwm.train.trainer import Trainer
 
-    config = config_from_dict(spec["config"], where=f"run {spec['run_id']}")
+    config = config_from_dict(spec.config, where=f"run {spec.run_id}")
     options = TrainOptions(**{"cache_dir": str(directory.parent.parent / "cache"),
-                              **spec.get("train_options", {})})
+                              **spec.train_options})
     parent = None
     if parent_dir is not None:
         parent = parent_dir / "train" / "model.pt"
         if not parent.is_file():
-            raise FileNotFoundError(f"run {spec['run_id']}: the parent run's model {parent} "
+            raise FileNotFoundError(f"run {spec.run_id}: the parent run's model {parent} "
                                     "is missing; submit the target again to retrain it")
     trainer = Trainer(config, directory / "train", parent_checkpoint=parent, options=options)
     deferred = _EARLY_DEFERRAL or DeferredSignal().install()

@@ -103,8 +103,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if run_state(run_dir(workdir, run.run_id))[0] != "done":
             print(f"the prepare step failed: {run_dir(workdir, run.run_id) / 'failed.json'}")
             return 1
-    from ..submit import run_spec
-    item = submit_eval(run, run_spec(run), args.cluster, workdir, entry, args.partition,
+    from ..submit import run_record
+    item = submit_eval(run, run_record(run), args.cluster, workdir, entry, args.partition,
                        commit, args.shards)
     print(f"eval {item.action}: {item.describe()}")
     return 0 if args.cluster == "slurm" or item.action in ("skipped", "submitted") else 1

@@ -11,7 +11,6 @@ so a done run prepared with another sample.py or checkpoint than the configured 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from .checkout import CHECKOUT_ENV, VistaError, resolve_paths
 from .inputs import problems, stands_in, validate
@@ -48,12 +47,6 @@ def missing(runs: list, scale: str, workdir: Path | None = None
     users = [("Vista sampling", run.name) for run in runs]
     return [(what, path, fix, users) for what, path, fix
             in problems(None, None, scale, workdir)]
-
-
-def spec_fields(run) -> dict[str, Any]:
-    """The "vista" entry of a Vista run's spec.json (paths as given at submit time)."""
-    from .job import run_spec_fields
-    return {"vista": run_spec_fields()} if run.stage == "vista" else {}
 
 
 def retire_if_changed(run, workdir: Path) -> str:

@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..records import EvalRecord, RunRecord, VistaFields
 from .checkout import VistaError, resolve_paths
 from .environment import PYTHON_ENV
 from .export import VISTA_SIZE, export_bundle, rounds_for, vista_size
@@ -37,7 +38,6 @@ BUNDLE, STAGE = "vista-input", "vista-stage"
 LOW_VRAM_ENV = "REPRO_VISTA_LOW_VRAM"   # =1: pass --low_vram (Vista: for GPUs under 80 GB)
 SAMPLER_ENV = "REPRO_VISTA_SAMPLER"     # "n_steps=25,cfg_scale=2.0,cond_aug=0.0"
 SAMPLER_KEYS = {"n_steps": int, "cfg_scale": float, "cond_aug": float}
-SPEC_ENV = {"python": PYTHON_ENV, "clip": CLIP_ENV, "allow_unpinned": UNPINNED_ENV}
 
 
 def sampler_overrides() -> dict[str, Any]:
@@ -70,53 +70,57 @@ def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings
                          low_vram=os.environ.get(LOW_VRAM_ENV) == "1", **sampler_overrides())
 
 
-def run_spec_fields(checkout: str | Path | None = None, ckpt: str | Path | None = None
-                    ) -> dict[str, Any]:
-    """The "vista" entry of a Vista run's spec: paths and the Vista environment settings as
-    given at submit time (flags, else the REPRO_VISTA_* variables), so Slurm jobs use them."""
+def vista_fields(checkout: str | Path | None = None, ckpt: str | Path | None = None
+                 ) -> VistaFields:
+    """What a Vista run's record holds: paths and Vista environment settings as given at
+    submit time (flags, else the REPRO_VISTA_* variables), so Slurm jobs use them."""
     root, ckpt_path = resolve_paths(checkout, ckpt)
-    return {"checkout": str(root) if root else None, "ckpt": str(ckpt_path) if ckpt_path
-            else None, **{key: os.environ.get(name) or None for key, name in SPEC_ENV.items()}}
+    return VistaFields(checkout=str(root) if root else None,
+                       ckpt=str(ckpt_path) if ckpt_path else None,
+                       python=os.environ.get(PYTHON_ENV) or None,
+                       clip=os.environ.get(CLIP_ENV) or None,
+                       allow_unpinned=os.environ.get(UNPINNED_ENV) == "1")
 
 
-def _use_spec_env(vista: dict[str, Any]) -> None:
+def _use_recorded_env(vista: VistaFields) -> None:
     """This job's Vista settings are the ones recorded at submit time."""
-    for key, name in SPEC_ENV.items():
-        if vista.get(key):
-            os.environ[name] = str(vista[key])
+    for value, name in ((vista.python, PYTHON_ENV), (vista.clip, CLIP_ENV),
+                        ("1" if vista.allow_unpinned else None, UNPINNED_ENV)):
+        if value:
+            os.environ[name] = value
 
 
-def prepare(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+def prepare(spec: RunRecord, directory: Path) -> dict[str, Any]:
     """The Vista run's job: everything it needs at its scale, checked and recorded."""
-    vista = spec.get("vista") or {}
-    _use_spec_env(vista)
+    vista = spec.vista or VistaFields()
+    _use_recorded_env(vista)
     workdir = Path(directory).parent.parent
-    found = validate(vista.get("checkout"), vista.get("ckpt"), spec["scale"], workdir)
-    if stands_in(spec["scale"]):
-        print(stand_in_note(found.given, spec["scale"]), flush=True)
+    found = validate(vista.checkout, vista.ckpt, spec.scale, workdir)
+    if stands_in(spec.scale):
+        print(stand_in_note(found.given, spec.scale), flush=True)
     print(f"Vista {found.root} (commit {found.commit}), checkpoint {found.ckpt} (sha256 "
           f"{found.ckpt_sha256[:12]}{'' if found.ckpt_pinned else ', NOT the pinned file'}), "
           f"Python {found.python}", flush=True)
     return {"vista": found.provenance()}
 
 
-def run_shard(spec: dict[str, Any], directory: Path, shard: int,
+def run_shard(spec: EvalRecord, directory: Path, shard: int,
               log=print) -> dict[str, Any]:
-    """Sample shard `shard` of `spec["shards"]` with Vista (see the module doc)."""
+    """Sample shard `shard` of `spec.shards` with Vista (see the module doc)."""
     from evals.videoset import VideoSet
     from maskgwm.sample import record_settings, shard_dir
 
     from ..evalsets import ensure_evalset
-    shards = spec["shards"]
-    vista = spec["vista"]
-    _use_spec_env(vista)
-    found = validate(vista["checkout"], vista["ckpt"], spec["scale"], Path(spec["workdir"]),
+    shards = spec.shards
+    vista = spec.vista
+    _use_recorded_env(vista)
+    found = validate(vista.checkout, vista.ckpt, spec.scale, Path(spec.workdir),
                      check_python=False)           # the prepare job probed it
-    settings = VistaSettings(**vista["settings"])
+    settings = VistaSettings(**vista.settings)
     if not found.test_double and (settings.width, settings.height) != VISTA_SIZE:
         raise VistaError(f"real Vista runs at {VISTA_SIZE[0]}x{VISTA_SIZE[1]} only, not "
-                         f"{settings.width}x{settings.height} (scale {spec['scale']})")
-    evalset = ensure_evalset(spec["protocol"], spec["scale"], Path(spec["workdir"]))
+                         f"{settings.width}x{settings.height} (scale {spec.scale})")
+    evalset = ensure_evalset(spec.protocol, spec.scale, Path(spec.workdir))
     size = (evalset.protocol.width, evalset.protocol.height)
     bundle = export_bundle(evalset, directory / BUNDLE, settings.n_conds,
                            (settings.width, settings.height), settings.n_frames, log)
@@ -157,18 +161,19 @@ def run_vista(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
     return subprocess.run(argv, cwd=cwd, env={**os.environ, **env}).returncode
 
 
-def plan(spec: dict[str, Any], directory: Path) -> list[dict[str, Any]]:
+def plan(vista: VistaFields, scale: str, shards: int, directory: Path
+         ) -> list[dict[str, Any]]:
     """Dry run: per shard, the staging directory and exact argv (nothing written)."""
     import sys
 
     from .checkout import DOUBLE, is_double
     from .environment import python
-    settings = VistaSettings(**spec["vista"]["settings"])
-    root, _ = resolve_paths(spec["vista"]["checkout"], spec["vista"]["ckpt"])
-    interpreter = spec["vista"].get("python") or python()
-    if stands_in(spec["scale"]):
+    settings = VistaSettings(**vista.settings)
+    root, _ = resolve_paths(vista.checkout, vista.ckpt)
+    interpreter = vista.python or python()
+    if stands_in(scale):
         root = root if root is not None and is_double(root) else DOUBLE
         interpreter = sys.executable
-    return [{"shard": i, "cwd": str(directory / STAGE / f"{i}-of-{spec['shards']}"),
+    return [{"shard": i, "cwd": str(directory / STAGE / f"{i}-of-{shards}"),
              "argv": command(root or Path("<vista checkout>"), settings, interpreter)}
-            for i in range(spec["shards"])]
+            for i in range(shards)]

@@ -17,7 +17,7 @@ def sample_plan(run, workdir: Path, partition: str | None = None,
 
     from ..eval_job import eval_dir
     from ..executors import sbatch_options
-    from .job import plan, run_spec_fields, settings_for
+    from .job import plan, settings_for, vista_fields
     options = get_scale(run.scale).sampling
     shards = shards or options.shards
     res = run.resources   # a sample task: one node, one task; one GPU for real Vista
@@ -28,10 +28,9 @@ def sample_plan(run, workdir: Path, partition: str | None = None,
               "job-name": f"{run.target}-{run.name}-sample-{run.run_id}",
               "array": f"0-{shards - 1}"}
     settings = settings_for(run.protocol, run.scale, run.config.get("seed", 0))
-    spec = {"shards": shards, "scale": run.scale,
-            "vista": {**run_spec_fields(), "settings": settings.to_dict()}}
+    vista = dataclasses.replace(vista_fields(), settings=settings.to_dict())
     return {"sbatch": sbatch, "array": shards, "settings": settings.to_dict(),
-            "shards": plan(spec, eval_dir(workdir, run.run_id, run.protocol))}
+            "shards": plan(vista, run.scale, shards, eval_dir(workdir, run.run_id, run.protocol))}
 
 
 def echo_plan(run, workdir: Path, partition: str | None, echo: Callable[[str], None] = print,

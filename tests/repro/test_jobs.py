@@ -203,11 +203,10 @@ def test_external_runs_are_not_replicated():
 
 def test_sampling_seed_follows_the_run_seed(tmp_path):
     from maskgwm.config import get_scale
-    from repro.eval_job import eval_spec
+    from repro.eval_job import eval_record
+    from repro.submit import run_record
     for run in resolve_target(load_target("smoke"), "ci", seeds=2):
-        spec = {"run_id": run.run_id, "target": run.target, "name": run.name,
-                "stage": run.stage, "scale": run.scale, "config": run.config}
-        assert eval_spec(spec, run.protocol, tmp_path)["seed"] == \
+        assert eval_record(run_record(run), run.protocol, tmp_path).seed == \
             get_scale("ci").sampling.seed + run.seed  # seed 0 samples as before
 
 

@@ -86,11 +86,11 @@ def test_a_retried_run_is_running_not_failed(isolated, monkeypatch):
     scheduler about it), not the old failure."""
     from evals.atomic import atomic_write_json
     from repro import runner
-    from repro.submit import run_spec
+    from repro.submit import run_record
     run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "stage1a")
     directory = run_dir(isolated / "work", run.run_id)
     directory.mkdir(parents=True)
-    atomic_write_json(directory / "spec.json", run_spec(run))
+    atomic_write_json(directory / "spec.json", run_record(run).to_json())
     atomic_write_json(directory / "failed.json", {"error": "the first attempt's"})
     seen, train = [], runner.run_training
 

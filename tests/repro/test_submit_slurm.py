@@ -10,7 +10,7 @@ from repro.eval_job import eval_dir
 from repro.executors import Submitted
 from repro.jobs import load_target, resolve_target
 from repro.runner import run_dir, run_state
-from repro.submit import run_spec
+from repro.submit import run_record
 from repro.submit_eval import submit_eval
 
 pytestmark = pytest.mark.slurm
@@ -70,7 +70,7 @@ def test_a_cancelled_score_job_is_replaced_without_sampling_live_shards_again(
     run, directory, array, score = _queued_two_shard_eval(work, slurm_cluster)
     entry = None
     try:
-        entry = submit_eval(run, run_spec(run), "slurm", work, Submitted(run, "skipped"),
+        entry = submit_eval(run, run_record(run), "slurm", work, Submitted(run, "skipped"),
                             slurm_cluster.partition, "test")
         assert entry.sample_jobs == {0: f"{array}_0", 1: f"{array}_1"}
         assert entry.score_job and entry.score_job != score
@@ -93,7 +93,7 @@ def test_a_resubmitted_shard_keeps_the_live_shards_in_the_record(isolated, slurm
     run, directory, array, score = _queued_two_shard_eval(work, slurm_cluster, cancel_shard=1)
     entry = None
     try:
-        entry = submit_eval(run, run_spec(run), "slurm", work, Submitted(run, "skipped"),
+        entry = submit_eval(run, run_record(run), "slurm", work, Submitted(run, "skipped"),
                             slurm_cluster.partition, "test")
         assert entry.sample_jobs[0] == f"{array}_0"
         assert entry.sample_jobs[1] not in (f"{array}_1", f"{array}_0")

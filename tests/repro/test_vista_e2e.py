@@ -61,11 +61,18 @@ def test_export_sample_ingest_score_table(cli, isolated):
     assert f"vista (ours: {DOUBLE_LABEL})" in row and "| 89.4 |" in row   # paper value beside
 
 
-def _shard_spec(workdir: Path, shards: int = 1) -> dict:
-    from repro.vista.job import run_spec_fields, settings_for
-    return {"shards": shards, "workdir": str(workdir), "protocol": "vista_nuscenes",
-            "scale": "ci", "vista": {**run_spec_fields(),
-                                     "settings": settings_for("vista_nuscenes", "ci").to_dict()}}
+def _shard_spec(workdir: Path, shards: int = 1):
+    """The evaluation record of a Vista run's shard (only what run_shard reads matters)."""
+    import dataclasses
+
+    from repro.records import EvalRecord
+    from repro.vista.job import settings_for, vista_fields
+    vista = dataclasses.replace(vista_fields(),
+                                settings=settings_for("vista_nuscenes", "ci").to_dict())
+    return EvalRecord(run_id="vista-test", target="table1", name="vista", stage="vista",
+                      scale="ci", protocol="vista_nuscenes", config_hash="", vae_seed=0,
+                      workdir=str(workdir), steps=0, guidance=0.0, shards=shards, seed=0,
+                      vista=vista)
 
 
 def test_killed_shard_reruns_only_the_remaining_clips(isolated, monkeypatch):

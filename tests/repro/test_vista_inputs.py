@@ -180,14 +180,14 @@ def test_a_done_vista_run_of_another_sample_py_is_retired(vista_checkout, tmp_pa
     sample.py is moved aside (kept) so that it is prepared and evaluated again."""
     from evals.atomic import atomic_write_json
     from repro import runner
-    from repro.submit import run_spec
+    from repro.submit import run_record
     from repro.vista.graph import retire_if_changed
     clean_vista_env.setenv("REPRO_VISTA_CHECKOUT", str(vista_checkout))
     work = tmp_path / "work"
     run = next(r for r in resolve_target(load_target("table2"), "ci") if r.name == "vista")
     directory = runner.run_dir(work, run.run_id)
     directory.mkdir(parents=True)
-    atomic_write_json(directory / "spec.json", run_spec(run))
+    atomic_write_json(directory / "spec.json", run_record(run).to_json())
     runner.execute(directory / "spec.json")     # prepare: records sample.py and checkpoint
     assert retire_if_changed(run, work) == "" and directory.is_dir()
     script = vista_checkout / "sample.py"
