@@ -23,7 +23,7 @@ from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
 from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.generate import (DEFAULT_WINDOW, ROLLOUT_COND, clip_seed, condition_frames,
                               generate_clip, naming_clip)
-from maskgwm.model.checkpoint import load_model
+from maskgwm.model.model_file import load_model
 from maskgwm.model.flow import SD3_SHIFT
 from maskgwm.model.vae import SD3VAE
 from maskgwm.sample_mview import sample_scenes

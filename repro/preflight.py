@@ -11,7 +11,7 @@ Checked (paths as the jobs resolve them, from the same constants):
   encodes frames with it; maskgwm.train.modelsetup.load_vae); SD3-medium's transformer,
   `.../transformer/` (stage 1a without a parent inflates it; build_model); with
   data.source = "real", each dataset of the stage's data.mix under REPRO_DATA_ROOT
-  (maskgwm.train.data.REAL_LAYOUT) and the files its reader opens first.
+  (maskgwm.train.batches.REAL_LAYOUT) and the files its reader opens first.
 - evaluated runs (paper cells; not with REPRO_EVAL=0): the VAE again (sample jobs decode with
   it), the protocol's FID and FVD detector weights in REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS),
   checked against the published hashes with evals.weights (a mismatch is a "wrong file"), and
@@ -231,7 +231,7 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
     if not get_scale(scale).checked:
         return vista
     from maskgwm.model.vae import WEIGHT_FILES
-    from maskgwm.train.data import REAL_LAYOUT
+    from maskgwm.train.batches import REAL_LAYOUT
     from maskgwm.train.options import env_path
 
     from .eval_job import eval_dir, eval_state

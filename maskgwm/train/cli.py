@@ -79,7 +79,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from maskgwm.train.checkpointing import list_checkpoints
+    from maskgwm.train.checkpoint_files import list_checkpoints
     from maskgwm.train.options import TrainOptions
     from maskgwm.train.trainer import Trainer
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from maskgwm.model.dit import MaskGWMDiT
-from maskgwm.train import checkpointing as ckpt
+from maskgwm.train import checkpoint_files as ckpt
 
 
 class OutputDirError(RuntimeError):
@@ -42,7 +42,7 @@ def write_sample(trainer) -> Path:
     """A sample video of the first clip (1 condition frame) under <out>/samples/step-N."""
     from evals.videoset import VideoSetWriter
     from maskgwm.generate import generate_clip
-    from maskgwm.train.data import read_window
+    from maskgwm.train.batches import read_window
     source, clip, start, n_frames = trainer.samples.clip_of(0)
     frames = read_window(source, clip, start, n_frames, trainer.config.data.width,
                          trainer.config.data.height)[:, 0]

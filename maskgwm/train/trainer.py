@@ -12,7 +12,7 @@ process or several. The contrastive term (Table 3a's z_tau row) with `mask.contr
 = "local"` is an InfoNCE over the local batch, so it depends on the process count; "global"
 gathers every rank's teachers. The EMA of the weights (`optim.ema_decay`, Vista's schedule with
 `optim.ema_warmup`) is what model.pt holds. What a checkpoint holds and how a run
-resumes: `state.py`; its files: `checkpointing.py`; sample videos and model.pt: `outputs.py`.
+resumes: `resume.py`; its files: `checkpoint_files.py`; sample videos and model.pt: `outputs.py`.
 """
 from __future__ import annotations
 
@@ -30,19 +30,19 @@ from evals.atomic import atomic_write_json
 from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.config.schema import OptimConfig, RunConfig
 from maskgwm.model.actions import has_actions
-from maskgwm.model.checkpoint import save_model
+from maskgwm.model.model_file import save_model
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.objective import ObjectiveSettings, training_loss
 from maskgwm.model.presets import get_preset
-from maskgwm.train import checkpointing as ckpt
+from maskgwm.train import checkpoint_files as ckpt
 from maskgwm.train import distributed as dist_
 from maskgwm.train import modelsetup, outputs
-from maskgwm.train.data import (BatchLatents, TrainingSamples, build_sources, make_batches,
+from maskgwm.train.batches import (BatchLatents, TrainingSamples, build_sources, make_batches,
                                 make_latent_cache)
 from maskgwm.train.metrics import (MetricsWriter, Progress, Timer, peak_memory, rates,
                                    read_rows)
 from maskgwm.train.options import TrainOptions, env_path, run_hash, run_identity
-from maskgwm.train.state import CheckpointState
+from maskgwm.train.resume import CheckpointState
 
 
 class LossModule(nn.Module):

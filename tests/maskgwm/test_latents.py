@@ -15,7 +15,7 @@ from maskgwm.config.schema import DataConfig
 from maskgwm.data.latents import LatentCache, frames_stamp, sd3_vae_encoder, vae_encoder_id
 from maskgwm.data.loader import ClipDataset, Source, read_image_file
 from maskgwm.data.manifest import ClipManifest, ClipRecord
-from maskgwm.train.data import BatchLatents, TrainingSamples, collate, make_latent_cache
+from maskgwm.train.batches import BatchLatents, TrainingSamples, collate, make_latent_cache
 
 
 @pytest.fixture(scope="module")

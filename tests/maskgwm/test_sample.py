@@ -12,7 +12,7 @@ from evals.videoset import VideoSet, VideoSetError, write_videoset
 from maskgwm.data.loader import crop_resize
 from maskgwm.generate import clip_seed, generate_clip, model_velocity
 from maskgwm.model.actions import no_actions
-from maskgwm.model.checkpoint import save_model
+from maskgwm.model.model_file import save_model
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.sample import SETTINGS_FILE, merge_videosets, sample_videoset, shard_dir
 

@@ -10,7 +10,7 @@ import torch
 from evals.multiview import group_views, view_clip_id
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter, write_videoset
 from maskgwm.generate import clip_seed, generate_clip, generate_views
-from maskgwm.model.checkpoint import save_model
+from maskgwm.model.model_file import save_model
 from maskgwm.sample import merge_videosets, sample_videoset
 
 STEPS = 2

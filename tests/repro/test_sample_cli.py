@@ -7,7 +7,7 @@ import torch
 
 from evals.videoset import VideoSet, write_videoset
 from maskgwm.config.schema import ModelConfig
-from maskgwm.model.checkpoint import save_model
+from maskgwm.model.model_file import save_model
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.text import TextConditioning
 from repro.samplecmd import default_shard

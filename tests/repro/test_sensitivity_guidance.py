@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from evals.videoset import VideoSet, write_videoset
-from maskgwm.model.checkpoint import save_model
+from maskgwm.model.model_file import save_model
 from maskgwm.model.text import TextConditioning
 from maskgwm.model.vae import SD3VAE
 from maskgwm.sample import SETTINGS_FILE, sample_videoset

@@ -11,7 +11,7 @@ import torch
 
 from maskgwm.config.resolve import resolve_run_config
 from maskgwm.config.schema import RunConfig
-from maskgwm.model.checkpoint import load_model
+from maskgwm.model.model_file import load_model
 from maskgwm.train.options import TrainOptions
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskgwm.model.checkpoint import load_model
+from maskgwm.model.model_file import load_model
 from maskgwm.train import distributed as dist_
-from maskgwm.train.data import frames_for_step
+from maskgwm.train.batches import frames_for_step
 from maskgwm.train.trainer import warmup_factor
 
 SCRIPT = textwrap.dedent("""
@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     if os.environ.get("RANK", "-") == os.environ.get("UNREADABLE_ON_RANK"):   # a read fault
-        import maskgwm.train.checkpointing as ckpt
+        import maskgwm.train.checkpoint_files as ckpt
         def unreadable(*args, **kwargs):
             raise OSError("injected read error")
         ckpt.torch.load = unreadable

@@ -11,8 +11,8 @@ import torch
 from evals.weights import sha256_file
 from maskgwm.config.resolve import resolve_run_config
 from maskgwm.config.schema import OptimConfig
-from maskgwm.model.checkpoint import load_model
-from maskgwm.train.checkpointing import CheckpointMismatchError, list_checkpoints
+from maskgwm.model.model_file import load_model
+from maskgwm.train.checkpoint_files import CheckpointMismatchError, list_checkpoints
 from maskgwm.train.modelsetup import ModelSetupError
 from maskgwm.train.options import run_hash
 from maskgwm.train.trainer import Trainer, ema_decay_at
@@ -194,7 +194,7 @@ def test_compiled_blocks_train_like_eager(tmp_path, kit, monkeypatch):
 
 def test_real_data_roots(tmp_path, kit, monkeypatch):
     from maskgwm.data.synth.opendv_writer import write_synthetic_opendv
-    from maskgwm.train.data import DataSetupError
+    from maskgwm.train.batches import DataSetupError
     monkeypatch.delenv("REPRO_DATA_ROOT", raising=False)
     cfg = kit.config("1a", "no-mr", **{"data.source": "real"})
     with pytest.raises(DataSetupError, match="REPRO_DATA_ROOT"):

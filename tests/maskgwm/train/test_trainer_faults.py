@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskgwm.model.checkpoint import load_model
-from maskgwm.train.checkpointing import CheckpointMismatchError, list_checkpoints
+from maskgwm.model.model_file import load_model
+from maskgwm.train.checkpoint_files import CheckpointMismatchError, list_checkpoints
 from maskgwm.train.outputs import OutputDirError
 from maskgwm.train.trainer import Trainer
 
@@ -127,7 +127,7 @@ def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
         tmp_path, kit, monkeypatch):
     """A full disk inside torch.save (torch says only "unexpected pos"): an error naming the
     file and the free space; no partial file; the checkpoints before it stay readable."""
-    from maskgwm.train import checkpointing
+    from maskgwm.train import checkpoint_files
     cfg = kit.config("1a", "no-mr", **{"stage.steps": 3})
     first = Trainer(cfg, tmp_path, options=kit.options(checkpoint_every=1))
     first.run(lambda: first.step >= 2)
@@ -135,8 +135,8 @@ def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
     def disk_full(payload, handle):
         handle.write(b"partial")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8 vs 0")
-    monkeypatch.setattr(checkpointing.torch, "save", disk_full)
-    with pytest.raises(checkpointing.CheckpointWriteError,
+    monkeypatch.setattr(checkpoint_files.torch, "save", disk_full)
+    with pytest.raises(checkpoint_files.CheckpointWriteError,
                        match=r"cannot write .*step-00000003\.pt .*GiB free"):
         Trainer(cfg, tmp_path, options=kit.options(checkpoint_every=1)).run()
     monkeypatch.undo()
@@ -149,7 +149,7 @@ def test_failed_checkpoint_write_is_a_clear_error_and_keeps_the_older_ones(
         with open(path, "wb") as handle:
             disk_full(None, handle)
     monkeypatch.setattr(trainer_module, "save_model", model_disk_full)
-    with pytest.raises(checkpointing.CheckpointWriteError,
+    with pytest.raises(checkpoint_files.CheckpointWriteError,
                        match=r"cannot write .*model\.pt .*GiB free"):
         Trainer(cfg, tmp_path / "final", options=kit.options()).run()
 

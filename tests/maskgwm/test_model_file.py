@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from maskgwm.config.schema import MaskConfig, ModelConfig
-from maskgwm.model.checkpoint import CheckpointError, load_model, model_checkpoint, save_model
+from maskgwm.model.model_file import CheckpointError, load_model, model_checkpoint, save_model
 from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.presets import get_preset
 from maskgwm.model.text import TextConditioning, TextConditioningError

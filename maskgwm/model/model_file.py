@@ -56,7 +56,7 @@ def save_model(path: str | Path, model: MaskGWMDiT, text: TextConditioning,
 def _read(path: Path, map_location) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint {path} not found (write one with "
-                                f"maskgwm.model.checkpoint.save_model, or train a run)")
+                                f"maskgwm.model.model_file.save_model, or train a run)")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file

@@ -2,7 +2,7 @@
 of `Trainer`): the resume point rank 0 chooses for every rank, AdamW's state keyed by parameter
 name (one format for every strategy and process count), the model (gathered under FSDP), the
 EMA weights, RNG states and the data position; written by rank 0, then pruned to the last k.
-The file format itself is `checkpointing.py`'s.
+The file format itself is `checkpoint_files.py`'s.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from maskgwm.model.checkpoint import model_checkpoint
-from maskgwm.train import checkpointing as ckpt
+from maskgwm.model.model_file import model_checkpoint
+from maskgwm.train import checkpoint_files as ckpt
 from maskgwm.train import distributed as dist_
 
 
@@ -105,7 +105,7 @@ class CheckpointState:
     def _fsdp_payload(self, extra: dict[str, Any]) -> dict[str, Any]:
         import dataclasses
 
-        from maskgwm.model.checkpoint import FORMAT
+        from maskgwm.model.model_file import FORMAT
         return {"format": FORMAT, "preset": self.model.preset.name,
                 "model_config": dataclasses.asdict(self.model.model_config),
                 "mask_config": dataclasses.asdict(self.model.mask_config),
