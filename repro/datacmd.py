@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskgwm.data.sources import read_clips  # noqa: F401 (re-exported: moved to maskgwm.data)
+from maskgwm.data.registry import DATASETS, get_dataset, read_clips
 
-from .evalsets import EVALSET_SOURCES, pick_clips, reader_version, video_count
+from .evalsets import EVALSET_SOURCES, pick_clips, video_count
 
-DATASETS = ("nuscenes", "opendv", "waymo")
+SYNTH_DATASETS = ("nuscenes", "opendv", "waymo")    # the synthetic writers (maskgwm/data/synth)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -57,7 +57,7 @@ def cmd_evalset(args: argparse.Namespace) -> int:
         protocol = protocol.replace(n_clips=args.n_clips)
     dataset, split, n_frames, cond = EVALSET_SOURCES[protocol.name]
     split = args.split or split
-    version = args.version or reader_version(dataset)
+    version = args.version or get_dataset(dataset).eval_version
     clips = pick_clips(read_clips(dataset, Path(args.dataroot), split, n_frames, version),
                        protocol)
     out = Path(args.out)
@@ -77,7 +77,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="synthetic datasets and clip manifests")
     data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data.add_parser("synth", help="write a synthetic driving dataset in a real format")
-    q.add_argument("dataset", choices=DATASETS)
+    q.add_argument("dataset", choices=SYNTH_DATASETS)
     q.add_argument("out")
     q.add_argument("--scenes", type=int, default=2, help="scenes / videos / segments")
     q.add_argument("--seed", type=int, default=0)
@@ -85,7 +85,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seconds", type=float, default=8.0, help="length of each scene")
     q.set_defaults(func=cmd_synth)
     q = data.add_parser("manifest", help="build a clip manifest from a dataset")
-    q.add_argument("dataset", choices=DATASETS + ("nuscenes_mview",))
+    q.add_argument("dataset", choices=list(DATASETS))
     q.add_argument("--dataroot", required=True)
     q.add_argument("--split", required=True, help="e.g. val, mini_val, Train, validation")
     q.add_argument("--frames", type=int, default=25, help="frames per clip")

@@ -8,7 +8,7 @@ concurrent jobs never see half of one (the loser of a race uses the winner's cop
 
 - ci / smoke: the built-in synthetic world, written with the synthetic dataset writers into
   `<workdir>/cache/evalsynth/` and read back through the real readers
-  (`maskgwm.data.sources.read_clips`), so the same code path as real data picks the clips.
+  (`maskgwm.data.registry.read_clips`), so the same code path as real data picks the clips.
 - lite / paper: the protocol's own clips from `REPRO_DATA_ROOT` (or `data_root`); a missing
   dataset folder is an error naming it.
 
@@ -36,6 +36,7 @@ import numpy as np
 
 from evals.protocols import Protocol, get_protocol
 from maskgwm.config import get_scale
+from maskgwm.data.registry import get_dataset, read_clips
 
 # protocol -> (dataset, split, clip length, condition frames)
 EVALSET_SOURCES = {
@@ -46,12 +47,8 @@ EVALSET_SOURCES = {
     "opendv_long": ("opendv", "Val", 157, 3),
 }
 
-DATA_FOLDERS = {"opendv": "opendv", "nuscenes": "nuscenes", "nuscenes_mview": "nuscenes",
-                "waymo": "waymo"}
-"""Dataset -> folder under REPRO_DATA_ROOT (the trainer's layout)."""
 SYNTH_SEED = 7919            # the evaluation world differs from the training world (seed 0..)
 SET_FILE = "evalset.json"
-MVIEW_DATASETS = ("nuscenes_mview",)
 
 
 class EvalSetError(RuntimeError):
@@ -88,7 +85,7 @@ def scaled_protocol(name: str, scale: str) -> Protocol:
                                "fid.frames_per_clip": sizes.fid_frames,
                                "fvd.num_frames": min(sizes.fvd_frames,
                                                      protocol.frames_per_clip)}
-    if protocol.dataset in MVIEW_DATASETS:
+    if get_dataset(protocol.dataset).multi_view:
         changes["n_clips"] = sizes.mview_scenes * len(mview_cameras())
     if protocol.long_horizon is not None:
         spec = protocol.long_horizon
@@ -157,7 +154,7 @@ def pick_clips(clips: list, protocol: Protocol) -> list:
     """`protocol.n_clips` clips: a seeded sample, kept in reader order (as `repro evalset`).
     Multi-view protocols pick scenes: the first clip of each scene, n_clips / 6 of them."""
     wanted = protocol.n_clips
-    if protocol.dataset in MVIEW_DATASETS:
+    if get_dataset(protocol.dataset).multi_view:
         first: dict[str, Any] = {}
         for clip in clips:
             first.setdefault(clip.scene, clip)
@@ -170,12 +167,7 @@ def pick_clips(clips: list, protocol: Protocol) -> list:
 
 def video_count(clips: list, protocol: Protocol) -> int:
     """Videos the picked clips make (6 per multi-view clip)."""
-    return len(clips) * (len(mview_cameras()) if protocol.dataset in MVIEW_DATASETS else 1)
-
-
-def reader_version(dataset: str) -> str:
-    """The version its reader opens for a real evaluation split (also repro/preflight.py)."""
-    return "v1.0-trainval" if dataset.startswith("nuscenes") else "v2"
+    return len(clips) * (len(mview_cameras()) if get_dataset(protocol.dataset).multi_view else 1)
 
 
 def picked_clips(protocol: Protocol, scale: str, workdir: Path,
@@ -189,11 +181,10 @@ def picked_clips(protocol: Protocol, scale: str, workdir: Path,
 
 
 def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]:
-    from maskgwm.data.sources import read_clips
     dataset, split, n_frames = _source(protocol)
     data_root = data_root or (Path(os.environ["REPRO_DATA_ROOT"])
                               if os.environ.get("REPRO_DATA_ROOT") else None)
-    folder = DATA_FOLDERS[dataset]
+    folder = get_dataset(dataset).folder
     if data_root is None:
         raise EvalSetError(f"protocol {protocol.name} scores real {dataset} clips: set "
                            f"REPRO_DATA_ROOT to a folder holding {folder}/")
@@ -201,8 +192,8 @@ def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]
     if not root.is_dir():
         raise EvalSetError(f"{root} is missing: protocol {protocol.name} needs the {dataset} "
                            f"{split} split there (REPRO_DATA_ROOT={data_root})")
-    clips = pick_clips(read_clips(dataset, root, split, n_frames, reader_version(dataset)),
-                       protocol)
+    clips = pick_clips(read_clips(dataset, root, split, n_frames,
+                                  get_dataset(dataset).eval_version), protocol)
     videos = video_count(clips, protocol)
     if videos < protocol.n_clips:
         raise EvalSetError(f"{root}: {videos} videos of {n_frames} frames in {split}, "
@@ -213,8 +204,6 @@ def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]
 def _synthetic_clips(protocol: Protocol, scale: str, cache: Path) -> tuple[list, Path]:
     """Clips of a synthetic dataset written for this (protocol, scale) (repro/evalsynth.py),
     read back through the real reader."""
-    from maskgwm.data.sources import read_clips
-
     from .evalsynth import write_synthetic
     dataset, _, n_frames = _source(protocol)
     root, split, version = write_synthetic(protocol, dataset, n_frames, cache, SYNTH_SEED)
@@ -238,7 +227,7 @@ def _read_frames(root: Path, clip, width: int, height: int, view: int = 0) -> np
 def _videos(protocol: Protocol, clip) -> list[tuple[str, str, int]]:
     """(clip id, source clip, view index) of the videos a clip record makes: one, or one per
     camera `<clip id>/<CAM>` for multi-view protocols (evals/multiview.py)."""
-    if protocol.dataset not in MVIEW_DATASETS:
+    if not get_dataset(protocol.dataset).multi_view:
         return [(clip.clip_id, clip.source or clip.clip_id, 0)]
     from evals.multiview import view_clip_id
     if tuple(clip.views) != mview_cameras():
@@ -262,7 +251,7 @@ def _write_set(folder: Path, protocol: Protocol, scale: str, clips: list, dataro
                                 "frames": len(frames), "cond_frames": protocol.cond_frames,
                                 "fps": clip.fps})
     digest = write_clip_list(folder / "clips.json", protocol.name, entries)
-    views = list(mview_cameras()) if protocol.dataset in MVIEW_DATASETS else None
+    views = list(mview_cameras()) if get_dataset(protocol.dataset).multi_view else None
     (folder / SET_FILE).write_text(json.dumps(
         {"protocol": protocol.name, "scale": scale, "protocol_hash": protocol.hash,
          "protocol_spec": protocol.to_dict(), "clip_list_hash": digest,

@@ -2,7 +2,7 @@
 
 Each protocol's dataset is written once with the synthetic writers of `maskgwm.data.synth`
 into `<cache>/evalsynth/<dataset>-<hash of its spec>/`, in the dataset's real on-disk format, so
-that the real readers (`maskgwm.data.sources.read_clips`) pick the clips exactly as they do on
+that the real readers (`maskgwm.data.registry.read_clips`) pick the clips exactly as they do on
 real data. `write_synthetic(protocol, n_frames, cache, seed)` returns where to read it:
 (root, split, version).
 

@@ -11,7 +11,7 @@ Checked (paths as the jobs resolve them, from the same constants):
   encodes frames with it; maskgwm.train.modelsetup.load_vae); SD3-medium's transformer,
   `.../transformer/` (stage 1a without a parent inflates it; build_model); with
   data.source = "real", each dataset of the stage's data.mix under REPRO_DATA_ROOT
-  (maskgwm.train.batches.REAL_LAYOUT) and the files its reader opens first.
+  (maskgwm.data.registry) and the files its reader opens first.
 - evaluated runs (paper cells; not with REPRO_EVAL=0): the VAE again (sample jobs decode with
   it), the protocol's FID and FVD detector weights in REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS),
   checked against the published hashes with evals.weights (a mismatch is a "wrong file"), and
@@ -32,12 +32,12 @@ is checked.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maskgwm.config import get_scale
+from maskgwm.data.registry import get_dataset
 from maskgwm.config.resolve import STAGES
 
 from .jobs import ResolvedRun
@@ -46,13 +46,6 @@ SD3_REPO = "stabilityai/stable-diffusion-3-medium-diffusers"
 TRANSFORMER_WEIGHTS = ("diffusion_pytorch_model.safetensors",   # diffusers' from_pretrained names
                        "diffusion_pytorch_model.safetensors.index.json",
                        "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
-DATASET_HELP = {
-    "opendv": "OpenDV-2K (OpenDV-YouTube) as DriveAGI's scripts extract it: "
-              "meta/OpenDV-YouTube.json, full_images/ (Train) and val_images/ (Val)",
-    "nuscenes": "nuScenes v1.0-trainval: the v1.0-trainval/ tables, maps/, samples/ and "
-                "sweeps/ (and can_bus/ for actions)",
-    "waymo": "the Waymo Open Dataset v2 validation split: camera_image/<segment>.parquet",
-}
 SHOWN_USERS = 6
 
 
@@ -142,41 +135,12 @@ def _sd3(found: _Found, weights: _Root, component: str, weight_files: tuple[str,
         found.add(f"{what} weights", folder / weight_files[0], fix, user)
 
 
-def _dataset_files(dataset: str, root: Path, split: str, version: str,
-                   present: bool) -> list[tuple[str, Path, str]]:
-    """(what, path, kind) of the files and folders a dataset reader opens first; kind is
-    'file', 'dir' or 'glob'."""
-    if dataset == "opendv":
-        from maskgwm.data.opendv import IMAGE_DIRS, META_PATH
-        return [("OpenDV-2K meta file", root / META_PATH, "file"),
-                (f"OpenDV-2K {split} frames", root / IMAGE_DIRS[split.lower()], "dir")]
-    if dataset == "waymo":
-        from maskgwm.data.waymo import V2_DIR
-        return [(f"Waymo {version} {split} front-camera segments", root / V2_DIR / "*.parquet",
-                 "glob")]
-    from maskgwm.data.nuscenes import TABLES
-    tables = root / version
-    needs = [(f"nuScenes {version} tables", tables, "dir")]
-    if present and tables.is_dir():
-        needs = [(f"nuScenes {version} table {name}", tables / f"{name}.json", "file")
-                 for name in TABLES]
-        try:
-            needs += [("nuScenes map image", root / record["filename"], "file")
-                      for record in json.loads((tables / "map.json").read_text())]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass                    # a missing map.json is listed above; a bad one the reader
-    needs.append(("nuScenes camera keyframes", root / "samples", "dir"))
-    if dataset == "nuscenes":       # single-view clips follow CAM_FRONT through the sweeps
-        needs.append(("nuScenes camera sweeps", root / "sweeps", "dir"))
-    return needs
-
-
-def _dataset(found: _Found, data: _Root, dataset: str, folder: str, split: str, version: str,
+def _dataset(found: _Found, data: _Root, name: str, split: str, version: str,
              user: tuple[str, str]) -> None:
-    root = data / folder
-    help_ = DATASET_HELP["nuscenes" if dataset.startswith("nuscenes") else dataset]
-    fix = f"put {help_} at {root} ({data.setting(folder + '/')})"
-    for what, path, kind in _dataset_files(dataset, root, split, version, data.path is not None):
+    dataset = get_dataset(name)
+    root = data / dataset.folder
+    fix = f"put {dataset.contents} at {root} ({data.setting(dataset.folder + '/')})"
+    for what, path, kind in dataset.first_files(root, split, version, data.path is not None):
         if kind == "file":
             ok = data.is_file(path)
         elif kind == "dir":
@@ -231,11 +195,10 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
     if not get_scale(scale).checked:
         return vista
     from maskgwm.model.vae import WEIGHT_FILES
-    from maskgwm.train.batches import REAL_LAYOUT
     from maskgwm.train.options import env_path
 
     from .eval_job import eval_dir, eval_state
-    from .evalsets import DATA_FOLDERS, EVALSET_SOURCES, SET_FILE, evalset_dir, reader_version
+    from .evalsets import EVALSET_SOURCES, SET_FILE, evalset_dir
     from .runner import run_dir, run_state
     from .submit_eval import evaluated_runs
 
@@ -256,9 +219,9 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
         if config.get("source") != "real":
             continue
         for name, weight in config.get("mix", {}).items():
-            if weight > 0 and name in REAL_LAYOUT:
-                folder, split, version, _ = REAL_LAYOUT[name]
-                _dataset(found, data, name, folder, split, version, user)
+            if weight > 0 and get_dataset(name).train_split is not None:
+                dataset = get_dataset(name)
+                _dataset(found, data, name, dataset.train_split, dataset.train_version, user)
     for run in evaluated_runs(runs) if evaluate else []:
         if workdir is not None and \
                 eval_state(eval_dir(workdir, run.run_id, run.protocol))[0] == "done":
@@ -269,8 +232,7 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
         _detectors(found, run.protocol, detectors, user, verified)
         if workdir is None or not (evalset_dir(workdir, run.protocol, scale) / SET_FILE).is_file():
             dataset, split, _, _ = EVALSET_SOURCES[run.protocol]
-            _dataset(found, data, dataset, DATA_FOLDERS[dataset], split,
-                     reader_version(dataset), user)
+            _dataset(found, data, dataset, split, get_dataset(dataset).eval_version, user)
     return vista + list(found.items.values())
 
 

@@ -35,22 +35,12 @@ from maskgwm.config.schema import DataConfig, content_hash
 from maskgwm.data.latents import LatentCache, frames_stamp, vae_encoder_id
 from maskgwm.data.loader import ClipDataset, Source, crop_resize
 from maskgwm.data.manifest import ClipManifest, ClipRecord
-from maskgwm.data.sources import read_clips
+from maskgwm.data.registry import DATASETS, get_dataset, read_clips
 from maskgwm.model.actions import action_values
 
-DATASETS = ("opendv", "nuscenes", "nuscenes_mview")
+TRAIN_DATASETS = tuple(d.name for d in DATASETS.values() if d.train_split is not None)
 SYNTH_VERSION = 1
 SYNTH_NUSCENES_SCENES = ("scene-0061", "scene-0553", "scene-0655")   # nuScenes mini_train
-REAL_LAYOUT = {
-    "opendv": ("opendv", "Train", "v1", "OpenDV-2K (OpenDV-YouTube) as DriveAGI extracts it: "
-               "meta/OpenDV-YouTube.json and full_images/<youtuber>/<videoid>/*.jpg"),
-    "nuscenes": ("nuscenes", "train", "v1.0-trainval", "nuScenes v1.0-trainval: the "
-                 "v1.0-trainval/ tables, samples/ and sweeps/ (and can_bus/ for actions)"),
-    "nuscenes_mview": ("nuscenes", "train", "v1.0-trainval", "nuScenes v1.0-trainval: the "
-                       "v1.0-trainval/ tables and samples/ of all six cameras"),
-}
-
-
 class DataSetupError(RuntimeError):
     """Training data that cannot be found or built; the message says what to put where."""
 
@@ -112,7 +102,8 @@ def ensure_synthetic(name: str, data: DataConfig, seed: int, cache_root: Path,
 
 # ---------------------------------------------------------------------- sources
 def real_root(name: str, data_root: Path | None) -> Path:
-    folder, _, _, what = REAL_LAYOUT[name]
+    dataset = get_dataset(name)
+    folder, what = dataset.folder, dataset.contents
     if data_root is None:
         raise DataSetupError(f"data.source = 'real' needs a data root (--data-root or "
                              f"REPRO_DATA_ROOT) holding {folder}/: {what}")
@@ -126,10 +117,10 @@ def real_root(name: str, data_root: Path | None) -> Path:
 def build_sources(data: DataConfig, seed: int, data_root: Path | None, cache_root: Path,
                   log: Callable[[str], None] = print) -> list[Source]:
     """One Source per dataset of data.mix with a positive weight, through the real readers."""
-    unknown = sorted(set(data.mix) - set(DATASETS))
+    unknown = sorted(set(data.mix) - set(TRAIN_DATASETS))
     if unknown:
         raise DataSetupError(f"data.mix names unknown datasets {unknown} (known: "
-                             f"{', '.join(DATASETS)})")
+                             f"{', '.join(TRAIN_DATASETS)})")
     sources = []
     for name, weight in data.mix.items():
         if weight <= 0:
@@ -141,7 +132,7 @@ def build_sources(data: DataConfig, seed: int, data_root: Path | None, cache_roo
             version = "v1" if name == "opendv" else "v1.0-mini"
         else:
             root = real_root(name, data_root)
-            _, split, version, _ = REAL_LAYOUT[name]
+            split, version = get_dataset(name).train_split, get_dataset(name).train_version
         if data.source == "synthetic" and name != "opendv":   # only the scenes written
             clips = synthetic_nuscenes_clips(name, root, longest)
         else:
