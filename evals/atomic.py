@@ -1,7 +1,8 @@
-"""Atomic file writes: a temporary file in the target's folder, fsync, then rename.
+"""File I/O for the whole suite (evals, maskgwm and repro use it): atomic writes (a temporary
+file in the target's folder, fsync, then rename) and JSON reads whose errors say the fix.
 
 A reader sees the old file or the new one, never half of one; an interrupted write leaves
-no partial file behind.
+no partial file behind; a folder that cannot be written is an `UnwritableError` naming it.
 """
 from __future__ import annotations
 
@@ -30,10 +31,28 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path) as handle:
-        handle.write(text)
+class UnwritableError(OSError):
+    """A file that cannot be written; the message names it and, with a hint, what to do."""
 
 
-def atomic_write_json(path: str | Path, data: Any, **dump_options: Any) -> None:
-    atomic_write_text(path, json.dumps(data, **{"indent": 1, **dump_options}) + "\n")
+def atomic_write_text(path: str | Path, text: str, hint: str = "") -> None:
+    try:
+        with atomic_open(path) as handle:
+            handle.write(text)
+    except OSError as err:
+        raise UnwritableError(f"cannot write {path}: {err.strerror or err}"
+                              + (f"; {hint}" if hint else "")) from None
+
+
+def atomic_write_json(path: str | Path, data: Any, hint: str = "", **dump_options: Any) -> None:
+    atomic_write_text(path, json.dumps(data, **{"indent": 1, **dump_options}) + "\n", hint)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in `path`; a cut-short or edited file is a ValueError saying the fix."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): it was cut short or edited; "
+                         "restore it, or delete it and submit the target again") from None

@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections import defaultdict
 
+from evals.atomic import UnwritableError
 from maskgwm.config import SCALES, ConfigError
 from maskgwm.train import cli as train_cli
 from maskgwm.train.options import STRATEGIES
 
 from .datacmd import add_parsers as add_data_parsers
 from .evalcmd import add_parsers as add_eval_parsers
-from .fsio import UnwritableError
 from .jobs import (JobFileError, UnknownTarget, default_scale, load_all_targets, load_target,
                    resolve_target)
 from .paths import work_dir

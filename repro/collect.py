@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.atomic import atomic_write_text
 from evals.protocols import result_fvd_flavour
 
-from .fsio import atomic_write_text
 from .jobs import ResolvedRun, Target, resolve_target
 from .paths import results_dir, work_dir
 

@@ -41,10 +41,10 @@ from typing import Any
 
 import submitit
 
+from evals.atomic import atomic_write_json, read_json
 from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.config import content_hash, get_scale
 
-from .fsio import atomic_write_json, read_json
 from .records import EvalRecord, RunRecord, VistaFields
 from .runner import _now, _provenance, git_commit, run_dir, run_state
 

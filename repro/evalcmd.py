@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .fsio import atomic_write_text
+from evals.atomic import atomic_write_text
+
 from .samplecmd import add_vae_options
 
 

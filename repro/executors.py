@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsio import atomic_write_json, read_json
+from evals.atomic import atomic_write_json, read_json
+
 from .jobs import ResolvedRun
 
 CLUSTERS = ("local", "slurm", "debug")

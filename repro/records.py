@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fsio import atomic_write_json, read_json
+from evals.atomic import atomic_write_json, read_json
+
 
 SCHEMA_VERSION = 1
 

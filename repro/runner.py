@@ -21,10 +21,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from evals.atomic import atomic_write_json, read_json
 from evals.commit import git_commit as commit_of
 from maskgwm.config.resolve import STAGES
 
-from .fsio import atomic_write_json, read_json
 from .paths import repo_root
 from .records import RunRecord
 from .training import JobRequeued, run_training

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .fsio import read_json
+from evals.atomic import read_json
+
 from .runner import process_alive, run_dir, run_state
 from .executors import slurm_states, targets_of
 

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from evals.atomic import atomic_write_json
 from maskgwm.config import get_scale
 
 from .estimate import sampling_gpu_hours, training_gpu_hours
 from .executors import (CLUSTERS, Submitted, add_target, check_slurm, make_executor,
                         previous_job, sbatch_options, slurm_states, wait_run)
-from .fsio import atomic_write_json
 from .jobs import ResolvedRun, Target, resolve_target
 from .records import RunRecord, write_record
 from .preflight import check_inputs, warn_missing

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evals.atomic import atomic_write_json
 from maskgwm.config.resolve import STAGES
 
 from .executors import (Submitted, add_target, make_executor, previous_job, slurm_states,
                         wait_job, wait_run)
 from .collect import current_protocol_hash
-from .fsio import atomic_write_json
 from .jobs import ResolvedRun
 from .records import RunRecord, write_record
 from .runner import run_dir, run_state, wait_for_earlier_job

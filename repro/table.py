@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from evals.atomic import atomic_write_text
 from evals.protocols import (FVD_FLAVOURS, PAPER_FVD_DETECTOR, PAPER_FVD_NOTE, fvd_flavour,
                              get_protocol)
 
 from . import paper
-from .fsio import atomic_write_text
 from .jobs import Target
 from .paths import results_dir
 

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..fsio import atomic_write_json
+from evals.atomic import atomic_write_json
+
 
 ANNO, DATA = "annos/nuScenes_val.json", "data/nuscenes"
 INDEX_MAP, EXPORT_FILE = "index_map.json", "export.json"

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fsio import atomic_write_json
+from evals.atomic import atomic_write_json
+
 from .checkout import CONFIG, DEFAULT_CKPT, SCRIPT
 from .export import ANNO, DATA, INDEX_MAP, VISTA_WINDOW, frames_written
 
