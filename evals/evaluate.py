@@ -10,7 +10,7 @@ the feature-level inputs hashes, the frame sizes [H, W] seen in the generated an
 clips (`generated.frame_sizes`, `reference.frame_sizes`: every distinct size; the protocol resizes
 both to the detector's input), the FVD's flavour (`fvd_flavour`: detector, tag, name, note;
 evals.protocols.FVD_FLAVOURS), and per measurement point FID, FVD (with its flavour's name) and
-KID with intervals.
+KID with intervals (evals/metrics.py). Features travel as typed parts (evals/parts.py).
 """
 from __future__ import annotations
 
@@ -24,14 +24,13 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_json
-from .bootstrap import bootstrap_frechet
 from .cliplist import read_clip_list
 from .commit import git_commit
 from .extractors import RANDOM_WEIGHTS_LABEL, build_extractors
-from .frechet import frechet_from_stats, kid
-from .pipeline import (BundleError, check_shards, clip_order_hash, detector_identity, extract,
-                       frame_sizes, load_bundle, merge_frame_sizes, merge_parts, save_bundle,
-                       set_fingerprint, shard_part)
+from .metrics import score_point
+from .parts import BundleError, Parts, load_bundle, merge_parts, save_bundle, shard_part, side_parts
+from .pipeline import (check_shards, clip_order_hash, detector_identity, extract,
+                       merge_frame_sizes, set_fingerprint)
 from .protocols import Protocol, flavour_record, result_fvd_flavour
 from .videoset import VideoSet, VideoSetError
 
@@ -57,7 +56,7 @@ def _clip_order(generated: VideoSet, clip_list: Path | None) -> tuple[list[str],
 
 def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], extractors,
                      detectors: list[dict], shard: tuple[int, int], cache_dir: Path | None,
-                     progress: bool) -> tuple[dict, dict[str, Any]]:
+                     progress: bool) -> tuple[Parts, dict[str, Any]]:
     """Reference features from a bundle folder, the cache, or by extraction (then cached).
     Detectors are compared by identity: a bundle made with the same weights stored elsewhere
     serves."""
@@ -69,7 +68,7 @@ def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], e
             raise BundleError(f"{reference}: reference statistics were made with another "
                               "protocol, clip order or detector; recompute them")
         held = tuple(meta["shard"])
-        refs = {k: v for k, v in parts.items() if "-ref-" in k}
+        refs = side_parts(parts, "ref")
         if held == tuple(shard):
             return refs, meta["reference"]
         if held == (0, 1):     # the whole reference: this shard's clips
@@ -86,17 +85,15 @@ def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], e
     if cached is not None and (cached / "bundle.json").exists():
         meta, parts = load_bundle(cached)
         return parts, {**info, "frame_sizes": meta["reference"].get("frame_sizes")}
-    collectors = extract(protocol, {"ref": videoset}, clip_ids, extractors, shard, progress)
-    info["frame_sizes"] = frame_sizes(collectors, "ref")
+    extraction = extract(protocol, {"ref": videoset}, clip_ids, extractors, shard, progress)
+    info["frame_sizes"] = extraction.frame_sizes["ref"]
     meta = {"kind": "reference", "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
             "clip_order_hash": clip_order_hash(clip_ids), "detectors": detectors,
             "shard": list(shard), "reference": info}
     if cached is not None:
-        save_bundle(cached, meta, collectors)
+        save_bundle(cached, meta, extraction.parts)
         return load_bundle(cached)[1], info
-    return {f"p{p}-{s}-{m}": {"stats": c.stats, "raw": np.concatenate(c.raw),
-                              "clips": np.concatenate(c.clips)}
-            for (p, s, m), c in collectors.items()}, info
+    return extraction.parts, info
 
 
 def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, out: str | Path,
@@ -122,44 +119,22 @@ def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, o
     ref_parts, ref_info = _reference_parts(protocol, Path(reference), clip_ids, (fid_x, fvd_x),
                                            detectors, shard, Path(cache_dir) if cache_dir else None,
                                            progress)
-    collectors = extract(protocol, {"gen": gen}, clip_ids, (fid_x, fvd_x), shard, progress)
+    extraction = extract(protocol, {"gen": gen}, clip_ids, (fid_x, fvd_x), shard, progress)
     meta = {"kind": "evaluation", "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
             "clip_order_hash": clip_order_hash(clip_ids), "clip_list_hash": list_hash,
             "n_clips": len(clip_ids), "detectors": detectors, "shard": list(shard),
             "generated": {"path": str(generated), "fingerprint": set_fingerprint(gen),
-                          "frame_sizes": frame_sizes(collectors, "gen")},
+                          "frame_sizes": extraction.frame_sizes["gen"]},
             "reference": ref_info, "git_commit": git_commit(),
             "measurement_points": protocol.measurement_points()}
-    gen_parts = {f"p{p}-{s}-{m}": {"stats": c.stats, "raw": np.concatenate(c.raw),
-                                   "clips": np.concatenate(c.clips)}
-                 for (p, s, m), c in collectors.items()}
+    parts = {**extraction.parts, **ref_parts}
     if shard[1] > 1:
         folder = shard_dir(out, shard)
-        save_bundle(folder, meta, {**_as_collectors(gen_parts), **_as_collectors(ref_parts)})
+        save_bundle(folder, meta, parts)
         return folder
-    result = compute_result(meta, {**gen_parts, **ref_parts})
+    result = compute_result(protocol, parts, meta)
     atomic_write_json(out, result, default=float)
     return result
-
-
-class _Saved:
-    """Adapter so loaded parts can be saved again as a bundle."""
-
-    def __init__(self, part: dict[str, Any]):
-        self.stats, self.raw, self.clips = part["stats"], [part["raw"]], [part["clips"]]
-
-    def save(self, folder: Path, stem: str) -> None:
-        self.stats.save(folder / f"{stem}.npz")
-        np.save(folder / f"{stem}-raw.npy", self.raw[0])
-        np.save(folder / f"{stem}-clips.npy", self.clips[0])
-
-
-def _as_collectors(parts: dict[str, dict[str, Any]]) -> dict[tuple[int, str, str], _Saved]:
-    keys = {}
-    for stem, part in parts.items():
-        point, side, metric = stem.split("-")
-        keys[(int(point[1:]), side, metric)] = _Saved(part)
-    return keys
 
 
 def merge_shards(out: str | Path, shard_dirs: list[Path] | None = None) -> dict[str, Any]:
@@ -175,51 +150,34 @@ def merge_shards(out: str | Path, shard_dirs: list[Path] | None = None) -> dict[
     for side in ("generated", "reference"):
         meta[side] = {**metas[0][side],
                       "frame_sizes": merge_frame_sizes([m[side] for m in metas])}
-    result = compute_result(meta, merge_parts([parts for _, parts in loaded]))
+    protocol = Protocol.from_dict(meta["protocol"])
+    if protocol.hash != meta["protocol_hash"]:
+        raise BundleError(f"{dirs[0]}: its protocol reads back with hash {protocol.hash}, not "
+                          f"{meta['protocol_hash']}; another version of evals wrote it, rerun "
+                          "the shards")
+    result = compute_result(protocol, merge_parts([parts for _, parts in loaded]), meta)
     atomic_write_json(out, result, default=float)
     return result
 
 
-def _interval(gen, ref, spec: dict[str, Any], seed: int) -> dict[str, Any]:
-    if spec["n_boot"] == 0:
-        return {"value": frechet_from_stats(gen, ref), "low": None, "high": None, "std": None,
-                "n_boot": 0, "level": spec["level"]}
-    interval = bootstrap_frechet(gen, ref, n_boot=spec["n_boot"], seed=seed, level=spec["level"])
-    return {"value": interval.value, "low": interval.low, "high": interval.high,
-            "std": interval.std, "n_boot": interval.n_boot, "level": spec["level"]}
-
-
-def _kid(gen_raw: np.ndarray, ref_raw: np.ndarray, spec: dict[str, Any], seed: int) -> dict:
-    size = min(spec["subset_size"], len(gen_raw), len(ref_raw))
-    mean, std = kid(gen_raw.astype(np.float64), ref_raw.astype(np.float64), size,
-                    spec["subsets"], seed)
-    return {"mean": mean, "std": std, "subset_size": size, "subsets": spec["subsets"],
-            "subset_size_reduced": size < spec["subset_size"]}
-
-
-def compute_result(meta: dict[str, Any], parts: dict[str, Any]) -> dict[str, Any]:
-    spec = meta["protocol"]
-    flavour = flavour_record(spec["fvd"]["detector"])
-    points = []
-    n_points = len({stem.split("-")[0] for stem in parts})
-    for p in range(n_points):
-        row: dict[str, Any] = {"point": p}
-        for metric in ("fid", "fvd"):
-            gen, ref = parts[f"p{p}-gen-{metric}"], parts[f"p{p}-ref-{metric}"]
-            row[metric] = {**_interval(gen["stats"], ref["stats"], spec["bootstrap"],
-                                       spec["seed"] + p), "n": int(gen["stats"].count)}
-            row[f"kid_{metric}"] = _kid(gen["raw"], ref["raw"], spec["kid"], spec["seed"] + p)
-            row[f"inputs_hash_{metric}"] = {"gen": gen["stats"].inputs_hash,
-                                            "ref": ref["stats"].inputs_hash}
-        row["fvd"]["flavour"] = flavour["name"]
-        points.append(row)
-    for row, (frames, seconds) in zip(points, meta["measurement_points"]):
+def compute_result(protocol: Protocol, parts: Parts, record: dict[str, Any]) -> dict[str, Any]:
+    """The result of scoring `parts` under `protocol`. `record` (a bundle's meta: clip order,
+    detectors, sets, shard) is copied into the result; its detectors decide the label."""
+    if record.get("protocol_hash", protocol.hash) != protocol.hash:
+        raise ValueError(f"record of protocol {record['protocol_hash']}, scored under "
+                         f"{protocol.hash}")
+    n_points = len({key.point for key in parts})
+    points = [score_point(protocol, parts, p) for p in range(n_points)]
+    for row, (frames, seconds) in zip(points, protocol.measurement_points()):
         row.update(frames=frames, seconds=seconds)
-    random = any(d["random_weights"] for d in meta["detectors"])
+    random = any(d["random_weights"] for d in record["detectors"])
+    rest = {k: v for k, v in record.items()
+            if k not in ("kind", "measurement_points", "protocol", "protocol_hash",
+                         "schema_version")}
     return {"schema_version": RESULT_SCHEMA,
-            **{k: v for k, v in meta.items() if k not in ("kind", "measurement_points")},
+            "protocol": protocol.to_dict(), "protocol_hash": protocol.hash, **rest,
             "label": RANDOM_WEIGHTS_LABEL if random else "",
-            "fvd_flavour": flavour,
+            "fvd_flavour": flavour_record(protocol.fvd.detector),
             "points": points, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
             "versions": {"python": platform.python_version(), "numpy": np.__version__}}
 

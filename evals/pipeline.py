@@ -1,12 +1,11 @@
-"""Stream a generated and a reference video set through the detectors into feature bundles.
+"""Stream a generated and a reference video set through the detectors into evaluation parts.
 
-A bundle is a folder: `bundle.json` (protocol, clip order, shard, detectors, inputs) and, per
-measurement point k, side (gen/ref) and metric (fid/fvd), `p{k}-{side}-{metric}.npz`
-(FeatureStats) and `...-raw.npy` / `...-clips.npy` (features and their clip indices, for KID).
-Shards (`shard=(i, n)` takes clips i, i + n, ...) write bundles that `merge_parts` joins into
-exactly the single-pass result. Reference features are cached by a fingerprint of the reference
-set's clip files, the protocol and the detectors' identity (not their weights' path), so a
-reference is extracted once. Bundle metas record the frame sizes [H, W] each side's clips had.
+`extract` gives one `Part` (evals/parts.py) per measurement point k, side (gen/ref) and metric
+(fid/fvd): FeatureStats plus raw features and their clip indices, for KID. Shards
+(`shard=(i, n)` takes clips i, i + n, ...) write bundles that `merge_parts` joins into exactly
+the single-pass result. Reference features are cached by a fingerprint of the reference set's
+clip files, the protocol and the detectors' identity (not their weights' path), so a reference
+is extracted once. Bundle metas record the frame sizes [H, W] each side's clips had.
 
 Bootstrap blocks (evals/stats.py) follow `block_groups`, a function of the protocol and the clip
 order alone, so gen and ref, every shard, and a cached reference (keyed by protocol hash and
@@ -16,12 +15,9 @@ of its scene in order of first appearance, so the views of a scene share a block
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -30,17 +26,10 @@ from tqdm import tqdm
 
 from .frames import fid_frames, frames_needed, fvd_frames
 from .multiview import scene_groups
+from .parts import METRICS, BundleError, Part, PartKey, Parts
 from .protocols import Protocol
 from .stats import FeatureStats
 from .videoset import ClipEntry, VideoSet, VideoSetError
-
-SCHEMA_VERSION = 1
-SIDES = ("gen", "ref")
-METRICS = ("fid", "fvd")
-
-
-class BundleError(ValueError):
-    pass
 
 
 def set_fingerprint(videoset: VideoSet) -> str:
@@ -79,13 +68,6 @@ def detector_identity(detectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{key: d.get(key) for key in DETECTOR_IDENTITY_KEYS} for d in detectors]
 
 
-def frame_sizes(collectors: dict[tuple[int, str, str], "_Collector"], side: str
-                ) -> list[list[int]]:
-    """Every distinct frame size [H, W] of the clips `extract` read for `side`, sorted."""
-    sizes = set().union(*(c.frame_sizes for (_, s, _), c in collectors.items() if s == side))
-    return [list(size) for size in sorted(sizes)]
-
-
 def merge_frame_sizes(records: list[dict[str, Any]]) -> list[list[int]] | None:
     """The union of the shards' `frame_sizes` for one side; None where a shard (written before
     sizes were recorded) does not say."""
@@ -106,12 +88,11 @@ def block_groups(protocol: Protocol, clip_ids: list[str]) -> list[int]:
     return list(range(len(clip_ids)))
 
 
-class _Collector:
-    """Stats and raw features of one side/metric at one point."""
+class _PartBuilder:
+    """Collects one part's features, clip by clip."""
 
     def __init__(self, blocks: int):
         self.blocks, self.stats, self.raw, self.clips = blocks, None, [], []
-        self.frame_sizes: set[tuple[int, int]] = set()    # (H, W) of the clips read
 
     def add(self, features: np.ndarray, clip_index: int, group: int, source: str) -> None:
         if self.stats is None:
@@ -120,10 +101,15 @@ class _Collector:
         self.raw.append(features.astype(np.float32))
         self.clips.append(np.full(len(features), clip_index, dtype=np.int64))
 
-    def save(self, folder: Path, stem: str) -> None:
-        self.stats.save(folder / f"{stem}.npz")
-        np.save(folder / f"{stem}-raw.npy", np.concatenate(self.raw))
-        np.save(folder / f"{stem}-clips.npy", np.concatenate(self.clips))
+    def part(self) -> Part:
+        return Part(self.stats, np.concatenate(self.raw), np.concatenate(self.clips))
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What `extract` read: one part per (point, side, metric) and each side's frame sizes."""
+    parts: Parts
+    frame_sizes: dict[str, list[list[int]]]   # side -> every distinct [H, W] read, sorted
 
 
 def _prefetch(read: Callable[[ClipEntry], np.ndarray], entries: list[ClipEntry],
@@ -147,7 +133,7 @@ def _check_clip(frames: np.ndarray, entry: ClipEntry, need: int, where: str) -> 
 
 def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
             extractors: tuple[Callable, Callable], shard: tuple[int, int] = (0, 1),
-            progress: bool = True, chunk: int = 8) -> dict[tuple[int, str, str], _Collector]:
+            progress: bool = True, chunk: int = 8) -> Extraction:
     """Features of the shard's clips for each side in `sets` ('gen' and/or 'ref')."""
     fid_x, fvd_x = extractors
     index, count = shard
@@ -155,8 +141,9 @@ def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
     groups = block_groups(protocol, clip_ids)
     points = range(len(protocol.measurement_points()))
     need = frames_needed(protocol)
-    out = {(p, side, m): _Collector(protocol.bootstrap.blocks)
+    out = {PartKey(p, side, m): _PartBuilder(protocol.bootstrap.blocks)
            for p in points for side in sets for m in METRICS}
+    sizes: dict[str, set[tuple[int, int]]] = {side: set() for side in sets}
     for side, videoset in sets.items():
         entries = [videoset.clip(cid) for _, cid in mine]
         if side == "gen":
@@ -171,20 +158,20 @@ def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
             batch = [(ci, cid, next(clips)) for ci, cid in mine[start:start + chunk]]
             for clip_index, clip_id, frames in batch:
                 _check_clip(frames, videoset.clip(clip_id), need, str(videoset.root))
-                for p in points:
-                    for m in METRICS:
-                        out[(p, side, m)].frame_sizes.add(tuple(frames.shape[1:3]))
+                sizes[side].add(tuple(frames.shape[1:3]))
             for p in points:
-                _add_chunk(out[(p, side, "fid")], fid_x, batch, groups, str(videoset.root),
-                           lambda ci, fr: fr[fid_frames(protocol, ci, p)])
-                _add_chunk(out[(p, side, "fvd")], fvd_x, batch, groups, str(videoset.root),
-                           lambda ci, fr: fr[fvd_frames(protocol, ci, p)][None])
+                _add_chunk(out[PartKey(p, side, "fid")], fid_x, batch, groups,
+                           str(videoset.root), lambda ci, fr: fr[fid_frames(protocol, ci, p)])
+                _add_chunk(out[PartKey(p, side, "fvd")], fvd_x, batch, groups,
+                           str(videoset.root), lambda ci, fr: fr[fvd_frames(protocol, ci, p)][None])
             bar.update(len(batch))
         bar.close()
-    return out
+    return Extraction({key: builder.part() for key, builder in out.items()},
+                      {side: [list(size) for size in sorted(held)]
+                       for side, held in sizes.items()})
 
 
-def _add_chunk(collector: _Collector, extractor: Callable, batch: list, groups: list[int],
+def _add_chunk(builder: _PartBuilder, extractor: Callable, batch: list, groups: list[int],
                root: str, select: Callable[[int, np.ndarray], np.ndarray]) -> None:
     """One detector call for a chunk of clips (per clip where frame sizes differ)."""
     pieces = [select(clip_index, frames) for clip_index, _, frames in batch]
@@ -194,77 +181,7 @@ def _add_chunk(collector: _Collector, extractor: Callable, batch: list, groups: 
     else:
         features = [extractor(piece) for piece in pieces]
     for (clip_index, clip_id, _), feats in zip(batch, features):
-        collector.add(feats, clip_index, groups[clip_index], f"{root}/{clip_id}")
-
-
-def save_bundle(folder: Path, meta: dict[str, Any],
-                collectors: dict[tuple[int, str, str], _Collector]) -> None:
-    """Write atomically: into a temporary folder, then rename."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        for (p, side, metric), collector in collectors.items():
-            collector.save(staging, f"p{p}-{side}-{metric}")
-        (staging / "bundle.json").write_text(json.dumps(
-            {**meta, "schema_version": SCHEMA_VERSION,
-             "parts": sorted({f"p{p}-{s}-{m}" for p, s, m in collectors})}, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def load_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(meta, parts) where parts[stem] = {"stats", "raw", "clips"}."""
-    folder = Path(folder)
-    try:
-        meta = json.loads((folder / "bundle.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise BundleError(f"{folder}: not a feature bundle ({err})") from None
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"{folder}: bundle schema {meta.get('schema_version')!r}, "
-                          f"expected {SCHEMA_VERSION}")
-    parts = {}
-    for stem in meta["parts"]:
-        parts[stem] = {"stats": FeatureStats.load(folder / f"{stem}.npz"),
-                       "raw": np.load(folder / f"{stem}-raw.npy"),
-                       "clips": np.load(folder / f"{stem}-clips.npy")}
-    return meta, parts
-
-
-def shard_part(part: dict[str, Any], shard: tuple[int, int]) -> dict[str, Any]:
-    """The clips of `shard` (i, i + n, ...) of a whole part, as extracting only them gives
-    (each clip keeps its group, so its block)."""
-    index, count = shard
-    keep = part["clips"] % count == index
-    whole = part["stats"]
-    group_of = dict(zip(whole.clip_indices.tolist(), whole.clip_groups.tolist()))
-    stats = FeatureStats(whole.dim, whole.n_blocks, whole.metadata)
-    for clip in np.unique(part["clips"][keep]):
-        stats.update(part["raw"][part["clips"] == clip], int(clip), group=group_of[int(clip)])
-    return {"stats": stats, "raw": part["raw"][keep], "clips": part["clips"][keep]}
-
-
-def merge_parts(parts_list: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Join shard parts: stats merged, raw features ordered by clip index. Shards hold
-    disjoint clips; a clip in two of them is an error (it would count twice)."""
-    merged: dict[str, dict[str, Any]] = {}
-    for stem in parts_list[0]:
-        pieces = [parts[stem] for parts in parts_list]
-        held = [np.unique(p["clips"]) for p in pieces]
-        if sum(len(h) for h in held) != len(np.unique(np.concatenate(held))):
-            raise BundleError(f"{stem}: some clips are in more than one shard; each clip "
-                              "must be scored by exactly one shard")
-        stats = pieces[0]["stats"]
-        for piece in pieces[1:]:
-            stats = stats.merge(piece["stats"])
-        clips = np.concatenate([p["clips"] for p in pieces])
-        order = np.argsort(clips, kind="stable")
-        merged[stem] = {"stats": stats, "clips": clips[order],
-                        "raw": np.concatenate([p["raw"] for p in pieces])[order]}
-    return merged
+        builder.add(feats, clip_index, groups[clip_index], f"{root}/{clip_id}")
 
 
 def check_shards(metas: list[dict[str, Any]], where: list[str]) -> None:

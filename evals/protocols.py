@@ -157,6 +157,15 @@ class Protocol:
                 del data[section][key]
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Protocol":
+        """The protocol `to_dict` gave (a bundle's or result's); fields left out take their
+        defaults."""
+        sections = {"fid": FIDSpec, "fvd": FVDSpec, "kid": KIDSpec, "bootstrap": BootstrapSpec,
+                    "long_horizon": LongHorizonSpec}
+        return cls(**{key: sections[key](**value) if key in sections and value is not None
+                      else value for key, value in data.items()})
+
     @property
     def hash(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -1,7 +1,7 @@
 """Sufficient statistics of a feature set (count, sum, sum of outer products) in float64.
 
 `FeatureStats` accumulates what FID/FVD need, shard by shard, and keeps blocks of clips for the
-bootstrap (evals/bootstrap.py): the frames of clip `i` (its index in the evaluation's global
+bootstrap (evals/resampling.py): the frames of clip `i` (its index in the evaluation's global
 clip list, not a shard-local one) always go to block `g % n_blocks`, where `g` is the clip's
 group: `i` itself unless `update` is given another (multi-view sets pass the index of the
 clip's scene, so all views of a scene share a block; evals/pipeline.py). `clip_groups` records

@@ -10,7 +10,8 @@ import pytest
 from evals.evaluate import evaluate, merge_shards
 from evals.extractors import DetectorInfo
 from evals.multiview import view_clip_id
-from evals.pipeline import extract, load_bundle, merge_parts, shard_part
+from evals.parts import PartKey, load_bundle, merge_parts, shard_part
+from evals.pipeline import extract
 from evals.protocols import get_protocol
 from evals.videoset import VideoSet, write_videoset
 
@@ -70,17 +71,11 @@ def _open(sets):
             "ref": VideoSet.open(sets / "ref", cond_frames=0, fps=PROTOCOL.fps)}
 
 
-def _parts(collectors) -> dict:
-    return {f"p{p}-{s}-{m}": {"stats": c.stats, "raw": np.concatenate(c.raw),
-                              "clips": np.concatenate(c.clips)}
-            for (p, s, m), c in collectors.items()}
-
-
 def test_views_of_a_scene_share_a_block(sets):
     """Block b holds exactly the frames of scenes s with s % BLOCKS == b, all their views."""
-    for key, collector in extract(PROTOCOL, _open(sets), CLIP_IDS, EXTRACTORS[:2],
-                                  progress=False).items():
-        stats = collector.stats
+    for key, part in extract(PROTOCOL, _open(sets), CLIP_IDS, EXTRACTORS[:2],
+                             progress=False).parts.items():
+        stats = part.stats
         scene_rows = stats.block_sum[:, :N_SCENES]      # rows of each scene in each block
         for scene in range(N_SCENES):
             holding = np.flatnonzero(scene_rows[:, scene]).tolist()
@@ -91,7 +86,7 @@ def test_views_of_a_scene_share_a_block(sets):
 def test_single_view_protocols_keep_one_block_per_clip_index(sets):
     protocol = PROTOCOL.replace(**{"bootstrap.unit": "clip"})
     stats = extract(protocol, _open(sets), CLIP_IDS, EXTRACTORS[:2],
-                    progress=False)[(0, "gen", "fvd")].stats
+                    progress=False).parts[PartKey(0, "gen", "fvd")].stats
     assert stats.clip_groups.tolist() == list(range(len(CLIP_IDS)))
     assert np.count_nonzero(stats.block_sum[:, 0]) == min(len(VIEWS), BLOCKS)  # scene 0 split
 
@@ -103,27 +98,27 @@ def test_a_clip_id_without_a_view_is_refused_under_scene_blocks(sets):
 
 def _assert_same_parts(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for stem in a:
-        x, y = a[stem]["stats"], b[stem]["stats"]
-        np.testing.assert_array_equal(x.block_count, y.block_count, err_msg=stem)
+    for key in a:
+        x, y = a[key].stats, b[key].stats
+        np.testing.assert_array_equal(x.block_count, y.block_count, err_msg=key.file_stem)
         np.testing.assert_allclose(x.block_sum, y.block_sum, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(x.block_outer_lower, y.block_outer_lower, rtol=1e-12,
                                    atol=1e-12)
         np.testing.assert_array_equal(x.clip_indices, y.clip_indices)
         np.testing.assert_array_equal(x.clip_groups, y.clip_groups)
         assert x.inputs_hash == y.inputs_hash
-        np.testing.assert_array_equal(a[stem]["clips"], b[stem]["clips"])
+        np.testing.assert_array_equal(a[key].clips, b[key].clips)
 
 
 @pytest.mark.parametrize("n_shards", [2, 4])
 def test_shards_and_sharded_reference_merge_to_the_single_pass_blocks(sets, n_shards):
     """Shards split a scene's views (clip i goes to shard i % n); each view still lands in
     its scene's block, whether extracted by the shard or cut from a whole bundle."""
-    single = _parts(extract(PROTOCOL, _open(sets), CLIP_IDS, EXTRACTORS[:2], progress=False))
-    extracted = [_parts(extract(PROTOCOL, _open(sets), CLIP_IDS, EXTRACTORS[:2], (i, n_shards),
-                                progress=False)) for i in range(n_shards)]
+    single = extract(PROTOCOL, _open(sets), CLIP_IDS, EXTRACTORS[:2], progress=False).parts
+    extracted = [extract(PROTOCOL, _open(sets), CLIP_IDS, EXTRACTORS[:2], (i, n_shards),
+                         progress=False).parts for i in range(n_shards)]
     _assert_same_parts(merge_parts(extracted[::-1]), single)
-    cut = [{stem: shard_part(part, (i, n_shards)) for stem, part in single.items()}
+    cut = [{key: shard_part(part, (i, n_shards)) for key, part in single.items()}
            for i in range(n_shards)]
     _assert_same_parts(merge_parts(cut), single)
 
@@ -144,7 +139,7 @@ def test_sharded_multiview_evaluation_merges_to_the_single_pass_intervals(sets, 
             for key in ("value", "low", "high", "std"):
                 assert b[key] == pytest.approx(a[key], rel=1e-9), (metric, key)
         parts = load_bundle(tmp_path / f"{out.name}.shard-1-of-3")[1]
-        for stem in ("p0-gen-fid", "p0-ref-fvd"):
-            assert parts[stem]["stats"].clip_indices.tolist() == [1, 4, 7, 10, 13]
-            assert parts[stem]["stats"].clip_groups.tolist() == [0, 1, 2, 3, 4]  # clip // 3
+        for key in (PartKey(0, "gen", "fid"), PartKey(0, "ref", "fvd")):
+            assert parts[key].stats.clip_indices.tolist() == [1, 4, 7, 10, 13]
+            assert parts[key].stats.clip_groups.tolist() == [0, 1, 2, 3, 4]  # clip // 3
     assert json.loads((bundle / "bundle.json").read_text())["protocol_hash"] == PROTOCOL.hash

@@ -12,7 +12,8 @@ import pytest
 
 from evals.evaluate import evaluate, format_result, merge_shards
 from evals.extractors import build_extractors
-from evals.pipeline import BundleError, set_fingerprint
+from evals.parts import BundleError
+from evals.pipeline import set_fingerprint
 from evals.protocols import get_protocol
 from evals.videoset import VideoSet, write_videoset
 

@@ -8,6 +8,7 @@ import pytest
 
 from evals.evaluate import compute_result, format_result
 from evals.extractors import DetectorInfo
+from evals.parts import Part, PartKey
 from evals.pipeline import clip_order_hash
 from evals.protocols import (FVD_DETECTORS, FVD_FLAVOURS, PAPER_FVD_NOTE, PROTOCOLS, fvd_flavour,
                              get_protocol, result_fvd_flavour)
@@ -27,8 +28,7 @@ def _result(protocol, n_clips: int = 6, dim: int = 4) -> dict:
             raw = rng.normal(offset, 1.0, size=(n_clips, dim))
             for clip in range(n_clips):
                 stats.update(raw[clip:clip + 1], clip, source=f"{side}{clip}")
-            parts[f"p0-{side}-{metric}"] = {"stats": stats, "raw": raw,
-                                            "clips": np.arange(n_clips)}
+            parts[PartKey(0, side, metric)] = Part(stats, raw, np.arange(n_clips))
     detectors = [DetectorInfo("fid", protocol.fid.detector, None, None, True, 7).to_dict(),
                  DetectorInfo("fvd", protocol.fvd.detector, None, None, True, 7).to_dict()]
     meta = {"kind": "evaluation", "protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
@@ -36,7 +36,7 @@ def _result(protocol, n_clips: int = 6, dim: int = 4) -> dict:
             "clip_list_hash": None, "n_clips": n_clips, "detectors": detectors,
             "shard": [0, 1], "generated": {"path": "gen"}, "reference": {"path": "ref"},
             "measurement_points": protocol.measurement_points()[:1]}
-    return compute_result(meta, parts)
+    return compute_result(protocol, parts, meta)
 
 
 def test_each_fvd_detector_names_its_flavour():

@@ -9,7 +9,8 @@ import pytest
 
 from evals.evaluate import evaluate, format_result, merge_shards
 from evals.extractors import RANDOM_WEIGHTS_LABEL, build_extractors
-from evals.pipeline import BundleError, load_bundle, merge_parts, set_fingerprint
+from evals.parts import BundleError, load_bundle, merge_parts
+from evals.pipeline import set_fingerprint
 from evals.protocols import get_protocol
 from evals.videoset import VideoSet, VideoSetError, write_videoset
 

@@ -10,6 +10,7 @@ import pytest
 
 from evals.evaluate import compute_result
 from evals.extractors import DetectorInfo
+from evals.parts import Part, PartKey
 from evals.pipeline import clip_order_hash
 from repro.evalsets import scaled_protocol
 from evals.stats import FeatureStats
@@ -33,8 +34,8 @@ def _parts(n_points: int, shift: float, seed: int) -> dict:
                     stats.update(feats, clip, source=f"{side}{clip}")
                     raw.append(feats)
                     clips.append(np.full(per_clip, clip))
-                parts[f"p{p}-{side}-{metric}"] = {"stats": stats, "raw": np.concatenate(raw),
-                                                   "clips": np.concatenate(clips)}
+                parts[PartKey(p, side, metric)] = Part(stats, np.concatenate(raw),
+                                                       np.concatenate(clips))
     return parts
 
 
@@ -53,7 +54,7 @@ def make_result(run, protocol_changes: dict | None = None, shift: float = 0.5,
             "generated": {"path": "gen", "fingerprint": "g"},
             "reference": {"path": "ref", "fingerprint": "r"},
             "measurement_points": protocol.measurement_points()}
-    result = compute_result(meta, _parts(len(meta["measurement_points"]), shift, seed))
+    result = compute_result(protocol, _parts(len(meta["measurement_points"]), shift, seed), meta)
     result["provenance"] = {"git_commit": "abc1234", "run_id": run.run_id,
                             "config_hash": "cfg" + run.run_id, "protocol_hash": protocol.hash,
                             "clip_list_hash": meta["clip_list_hash"],

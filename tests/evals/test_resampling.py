@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evals.bootstrap import (Interval, bootstrap_frechet, kid_interval,
-                             paired_bootstrap_difference)
 from evals.frechet import frechet_from_stats
+from evals.resampling import (Interval, bootstrap_frechet, kid_interval,
+                              paired_bootstrap_difference)
 from evals.stats import FeatureStats
 
 DIM = 8
