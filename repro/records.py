@@ -41,8 +41,29 @@ class VistaFields:
         return _build(cls, data, "vista")
 
 
+class _Record:
+    """JSON in and out for the records below (`where` names the file in errors)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data.get("vista") is None:
+            data.pop("vista", None)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = ""):
+        data = dict(data)
+        if data.get("vista") is not None:
+            data["vista"] = VistaFields.from_json(data["vista"])
+        return _build(cls, data, where or cls.__name__)
+
+    @classmethod
+    def read(cls, path: Path):
+        return cls.from_json(read_json(Path(path)), str(path))
+
+
 @dataclass(frozen=True)
-class RunRecord:
+class RunRecord(_Record):
     run_id: str
     parent_id: str | None
     target: str
@@ -58,20 +79,9 @@ class RunRecord:
     submitted_from_commit: str = ""
     schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "run record") -> "RunRecord":
-        return _build(cls, _with_vista(data), where)
-
-    @classmethod
-    def read(cls, path: Path) -> "RunRecord":
-        return cls.from_json(read_json(Path(path)), str(path))
-
 
 @dataclass(frozen=True)
-class EvalRecord:
+class EvalRecord(_Record):
     run_id: str
     target: str
     name: str
@@ -90,34 +100,9 @@ class EvalRecord:
     nodes: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "evaluation record") -> "EvalRecord":
-        return _build(cls, _with_vista(data), where)
-
-    @classmethod
-    def read(cls, path: Path) -> "EvalRecord":
-        return cls.from_json(read_json(Path(path)), str(path))
-
 
 def write_record(path: Path, record: RunRecord | EvalRecord) -> None:
     atomic_write_json(Path(path), record.to_json())
-
-
-def _to_json(record) -> dict[str, Any]:
-    data = dataclasses.asdict(record)
-    if data.get("vista") is None:
-        data.pop("vista", None)
-    return data
-
-
-def _with_vista(data: dict[str, Any]) -> dict[str, Any]:
-    data = dict(data)
-    if data.get("vista") is not None:
-        data["vista"] = VistaFields.from_json(data["vista"])
-    return data
 
 
 def _build(cls, data: dict[str, Any], where: str):

@@ -27,8 +27,8 @@ from .checkout import (CKPT_URL, DEFAULT_CKPT, DOUBLE, SCRIPT, VISTA_COMMIT,
 from .environment import check as check_python_env
 from .environment import describe as describe_env
 from .environment import python
-from .weights import (CHECKPOINT, CLIP_BIN, allow_unpinned, clip_fix, local_hub, pin_problem,
-                      resolve_clip, write_stand_in)
+from .weights import (CHECKPOINT, CLIP_BIN, Pin, allow_unpinned, clip_fix, local_hub,
+                      pin_problem, resolve_clip, write_stand_in)
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,16 @@ def stands_in(scale: str) -> bool:
     return get_scale(scale).synthetic
 
 
+def stand_in(given: Path | None) -> tuple[Path, str]:
+    """The checkout and Python that run where the double stands in: a given double as it
+    is, else the bundled one; this suite's Python."""
+    return (given if given is not None and is_double(given) else DOUBLE), sys.executable
+
+
 def stand_in_note(given: Path | None, scale: str) -> str:
-    double = given is not None and is_double(given)
-    runs = (given if double else DOUBLE) / SCRIPT
-    instead = "" if double or given is None else f" in place of {given}"
+    root = stand_in(given)[0]
+    runs = root / SCRIPT
+    instead = "" if root == given or given is None else f" in place of {given}"
     return (f"Vista at scale '{scale}': the TEST DOUBLE {runs} stands in{instead}; it is not "
             "Vista and its numbers are not Vista's. Real Vista runs at lite/paper scale, one "
             "GPU per sample task, at 576x1024")
@@ -101,17 +107,21 @@ def problems(checkout: str | Path | None, ckpt: str | Path | None, scale: str,
         found.append(("Vista checkpoint", str(ckpt_path or root / DEFAULT_CKPT),
                       f"download vista.safetensors from {CKPT_URL} into {root / DEFAULT_CKPT} "
                       "(or point REPRO_VISTA_CKPT / --ckpt at it)"))
-    elif not allow_unpinned():
-        wrong = pin_problem(ckpt_path, CHECKPOINT, _hash_cache(workdir))
-        found += [(wrong[0], str(ckpt_path), wrong[1])] if wrong else []
+    else:
+        found += _unpinned(ckpt_path, CHECKPOINT, workdir)
     cache, clip = resolve_clip(workdir)
     if clip is None:
         found.append(("OpenCLIP ViT-H-14 weights (laion2b_s32b_b79k) in a local hub cache",
                       str(cache), clip_fix(cache)))
-    elif clip.name == CLIP_BIN.file_name and not allow_unpinned():
-        wrong = pin_problem(clip, CLIP_BIN, _hash_cache(workdir))
-        found += [(wrong[0], str(clip), wrong[1])] if wrong else []
+    elif clip.name == CLIP_BIN.file_name:
+        found += _unpinned(clip, CLIP_BIN, workdir)
     return found
+
+
+def _unpinned(path: Path, pin: Pin, workdir: Path) -> list[tuple[str, str, str]]:
+    """[(what, path, fix)] when `path` is not the pinned file and no override allows it."""
+    wrong = None if allow_unpinned() else pin_problem(path, pin, _hash_cache(workdir))
+    return [(wrong[0], str(path), wrong[1])] if wrong else []
 
 
 def validate(checkout: str | Path | None, ckpt: str | Path | None, scale: str,
@@ -123,11 +133,11 @@ def validate(checkout: str | Path | None, ckpt: str | Path | None, scale: str,
         raise VistaError("Vista cannot run:\n" + describe(found))
     given, ckpt_path = resolve_paths(checkout, ckpt)
     if stands_in(scale):
-        root = given if is_double(given) else DOUBLE
+        root, interpreter = stand_in(given)
         stand_ins = workdir / "cache" / "vista-double"
         ckpt_path = write_stand_in(stand_ins / "vista.safetensors", "test double checkpoint")
         clip = write_stand_in(stand_ins / CLIP_BIN.file_name, "test double CLIP weights")
-        cache, interpreter = local_hub(clip, stand_ins), sys.executable
+        cache = local_hub(clip, stand_ins)
     else:
         root, interpreter = given, python()
         cache, clip = resolve_clip(workdir)

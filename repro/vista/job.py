@@ -29,7 +29,7 @@ from .checkout import VistaError, resolve_paths
 from .environment import PYTHON_ENV
 from .export import VISTA_SIZE, export_bundle, rounds_for, vista_size
 from .ingest import check_complete, ingest
-from .inputs import stand_in_note, stands_in, validate
+from .inputs import stand_in, stand_in_note, stands_in, validate
 from .staging import OUT, VistaSettings, command, index_map, stage
 from .weights import CLIP_ENV, UNPINNED_ENV
 
@@ -164,16 +164,12 @@ def run_vista(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
 def plan(vista: VistaFields, scale: str, shards: int, directory: Path
          ) -> list[dict[str, Any]]:
     """Dry run: per shard, the staging directory and exact argv (nothing written)."""
-    import sys
-
-    from .checkout import DOUBLE, is_double
     from .environment import python
     settings = VistaSettings(**vista.settings)
     root, _ = resolve_paths(vista.checkout, vista.ckpt)
     interpreter = vista.python or python()
     if stands_in(scale):
-        root = root if root is not None and is_double(root) else DOUBLE
-        interpreter = sys.executable
+        root, interpreter = stand_in(root)
     return [{"shard": i, "cwd": str(directory / STAGE / f"{i}-of-{shards}"),
              "argv": command(root or Path("<vista checkout>"), settings, interpreter)}
             for i in range(shards)]
