@@ -11,15 +11,16 @@ from maskgwm.config import SCALES, ConfigError
 from maskgwm.train import cli as train_cli
 from maskgwm.train.options import STRATEGIES
 
-from .datacmd import add_parsers as add_data_parsers
-from .evalcmd import add_parsers as add_eval_parsers
-from .jobs import (JobFileError, UnknownTarget, default_scale, load_all_targets, load_target,
-                   resolve_target)
-from .paths import work_dir
-from .samplecmd import add_parsers as add_sample_parsers
-from .executors import CLUSTERS, SlurmUnavailable
-from .submit import dry_run, submit
-from .vista.cli import add_parsers as add_vista_parsers
+from repro.commands.data import add_parsers as add_data_parsers
+from repro.commands.evaluate import add_parsers as add_eval_parsers
+from repro.targets.jobfiles import (JobFileError, UnknownTarget, default_scale,
+                                    load_all_targets, load_target, resolve_target)
+from repro.paths import work_dir
+from repro.commands.sample import add_parsers as add_sample_parsers
+from repro.launch.backends import CLUSTERS, SlurmUnavailable
+from repro.launch.dryrun import dry_run
+from repro.launch.submit import submit
+from repro.vista.cli import add_parsers as add_vista_parsers
 
 USER_ERRORS = (JobFileError, UnknownTarget, ConfigError, UnwritableError, SlurmUnavailable,
                ValueError, FileNotFoundError)
@@ -68,7 +69,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .vista.cli import set_paths
+    from repro.vista.cli import set_paths
     set_paths(args.vista_checkout, args.vista_ckpt,   # recorded in the Vista runs' specs
               args.vista_python, args.vista_clip)
     target = load_target(args.target)
@@ -84,28 +85,29 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.cluster == "slurm" and not args.wait:
         print("submitted; follow with `repro status " + target.name + "`")
         return 0
-    from .runner import run_dir, run_state
+    from repro.jobs.state import run_dir, run_state
     states = {e.run.run_id: run_state(run_dir(work_dir(), e.run.run_id)) for e in entries}
     failed = [e for e in entries if states[e.run.run_id][0] != "done"]
     for entry in failed:
-        print(f"not done: {entry.run.name} (run {entry.run.run_id}); log {entry.stderr or '-'}")
+        log = entry.job.stderr if entry.job else "-"
+        print(f"not done: {entry.run.name} (run {entry.run.run_id}); log {log}")
     print(f"{len(entries) - len(failed)}/{len(entries)} runs done for {target.name} ({scale})")
-    from .eval_job import eval_state
+    from repro.jobs.evaluation import eval_state
     evals_failed = [e for e in evals if eval_state(e.directory)[0] != "done"]
     if evals and not args.no_report:
-        from .report import report
+        from repro.report.finish import report
         report(target, scale, seeds=args.seeds or 1)
     return 1 if failed or evals_failed else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect_status, format_status
+    from repro.commands.status import collect_status, format_status
     print(format_status(collect_status(work_dir(), args.target)))
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from .table import render_target_table, write_target_table
+    from repro.report.table import render_target_table, write_target_table
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     path = write_target_table(target, scale, seeds=args.seeds)
@@ -115,7 +117,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from .collect import collect
+    from repro.report.collect import collect
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     result = collect(target, scale, partial=args.partial, seeds=args.seeds or 1)
@@ -137,9 +139,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     if args.target == "qualitative":
-        from .qualitative import cmd_qualitative
+        from repro.report.qualitative import cmd_qualitative
         return cmd_qualitative(args)
-    from .plot import plot_target
+    from repro.report.plot import plot_target
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     written = plot_target(target, scale, seeds=args.seeds)

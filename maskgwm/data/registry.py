@@ -1,7 +1,7 @@
 """The datasets this suite reads, one record each: the folder under REPRO_DATA_ROOT, what to
 put there, the splits and versions its readers open for training and for evaluation, whether
 clips are six-camera, the files a reader opens first (checked before a submission,
-repro/preflight.py), and the reader itself (`read_clips`). Used by the trainer, `repro data`,
+repro/launch/preflight.py), and the reader itself (`read_clips`). Used by the trainer, `repro data`,
 the evaluation sets and the preflight."""
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ import argparse
 import os
 from pathlib import Path
 
-from .checkout import CHECKOUT_ENV, CKPT_ENV, VistaError, describe
-from .environment import PYTHON_ENV
-from .weights import CLIP_ENV, UNPINNED_ENV
+from repro.vista.checkout import CHECKOUT_ENV, CKPT_ENV, VistaError, describe
+from repro.vista.environment import PYTHON_ENV
+from repro.vista.weights import CLIP_ENV, UNPINNED_ENV
 
 
 def set_paths(checkout: str | None, ckpt: str | None, python: str | None = None,
@@ -28,13 +28,13 @@ def _paths(args: argparse.Namespace) -> None:
     set_paths(*(getattr(args, key, None) for key in ("checkout", "ckpt", "python", "clip")),
               allow_unpinned=getattr(args, "allow_unpinned", False))
     if getattr(args, "sampler", None):
-        from .job import SAMPLER_ENV
+        from repro.vista.job import SAMPLER_ENV
         os.environ[SAMPLER_ENV] = args.sampler
 
 
 def vista_run(protocol: str, scale: str):
     """The Vista run of the target that scores `protocol` (table1, table2, fig6)."""
-    from ..jobs import load_all_targets, resolve_target
+    from repro.targets.jobfiles import load_all_targets, resolve_target
     for target in load_all_targets():
         for run in resolve_target(target, scale):
             if run.stage == "vista" and run.protocol == protocol:
@@ -47,8 +47,8 @@ def vista_run(protocol: str, scale: str):
 def cmd_check(args: argparse.Namespace) -> int:
     """Real Vista, as lite/paper scale runs it: checkout, Python, checkpoint, CLIP weights."""
     _paths(args)
-    from ..paths import work_dir
-    from .inputs import check_report
+    from repro.paths import work_dir
+    from repro.vista.inputs import check_report
     lines, wrong = check_report(None, None, work_dir())
     if wrong:
         print(f"Vista cannot run ({len(wrong)} problems):\n" + describe(wrong))
@@ -58,10 +58,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..evalsets import ensure_evalset
-    from ..paths import work_dir
-    from .export import export_bundle
-    from .job import settings_for
+    from repro.jobs.evalsets import ensure_evalset
+    from repro.paths import work_dir
+    from repro.vista.export import export_bundle
+    from repro.vista.job import settings_for
     settings = settings_for(args.protocol, args.scale)
     evalset = ensure_evalset(args.protocol, args.scale, work_dir())
     out = export_bundle(evalset, Path(args.out), settings.n_conds,
@@ -73,13 +73,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     _paths(args)
-    from ..paths import work_dir
-    from ..runner import git_commit, run_dir, run_state
-    from ..submit import submit_run
-    from ..submit_eval import submit_eval
-    from ..executors import check_slurm, wait_run
-    from .inputs import validate
-    from .plan import echo_plan
+    from repro.jobs.state import git_commit
+    from repro.launch.backends import backend_for
+    from repro.launch.graph import evaluation, run_node
+    from repro.launch.submit import Scheduler, submit_eval, submit_run
+    from repro.paths import work_dir
+    from repro.vista.inputs import validate
+    from repro.vista.plan import echo_plan
     workdir = work_dir()
     run = vista_run(args.protocol, args.scale)
     if args.dry_run:
@@ -88,32 +88,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
         echo_plan(run, workdir, args.partition, shards=args.shards)
         return 0
     validate(None, None, args.scale, workdir)   # refuse before anything is submitted
-    from .graph import retire_if_changed
+    from repro.vista.graph import retire_if_changed
     note = retire_if_changed(run, workdir)  # another checkpoint or sample.py: prepare again
     if note:
         print(note)
-    if args.cluster == "slurm":
-        check_slurm()
-    commit = git_commit()
-    entry = submit_run(run, args.cluster, workdir, {}, args.partition, commit)
+    backend = backend_for(args.cluster, args.partition)
+    backend.check()
+    scheduler, commit = Scheduler(backend), git_commit()
+    node = run_node(run, workdir, None, commit)
+    entry = submit_run(scheduler, node)
     print(f"{entry.action:>9}  Vista prepare job, run {run.run_id}"
           + (f"  job {entry.job_id}" if entry.job_id else ""))
-    if args.cluster != "slurm":
-        wait_run(entry)
-        if run_state(run_dir(workdir, run.run_id))[0] != "done":
-            print(f"the prepare step failed: {run_dir(workdir, run.run_id) / 'failed.json'}")
-            return 1
-    from ..submit import run_record
-    item = submit_eval(run, run_record(run), args.cluster, workdir, entry, args.partition,
-                       commit, args.shards)
+    if not backend.queues and not node.done():
+        print(f"the prepare step failed: {node.state_dir / 'failed.json'}")
+        return 1
+    item = submit_eval(scheduler, evaluation(run, node, workdir, commit, args.shards))
     print(f"eval {item.action}: {item.describe()}")
-    return 0 if args.cluster == "slurm" or item.action in ("skipped", "submitted") else 1
+    return 0 if backend.queues or item.action in ("skipped", "submitted") else 1
 
 
 def add_parsers(sub) -> None:
     from maskgwm.config import SCALES
 
-    from ..executors import CLUSTERS
+    from repro.launch.backends import CLUSTERS
     vista = sub.add_parser("vista", help="compare with Vista's official checkpoint "
                            "(check, export, sample)")
     inner = vista.add_subparsers(dest="vista_command", required=True)

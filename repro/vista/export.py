@@ -72,7 +72,7 @@ def source_clips(evalset):
 
     from maskgwm.config import get_scale
 
-    from ..evalsets import picked_clips
+    from repro.jobs.evalsets import picked_clips
     data_root = None
     if not get_scale(evalset.scale).synthetic:
         record = json.loads((evalset.root / "evalset.json").read_text())

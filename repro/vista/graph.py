@@ -2,7 +2,7 @@
 
 At lite and paper scale a target with a Vista run needs everything real Vista needs (a checkout,
 its Python, the pinned checkpoint, the CLIP weights offline: inputs.py); `repro submit` refuses
-before anything is submitted (preflight.py). At ci and smoke scale a Vista run without a
+before anything is submitted (repro/launch/preflight.py). At ci and smoke scale a Vista run without a
 checkout is left out of the submission and the output says why; with one, the test double
 stands in for Vista and the output says so. A Vista run's id does not depend on the checkout,
 so a done run prepared with another sample.py or checkpoint than the configured one is retired
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkout import CHECKOUT_ENV, VistaError, resolve_paths
-from .inputs import problems, stands_in, validate
+from repro.vista.checkout import CHECKOUT_ENV, VistaError, resolve_paths
+from repro.vista.inputs import problems, stands_in, validate
 
 
 def vista_runs(runs: list) -> list:
@@ -53,7 +53,7 @@ def retire_if_changed(run, workdir: Path) -> str:
     """For a done Vista run prepared with another sample.py or checkpoint than the configured
     ones: move its folder (with its evaluations) to <workdir>/runs-stale/ and say so, so that
     it is prepared and evaluated again; otherwise ""."""
-    from ..runner import run_dir, run_state
+    from repro.jobs.state import run_dir, run_state
     if run.stage != "vista" or not given():
         return ""
     directory = run_dir(workdir, run.run_id)

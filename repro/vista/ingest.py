@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .checkout import VistaError
+from repro.vista.checkout import VistaError
 
 VIRTUAL = Path("virtual") / "images"
 

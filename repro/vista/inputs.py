@@ -21,13 +21,13 @@ from typing import Any
 
 from evals.weights import cached_sha256, sha256_file
 
-from .checkout import (CKPT_URL, DEFAULT_CKPT, DOUBLE, SCRIPT, VISTA_COMMIT,
+from repro.vista.checkout import (CKPT_URL, DEFAULT_CKPT, DOUBLE, SCRIPT, VISTA_COMMIT,
                        VistaError, checkout_problems, describe, git_head, is_double,
                        resolve_paths, script_flags)
-from .environment import check as check_python_env
-from .environment import describe as describe_env
-from .environment import python
-from .weights import (CHECKPOINT, CLIP_BIN, Pin, allow_unpinned, clip_fix, local_hub,
+from repro.vista.environment import check as check_python_env
+from repro.vista.environment import describe as describe_env
+from repro.vista.environment import python
+from repro.vista.weights import (CHECKPOINT, CLIP_BIN, Pin, allow_unpinned, clip_fix, local_hub,
                       pin_problem, resolve_clip, write_stand_in)
 
 
@@ -165,7 +165,7 @@ def check_report(checkout: str | Path | None, ckpt: str | Path | None,
 
 
 def _workdir(workdir: Path | None) -> Path:
-    from ..paths import work_dir
+    from repro.paths import work_dir
     return Path(workdir) if workdir is not None else work_dir()
 
 

@@ -1,6 +1,6 @@
 """Vista's part of the job graph: the prepare step, one sample shard, and the dry-run plan.
 
-- `prepare(spec, directory)` (the Vista run's own job, runner.py): checks everything the run
+- `prepare(spec, directory)` (the Vista run's own job, repro/jobs/run.py): checks everything the run
   needs at its scale (inputs.py: the test double at ci/smoke, real Vista at lite/paper) and
   records it in the run's done.json (commit, SHA-256s, interpreter, whether the checkpoint is
   the pinned one).
@@ -24,14 +24,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..records import EvalRecord, RunRecord, VistaFields
-from .checkout import VistaError, resolve_paths
-from .environment import PYTHON_ENV
-from .export import VISTA_SIZE, export_bundle, rounds_for, vista_size
-from .ingest import check_complete, ingest
-from .inputs import stand_in, stand_in_note, stands_in, validate
-from .staging import OUT, VistaSettings, command, index_map, stage
-from .weights import CLIP_ENV, UNPINNED_ENV
+from repro.records import EvalRecord, RunRecord, VistaFields
+from repro.vista.checkout import VistaError, resolve_paths
+from repro.vista.environment import PYTHON_ENV
+from repro.vista.export import VISTA_SIZE, export_bundle, rounds_for, vista_size
+from repro.vista.ingest import check_complete, ingest
+from repro.vista.inputs import stand_in, stand_in_note, stands_in, validate
+from repro.vista.staging import OUT, VistaSettings, command, index_map, stage
+from repro.vista.weights import CLIP_ENV, UNPINNED_ENV
 
 VISTA_SEED = 23          # sample.py's default seed; a run's seed replica adds to it
 BUNDLE, STAGE = "vista-input", "vista-stage"
@@ -59,7 +59,7 @@ def sampler_overrides() -> dict[str, Any]:
 def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings:
     from evals.frames import frames_needed
 
-    from ..evalsets import scaled_protocol
+    from repro.jobs.evalsets import scaled_protocol
     protocol = scaled_protocol(protocol_name, scale)
     if protocol.dataset == "nuscenes_mview":
         raise VistaError(f"protocol {protocol_name} is multi-view; Vista is single-view")
@@ -110,7 +110,7 @@ def run_shard(spec: EvalRecord, directory: Path, shard: int,
     from evals.videoset import VideoSet
     from maskgwm.sample import record_settings, shard_dir
 
-    from ..evalsets import ensure_evalset
+    from repro.jobs.evalsets import ensure_evalset
     shards = spec.shards
     vista = spec.vista
     _use_recorded_env(vista)
@@ -164,7 +164,7 @@ def run_vista(argv: list[str], cwd: Path, env: dict[str, str]) -> int:
 def plan(vista: VistaFields, scale: str, shards: int, directory: Path
          ) -> list[dict[str, Any]]:
     """Dry run: per shard, the staging directory and exact argv (nothing written)."""
-    from .environment import python
+    from repro.vista.environment import python
     settings = VistaSettings(**vista.settings)
     root, _ = resolve_paths(vista.checkout, vista.ckpt)
     interpreter = vista.python or python()

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
-from .checkout import describe, resolve_paths
-from .inputs import problems, stand_in_note, stands_in
+from repro.vista.checkout import describe, resolve_paths
+from repro.vista.inputs import problems, stand_in_note, stands_in
 
 
 def sample_plan(run, workdir: Path, partition: str | None = None,
@@ -15,17 +15,12 @@ def sample_plan(run, workdir: Path, partition: str | None = None,
     """{"sbatch": {...}, "array": N, "shards": [{"shard", "cwd", "argv"}], "settings": {...}}"""
     from maskgwm.config import get_scale
 
-    from ..eval_job import eval_dir
-    from ..executors import sbatch_options
-    from .job import plan, settings_for, vista_fields
-    options = get_scale(run.scale).sampling
-    shards = shards or options.shards
-    res = run.resources   # a sample task: one node, one task; one GPU for real Vista
-    task = dataclasses.replace(run, resources=dataclasses.replace(
-        res, nodes=1, gpus_per_node=0 if stands_in(run.scale) else 1, tasks_per_node=None,
-        time_hours=options.sample_hours))
-    sbatch = {**sbatch_options(task, None, partition),
-              "job-name": f"{run.target}-{run.name}-sample-{run.run_id}",
+    from repro.jobs.state import eval_dir
+    from repro.launch.backends import sbatch_options
+    from repro.launch.shapes import eval_shape
+    from repro.vista.job import plan, settings_for, vista_fields
+    shards = shards or get_scale(run.scale).sampling.shards
+    sbatch = {**sbatch_options(eval_shape(run, workdir, "sample"), None, partition),
               "array": f"0-{shards - 1}"}
     settings = settings_for(run.protocol, run.scale, run.config.get("seed", 0))
     vista = dataclasses.replace(vista_fields(), settings=settings.to_dict())

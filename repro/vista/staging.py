@@ -28,8 +28,8 @@ from typing import Any
 
 from evals.atomic import atomic_write_json
 
-from .checkout import CONFIG, DEFAULT_CKPT, SCRIPT
-from .export import ANNO, DATA, INDEX_MAP, VISTA_WINDOW, frames_written
+from repro.vista.checkout import CONFIG, DEFAULT_CKPT, SCRIPT
+from repro.vista.export import ANNO, DATA, INDEX_MAP, VISTA_WINDOW, frames_written
 
 OUT = "out"
 

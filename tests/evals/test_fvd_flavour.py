@@ -85,9 +85,9 @@ def test_every_result_and_point_names_its_fvd_flavour():
 
 def _table2(tmp_path, detector: str | None):
     """Render table2 with our rows collected from results under `detector` (None: no rows)."""
-    from repro.collect import csv_path, rows_from_result, to_csv
-    from repro.jobs import load_target, resolve_target
-    from repro.table import render_target_table
+    from repro.report.collect import csv_path, rows_from_result, to_csv
+    from repro.targets.jobfiles import load_target, resolve_target
+    from repro.report.table import render_target_table
     target = load_target("table2")
     if detector is not None:
         rows = []

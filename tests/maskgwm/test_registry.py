@@ -6,7 +6,7 @@ import pytest
 
 from maskgwm.data.registry import DATASETS, get_dataset
 from maskgwm.train.batches import TRAIN_DATASETS
-from repro.evalsets import EVALSET_SOURCES
+from repro.jobs.evalsets import EVALSET_SOURCES
 
 
 def test_every_dataset_a_protocol_or_the_trainer_reads_is_registered():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from repro.cli import main
-from repro.jobs import Target, load_target_file
+from repro.targets.jobfiles import Target, load_target_file
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.jobs import TARGETS
+from repro.targets.jobfiles import TARGETS
 
 
 @pytest.mark.parametrize("command", ["list", "submit", "status", "table"])
@@ -94,7 +94,7 @@ def test_dry_run_prints_slurm_parameters_and_writes_nothing(cli, isolated):
     assert "--nodes=4" in result.out and "--gpus-per-node=8" in result.out
     assert "--partition=gpu" in result.out
     assert "--dependency=afterok:<job of stage1b>" in result.out
-    assert "-m repro.runner" in result.out
+    assert "-m repro.jobs.run" in result.out
     total = float(re.search(r"total estimated GPU-hours.*?: ([\d,]+)", result.out)
                   .group(1).replace(",", ""))
     per_run = [float(x.replace(",", "")) for x in

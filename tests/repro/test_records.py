@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from repro.eval_job import eval_record
-from repro.jobs import load_target, resolve_target
+from repro.jobs.evaluation import eval_record
+from repro.targets.jobfiles import load_target, resolve_target
 from repro.records import SCHEMA_VERSION, EvalRecord, RecordError, RunRecord
-from repro.submit import run_record
+from repro.launch.graph import run_record
 
 
 def test_run_and_eval_records_round_trip(tmp_path):

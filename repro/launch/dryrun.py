@@ -1,0 +1,88 @@
+"""`repro submit --dry-run`: every job the submit would place, with its Slurm options, command
+and GPU-hour estimate, from the same graph nodes (graph.py); nothing is written."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from maskgwm.config import get_scale
+
+from repro.jobs.kinds import kind_of
+from repro.jobs.state import run_state
+from repro.launch.backends import sbatch_options
+from repro.launch.estimate import training_gpu_hours
+from repro.launch.graph import evaluated_runs, run_node
+from repro.launch.preflight import warn_missing
+from repro.launch.submit import EVAL_ENV
+from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
+
+
+def run_command(spec_path: Path) -> str:
+    return f"{sys.executable} -m repro.jobs.run {spec_path}"
+
+
+def gpu_hours(run: ResolvedRun) -> float:
+    return training_gpu_hours(run.stage, run.steps, run.resources.gpus)
+
+
+def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
+            echo: Callable[[str], None] = print, seeds: int = 1) -> float:
+    """Print each run's Slurm options, command and GPU-hours; return the total. Writes nothing."""
+    from repro.vista.graph import split_runs
+    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
+    names = {run.run_id: run.name for run in runs}
+    echo(f"# dry run: target {target.name}, scale {scale}, {len(runs)} runs (nothing submitted)")
+    total = sampling = 0.0
+    evaluated = evaluated_runs(runs)
+    for run in runs:
+        node = run_node(run, workdir, None, "")
+        state, _ = run_state(node.state_dir)
+        dependency = f"afterok:<job of {names[run.parent_id]}>" if run.parent_id else None
+        hours = gpu_hours(run)
+        total += 0.0 if state == "done" else hours
+        echo(f"\n## {run.name}  run {run.run_id}  stage {run.stage}  variant {run.variant or '-'}"
+             f"  parent {run.parent_id or '-'}  [{state}]")
+        echo(f"   steps {run.steps}  protocol {run.protocol}"
+             f"  cells {', '.join(run.cells) or '-'}")
+        options = sbatch_options(node.shape, dependency, partition)
+        echo("   sbatch " + " ".join(f"--{key}={value}" for key, value in options.items()))
+        echo(f"   command: {run_command(node.args[0])}")
+        echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
+        if run in evaluated:
+            sampling += echo_eval_plan(run, workdir, partition, echo)
+    if left_out:
+        echo("\n# " + left_out)
+    echo(f"\n# total estimated GPU-hours (runs not yet done): {total + sampling:,.0f} "
+         f"(training {total:,.0f}, sampling for evaluation {sampling:,.1f}; scoring and "
+         f"Vista's sampling not included; see repro/launch/estimate.py)")
+    warn_missing(runs, scale, workdir, os.environ.get(EVAL_ENV, "1") != "0", echo)
+    return total + sampling
+
+
+def echo_eval_plan(run: ResolvedRun, workdir: Path, partition: str | None,
+                   echo: Callable[[str], None]) -> float:
+    """Print a run's evaluation jobs and their sampling estimate; return its GPU-hours (0 when
+    already scored, on the CPU, or not estimated for its kind)."""
+    from repro.jobs.evaluation import eval_state
+    from repro.jobs.state import eval_dir
+    options = get_scale(run.scale).sampling
+    directory = eval_dir(workdir, run.run_id, run.protocol)
+    echo(f"   then: sample array of {options.shards} shards (afterok on this job), score "
+         f"job (afterok on the array) -> {directory / 'result.json'}")
+    hours = kind_of(run.stage).echo_sampling(run, workdir, partition, echo)
+    if hours is None:
+        echo("   estimated sampling GPU-hours: not estimated (Vista's sampler not measured)")
+        return 0.0
+    if not hours:
+        echo("   estimated sampling GPU-hours: 0 (CPU only)")
+        return 0.0
+    per_shard = hours / options.shards
+    echo(f"   estimated sampling GPU-hours: {hours:,.1f} ({per_shard:,.2f} per shard; "
+         f"time limit {options.sample_hours} h)")
+    if per_shard > options.sample_hours:
+        echo(f"   WARNING: a sample shard may need {per_shard:,.1f} h, over its "
+             f"{options.sample_hours} h limit (it requeues and resumes, or raise "
+             f"[{run.scale}] sampling.shards in maskgwm/config/scales.toml)")
+    return 0.0 if eval_state(directory)[0] == "done" else hours

@@ -1,0 +1,304 @@
+"""Submit a target's job graph (graph.py) through a backend (backends.py): one loop for every node.
+
+`Scheduler.place` treats a run's job, a sample array and a score job alike: a node that is done
+is skipped; a node whose recorded job is still queued is reused (cancelled and submitted again
+when Slurm says it waits for a failed parent, or when one of its parents was submitted anew);
+on a backend that runs jobs here, a node waits for an earlier submit's process still working
+on it and is blocked while a parent is not done; the rest is submitted, after its parents'
+jobs. Submitting again therefore skips finished work and reuses jobs still queued or running,
+so no run is trained, sampled or scored twice.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from evals.atomic import atomic_write_json
+
+from repro.jobs.kinds import kind_of
+from repro.jobs.state import git_commit, run_state, wait_for_earlier_job
+from repro.launch.backends import Backend, Job, backend_for
+from repro.launch.graph import (Evaluation, Node, Placed, add_target, evaluated_runs,
+                                evaluation, run_node)
+from repro.launch.preflight import check_inputs
+from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
+
+EVAL_ENV = "REPRO_EVAL"     # REPRO_EVAL=0: submit trains only (no sample and score jobs)
+
+
+class Scheduler:
+    """Places nodes on one backend and remembers what it did with each (by node key)."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.placed: dict[str, Placed] = {}
+
+    def place(self, nodes: list[Node],
+              record: Callable[[list[Placed]], None] | None = None) -> list[Placed]:
+        """Place nodes of one shape and callable (one job, or a sample array); `record` sees
+        the placements before a backend that runs jobs here waits for them."""
+        recorded = [node.previous_job for node in nodes if node.previous_job]
+        live = self.backend.live(recorded)
+        todo = []
+        for node in nodes:
+            if not self.backend.queues:
+                wait_for_earlier_job(node.state_dir, _describe(node))
+            renewed = [p for p in node.parents if self._action(p) == "submitted"]
+            state = live.get(node.previous_job or "")
+            if node.done():
+                self.placed[node.key] = Placed(node, "skipped")
+            elif state and state != "BLOCKED" and not renewed:
+                self.placed[node.key] = Placed(node, "reused", _recorded_job(node))
+            else:
+                if state:
+                    self.backend.cancel([node.previous_job])
+                todo.append(node)
+        if not self.backend.queues:
+            todo = [node for node in todo if not self._blocked(node)]
+        if todo:
+            self._submit(todo)
+        placed = [self.placed[node.key] for node in nodes]
+        if record:
+            record(placed)
+        for entry in placed:
+            if entry.job:
+                self.backend.wait(entry.job)
+        return placed
+
+    def _action(self, node: Node) -> str | None:
+        placed = self.placed.get(node.key)
+        return placed.action if placed else None
+
+    def _blocked(self, node: Node) -> bool:
+        """Here: a parent not done blocks the node (why: `_why_blocked`)."""
+        waiting = [parent for parent in node.parents if not parent.done()]
+        if waiting:
+            self.placed[node.key] = Placed(node, "blocked", message=self._why_blocked(node,
+                                                                                      waiting))
+        return bool(waiting)
+
+    def _why_blocked(self, node: Node, waiting: list[Node]) -> str:
+        if node.kind == "sample":
+            return kind_of(node.run.stage).not_ready
+        if node.kind == "score":
+            return f"sample shards {[p.args[1] for p in waiting]} failed"
+        parent = waiting[0]
+        earlier = self.placed.get(parent.key)
+        if earlier and earlier.message:     # a blocked parent's message names its run
+            return earlier.message
+        ended = "failed" if run_state(parent.state_dir)[0] == "failed" else "did not finish"
+        return f"waits for run {parent.run.name} (run {parent.run.run_id}), which {ended}"
+
+    def _submit(self, nodes: list[Node]) -> None:
+        after = sorted({_dependency(self.placed[p.key]) for node in nodes for p in node.parents
+                        if self._action(p) in ("submitted", "reused")})
+        first = nodes[0]
+        if first.prepare:
+            first.prepare()
+        if len(nodes) == 1:
+            jobs = [self.backend.submit(first.shape, after, first.call, *first.args)]
+        else:
+            jobs = self.backend.submit_array(first.shape, after, first.call,
+                                             *map(list, zip(*(node.args for node in nodes))))
+        dependency = "afterok:" + ":".join(after) if after else None
+        for node, job in zip(nodes, jobs):
+            self.placed[node.key] = Placed(node, "submitted", job, after=dependency)
+
+
+def _describe(node: Node) -> str:
+    return f"run {node.key}" if node.kind == "run" else f"{node.kind} {node.key}"
+
+
+def _recorded_job(node: Node) -> Job:
+    return Job(node.previous_job)
+
+
+def _dependency(placed: Placed) -> str:
+    """A job's id as a dependency: an array submitted now by its array id (every task), a job
+    submitted earlier by its own id (one task of an old array)."""
+    job_id = placed.job_id or ""
+    return job_id.split("_")[0] if placed.action == "submitted" else job_id
+
+
+@dataclass
+class EvalSubmitted:
+    """What a submit did with one evaluation (its nodes' placements, summed up)."""
+    evaluation: Evaluation
+    action: str          # skipped (done) | submitted | reused (queued) | blocked | failed
+    sample_jobs: dict[int, str]
+    score_job: str | None = None
+    message: str = ""
+
+    @property
+    def run(self) -> ResolvedRun:
+        return self.evaluation.run
+
+    @property
+    def directory(self) -> Path:
+        return self.evaluation.directory
+
+    @property
+    def shards(self) -> int:
+        return self.evaluation.shards
+
+    def describe(self) -> str:
+        if self.message:
+            return self.message
+        if self.action == "skipped":
+            return f"result {self.directory / 'result.json'}"
+        jobs = ", ".join(f"{i}:{j}" for i, j in self.sample_jobs.items())
+        return (f"sample shards [{jobs or 'done'}] of {self.shards}, score job "
+                f"{self.score_job or '-'}")
+
+    def record(self) -> dict[str, Any]:
+        return {"run_id": self.run.run_id, "name": self.run.name, "protocol": self.run.protocol,
+                "action": self.action, "dir": str(self.directory),
+                "sample_jobs": {str(k): v for k, v in self.sample_jobs.items()},
+                "score_job": self.score_job, "message": self.message}
+
+
+def submit_run(scheduler: Scheduler, node: Node) -> Placed:
+    """Place a run's own job and record it in the run's job.json."""
+    targets = add_target(node.state_dir, node.run.target)
+
+    def record(placed: list[Placed]) -> None:
+        entry, run = placed[0], node.run
+        if entry.action not in ("submitted", "blocked"):
+            return
+        blocked, job = entry.action == "blocked", entry.job
+        atomic_write_json(node.state_dir / "job.json",
+                          {"cluster": scheduler.backend.cluster, "job_id": entry.job_id,
+                           "stdout": job and job.stdout, "stderr": job and job.stderr,
+                           "target": run.target, "targets": targets, "name": run.name,
+                           "scale": run.scale, "dependency": entry.after,
+                           "blocked": entry.message if blocked else None,
+                           "waits_for": run.parent_id if blocked else None})
+    return scheduler.place([node], record)[0]
+
+
+def submit_eval(scheduler: Scheduler, ev: Evaluation) -> EvalSubmitted:
+    """Place an evaluation's sample nodes, then its score node (unless its result exists), and
+    record them in the evaluation's job.json."""
+    targets = add_target(ev.directory, ev.run.target)
+    if ev.score.done():
+        return EvalSubmitted(ev, "skipped", {})
+    samples = scheduler.place(ev.samples)
+    score = scheduler.place([ev.score])[0]
+    placed = [*samples, score]
+    blocked = next((p.message for p in placed if p.action == "blocked"), "")
+    if blocked:
+        action = "blocked"
+    elif all(p.action in ("reused", "skipped") for p in placed):
+        action = "reused"
+    elif not scheduler.backend.queues and not ev.score.done():
+        action, blocked = "failed", f"scoring failed; log {score.job.stderr}"
+    else:
+        action = "submitted"
+    entry = EvalSubmitted(ev, action, {p.node.args[1]: p.job_id for p in samples if p.job_id},
+                          score.job_id, "; ".join(filter(None, (ev.note, blocked))))
+    run = ev.run
+    first_blocked = placed[0].action == "blocked"
+    atomic_write_json(ev.directory / "job.json",
+                      {"cluster": scheduler.backend.cluster, "target": run.target,
+                       "targets": targets, "name": run.name, "scale": run.scale,
+                       "protocol": run.protocol, "shards": ev.shards,
+                       "sample_jobs": {str(k): v for k, v in entry.sample_jobs.items()},
+                       "score_job": entry.score_job,
+                       "blocked": placed[0].message if first_blocked else None,
+                       "waits_for": run.run_id if first_blocked else None,
+                       "logs": str(ev.directory.parents[2] / "logs" / run.run_id)})
+    return entry
+
+
+def _check_writable(workdir: Path) -> None:
+    probe = workdir / "runs" / ".write-check"
+    atomic_write_json(probe, {}, hint="set REPRO_WORKDIR to a writable directory "
+                      "(on a cluster, one every node can see)")
+    probe.unlink()
+
+
+def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool = False,
+           partition: str | None = None, echo: Callable[[str], None] = print,
+           evaluate: bool | None = None, evals_out: list | None = None,
+           seeds: int = 1, train_options: dict[str, Any] | None = None) -> list[Placed]:
+    """Submit every unfinished run of `target` at `scale`, then (with `evaluate`) the sample
+    and score jobs of every evaluated run (repro/jobs/evaluation.py); local and debug jobs
+    finish here. The evaluation entries are appended to `evals_out`. `evaluate` None: on
+    unless the environment sets REPRO_EVAL=0 (train only). `train_options`: TrainOptions
+    fields for the training jobs (e.g. {"strategy": "fsdp"})."""
+    from repro.vista.graph import split_runs
+    if evaluate is None:
+        evaluate = os.environ.get(EVAL_ENV, "1") != "0"
+    backend = backend_for(cluster, partition)
+    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
+    if left_out:
+        echo(left_out)
+    check_inputs(runs, scale, workdir, evaluate)   # lite/paper: refuse before writing anything
+    _check_writable(workdir)
+    for note in filter(None, (kind_of(run.stage).before_submit(run, workdir) for run in runs)):
+        echo(note)
+    backend.check()
+    commit = git_commit()
+    scheduler, nodes, placed = Scheduler(backend), {}, []
+    for run in runs:
+        nodes[run.run_id] = node = run_node(run, workdir, nodes.get(run.parent_id), commit,
+                                            train_options)
+        entry = submit_run(scheduler, node)
+        placed.append(entry)
+        job = entry.job
+        echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
+             + (f"  job {entry.job_id}" if entry.job_id else "")
+             + (f"  log {job.stdout}" if job and job.stdout else "")
+             + (f"  ({entry.message})" if entry.message else ""))
+    evals: list[EvalSubmitted] = []
+    for run in evaluated_runs(runs) if evaluate else []:
+        item = submit_eval(scheduler, evaluation(run, nodes[run.run_id], workdir, commit))
+        evals.append(item)
+        echo(f"{'eval ' + item.action:>14}  {run.name:<24} run {run.run_id}  "
+             f"{run.protocol}  {item.describe()}")
+    if evals_out is not None:
+        evals_out.extend(evals)
+    _record_submission(target, scale, cluster, commit, placed, evals, workdir)
+    if backend.queues and wait:
+        wait_for_slurm(scheduler)
+    if evals and (not backend.queues or wait):
+        done = sum(e.evaluation.score.done() for e in evals)
+        echo(f"{done}/{len(evals)} evaluations done for {target.name} ({scale})")
+        for e in evals:
+            if not e.evaluation.score.done():
+                echo(f"eval not done: {e.run.name} (run {e.run.run_id}, {e.run.protocol}): "
+                     f"{e.message or e.action}")
+    if left_out:
+        echo(left_out)
+    return placed
+
+
+def _record_submission(target: Target, scale: str, cluster: str, commit: str,
+                       placed: list[Placed], evals: list[EvalSubmitted], workdir: Path) -> None:
+    """<workdir>/submissions/<time>-<target>-<scale>.json: what this submit did."""
+    record = {"target": target.name, "scale": scale, "cluster": cluster, "git_commit": commit,
+              "submitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "runs": [{"run_id": p.node.run.run_id, "name": p.node.run.name,
+                        "action": p.action, "job_id": p.job_id,
+                        "stdout": p.job and p.job.stdout, "stderr": p.job and p.job.stderr}
+                       for p in placed],
+              "evaluations": [e.record() for e in evals]}
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    atomic_write_json(workdir / "submissions" / f"{stamp}-{target.name}-{scale}.json", record)
+
+
+def wait_for_slurm(scheduler: Scheduler, poll_s: float = 2.0) -> None:
+    """Until every job of this submit is done, failed, left the queue, or waits for a failed
+    parent."""
+    waiting = [p for p in scheduler.placed.values() if p.job_id]
+    while waiting:
+        live = scheduler.backend.live([p.job_id for p in waiting])
+        waiting = [p for p in waiting if not p.node.done()
+                   and run_state(p.node.state_dir)[0] != "failed"
+                   and live.get(p.job_id, "BLOCKED") != "BLOCKED"]
+        if waiting:
+            time.sleep(poll_s)

@@ -1,0 +1,201 @@
+"""`repro submit` through submitit's local executor: runs finish in dependency order, a second
+submit skips finished runs, and a failing run shows as failed in `repro status` with its log."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from repro.targets.jobfiles import load_target, resolve_target
+from repro.jobs.state import run_dir, run_state
+
+
+@pytest.fixture(autouse=True)
+def train_only(monkeypatch):
+    """These tests are about the training graph: no sample and score jobs (REPRO_EVAL=0);
+    tests/repro/test_eval_graph.py covers those."""
+    monkeypatch.setenv("REPRO_EVAL", "0")
+
+
+def run_ids(target: str, scale: str = "ci") -> dict[str, str]:
+    return {r.name: r.run_id for r in resolve_target(load_target(target), scale)}
+
+
+def test_local_submit_runs_the_graph_once(cli, isolated):
+    work = isolated / "work"
+    first = cli("submit", "table4a", "--scale", "ci")
+    assert first.code == 0, first.out + first.err
+    assert first.out.count("submitted") == 6 and "6/6 runs done" in first.out
+    runs = {r.name: r for r in resolve_target(load_target("table4a"), "ci")}
+    ids = {name: run.run_id for name, run in runs.items()}
+    for name, run_id in ids.items():
+        state, done = run_state(run_dir(work, run_id))
+        assert state == "done" and done["training"]["step"] == runs[name].steps
+        summary = json.loads((run_dir(work, run_id) / "train" / "summary.json").read_text())
+        assert summary["config"] == runs[name].config
+        assert (run_dir(work, run_id) / "train" / "model.pt").is_file()
+    # children started after their parent finished
+    finished = {n: json.loads((run_dir(work, i) / "done.json").read_text())["finished"]
+                for n, i in ids.items()}
+    assert finished["stage1a"] <= finished["stage1b"] <= finished["time-r0.1"]
+
+    again = cli("submit", "table4a", "--scale", "ci")
+    assert again.code == 0 and again.out.count("skipped") == 6 and "submitted" not in again.out
+    # a target sharing runs reuses them: table5's r=0.1 and r=0.25 runs are table4a's
+    shared = cli("submit", "table5", "--scale", "ci")
+    assert shared.code == 0
+    skipped = [line.split()[1] for line in shared.out.splitlines() if line.strip().startswith("skipped")]
+    assert {"time-r0.1", "time-r0.25", "row-time-r0.1", "row-time-r0.25"} <= set(skipped)
+
+    status = cli("status", "table4a")
+    assert status.out.count("done ") == 6
+    shared_status = cli("status", "table5")     # the shared runs show under both targets
+    assert shared_status.out.count("done ") == len(run_ids("table5"))
+    assert shared_status.out.count("table5:") == len(run_ids("table5"))
+
+
+def test_failing_run_is_reported_with_its_log(cli, isolated):
+    work = isolated / "work"
+    bad = run_ids("table4a")["time-r0.1"]
+    run_dir(work, bad).mkdir(parents=True)
+    (run_dir(work, bad) / "train").write_text("")   # the run cannot create its folder
+    result = cli("submit", "table4a", "--scale", "ci")
+    assert result.code == 1
+    assert f"not done: time-r0.1 (run {bad})" in result.out and "5/6 runs done" in result.out
+    status = cli("status")
+    lines = status.out.splitlines()
+    row = next(i for i, line in enumerate(lines) if "table4a:time-r0.1" in line)
+    assert lines[row].startswith("failed")
+    assert "OutputDirError" in lines[row + 1]
+    log = lines[row + 2].split("log: ")[1].split()[0]
+    assert Path(log).exists() and "Error" in Path(log).read_text()
+
+    (run_dir(work, bad) / "train").unlink()          # fixed: a resubmit runs only it
+    retry = cli("submit", "table4a", "--scale", "ci", "--strategy", "fsdp")
+    assert retry.code == 0 and retry.out.count("submitted") == 1
+    spec = json.loads((run_dir(work, bad) / "spec.json").read_text())
+    assert spec["train_options"] == {"checkpoint_every": 1, "workers": 0, "log_every": 1,
+                                     "strategy": "fsdp"}
+    summary = json.loads((run_dir(work, bad) / "train" / "summary.json").read_text())
+    assert summary["strategy"] == "single"           # one process: nothing to shard
+
+
+def test_a_retried_run_is_running_not_failed(isolated, monkeypatch):
+    """While a run that failed before runs again, its state is running (status asks the
+    scheduler about it), not the old failure."""
+    from evals.atomic import atomic_write_json
+    from repro.jobs import run as runner
+    from repro.jobs import training
+    from repro.launch.graph import run_record
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "stage1a")
+    directory = run_dir(isolated / "work", run.run_id)
+    directory.mkdir(parents=True)
+    atomic_write_json(directory / "spec.json", run_record(run).to_json())
+    atomic_write_json(directory / "failed.json", {"error": "the first attempt's"})
+    seen, train = [], training.run_training
+
+    def observed(*args):    # the real training, with the state the run shows meanwhile
+        seen.append(run_state(directory)[0])
+        return train(*args)
+    monkeypatch.setattr(training, "run_training", observed)
+    runner.execute(directory / "spec.json")
+    assert seen == ["running"] and run_state(directory)[0] == "done"
+
+
+def test_a_broken_state_file_is_named(cli, isolated):
+    broken = isolated / "work" / "runs" / "0123456789ab" / "job.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"cluster": "loc')
+    status = cli("status")
+    assert status.code == 2 and f"{broken} is not valid JSON" in status.err
+
+
+def test_unwritable_workdir_submits_nothing(cli, isolated, monkeypatch):
+    blocker = isolated / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("REPRO_WORKDIR", str(blocker))
+    result = cli("submit", "smoke", "--scale", "ci")
+    assert result.code == 2 and "REPRO_WORKDIR" in result.err and result.out == ""
+
+
+def test_a_local_job_killed_hard_is_lost_and_a_live_one_is_waited_for(cli, isolated):
+    """A local job's process that died without a word shows as lost; a submit while an
+    earlier submit's job still trains the run waits for it instead of starting a second
+    trainer on the same folder."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from repro.launch.backends import backend_for
+    from repro.launch.graph import run_node
+    from repro.launch.submit import Scheduler, submit_run
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "stage1a")
+    directory = run_dir(isolated / "work", run.run_id)
+    directory.mkdir(parents=True)
+    (directory / "job.json").write_text(json.dumps(
+        {"cluster": "local", "job_id": "1", "target": "smoke", "targets": ["smoke"],
+         "name": "stage1a", "scale": "ci", "stdout": "o", "stderr": "e"}))
+
+    def running(pid: int) -> None:
+        (directory / "running.json").write_text(json.dumps(
+            {"started": "2026-01-01T00:00:00+00:00", "host": socket.gethostname(), "pid": pid}))
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    running(dead.pid)
+    status = cli("status", "smoke")
+    assert any(line.split()[:2] == ["lost", "smoke:stage1a"] for line in status.out.splitlines()), \
+        status.out
+    finishes = (f"import time, pathlib; time.sleep(1.5); "
+                f"pathlib.Path({str(directory / 'done.json')!r}).write_text('{{}}')")
+    orphan = subprocess.Popen([sys.executable, "-c", finishes])
+    try:
+        running(orphan.pid)
+        start = time.monotonic()
+        entry = submit_run(Scheduler(backend_for("local")),
+                           run_node(run, isolated / "work", None, "test"))
+        assert entry.action == "skipped" and time.monotonic() - start >= 1.0
+        assert json.loads((directory / "job.json").read_text())["job_id"] == "1"
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+CHILD_RUN = """
+[runs.child]
+stage = "1c"
+variant = "ours"
+parent = "stage1b"
+cells = ["table3b/ours"]
+"""
+
+
+def test_runs_blocked_by_a_failed_parent_show_in_status(isolated, make_target):
+    """A local submit whose stage 1a fails leaves stage 1b, its child and the child's
+    evaluation blocked: `repro status` lists them with the failed run that blocks them, until
+    the run each waits for is done."""
+    from repro.commands.status import collect_status, format_status
+    from repro.launch.submit import submit
+    target = make_target(isolated, "blockme", "opendv_ablation", CHILD_RUN, "blocked (test)")
+    work, ids = isolated / "work", {r.name: r.run_id for r in resolve_target(target, "ci")}
+    run_dir(work, ids["stage1a"]).mkdir(parents=True)
+    (run_dir(work, ids["stage1a"]) / "train").write_text("")   # stage 1a cannot run
+    submit(target, "ci", "local", work, echo=lambda line: None, evaluate=True)
+    lines = format_status(collect_status(work, "blockme")).splitlines()
+
+    def reason(name: str) -> str:
+        words = name.split()
+        row = next((i for i, line in enumerate(lines)
+                    if line.split()[1:1 + len(words)] == words), None)
+        assert row is not None, f"no row for {name}:\n" + "\n".join(lines)
+        assert lines[row].startswith("blocked"), lines[row]
+        return lines[row + 1]
+    failed = f"waits for run stage1a (run {ids['stage1a']}), which failed: fix that, then submit"
+    assert failed in reason("blockme:stage1b") and failed in reason("blockme:child")
+    assert "its training run is not done: fix that" in reason("blockme:child score")
+    for run_id in ids.values():     # trained since (e.g. by a train-only submit): not blocked
+        (run_dir(work, run_id) / "done.json").write_text("{}")
+    lines = format_status(collect_status(work, "blockme")).splitlines()
+    assert not any(line.startswith("blocked") for line in lines), "\n".join(lines)
