@@ -72,8 +72,9 @@ def _slurm_time(hours: float) -> str:
 
 
 def afterok(job_ids: list[str]) -> str | None:
-    """A Slurm dependency on every job in `job_ids` (an array: its id without the task)."""
-    ids = list(dict.fromkeys(job_id.split("_")[0] for job_id in job_ids))
+    """A Slurm dependency on every job in `job_ids` ("<array>" for a whole array,
+    "<array>_<task>" for one of its tasks)."""
+    ids = list(dict.fromkeys(job_ids))
     return "afterok:" + ":".join(ids) if ids else None
 
 

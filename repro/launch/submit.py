@@ -21,7 +21,7 @@ from evals.atomic import atomic_write_json
 
 from repro.jobs.kinds import kind_of
 from repro.jobs.state import git_commit, run_state, wait_for_earlier_job
-from repro.launch.backends import Backend, Job, backend_for
+from repro.launch.backends import Backend, Job, afterok, backend_for
 from repro.launch.graph import (Evaluation, Node, Placed, add_target, evaluated_runs,
                                 evaluation, run_node)
 from repro.launch.preflight import check_inputs
@@ -104,7 +104,7 @@ class Scheduler:
         else:
             jobs = self.backend.submit_array(first.shape, after, first.call,
                                              *map(list, zip(*(node.args for node in nodes))))
-        dependency = "afterok:" + ":".join(after) if after else None
+        dependency = afterok(after)
         for node, job in zip(nodes, jobs):
             self.placed[node.key] = Placed(node, "submitted", job, after=dependency)
 

@@ -67,11 +67,13 @@ def fail_on_rank_one() -> str:
 def test_a_failing_task_ends_a_multi_task_job(slurm_cluster, slurm_workdir):
     """The training executor (repro.launch.backends.make_executor) with two tasks: one task's
     failure ends the job at once, not after the other task's wait."""
-    from repro.launch.backends import make_executor as training_executor, slurm_states
+    from repro.launch.backends import JobShape, slurm_states
+    from repro.launch.backends import make_executor as training_executor
     from repro.targets.jobfiles import Resources
-    resources = Resources(nodes=1, gpus_per_node=0, cpus_per_task=1, mem_gb=1, time_hours=0.1)
-    executor = training_executor("slurm", slurm_workdir / "ranks", "ranks", 0.1, resources, 1,
-                                 2, 0, None, slurm_cluster.partition)
+    resources = Resources(nodes=1, gpus_per_node=0, cpus_per_task=1, mem_gb=1, time_hours=0.1,
+                          tasks_per_node=2)
+    executor = training_executor("slurm", JobShape("ranks", slurm_workdir / "ranks", resources),
+                                 None, slurm_cluster.partition)
     job = executor.submit(fail_on_rank_one)
     deadline = time.monotonic() + WAIT_S       # squeue: this Slurm keeps no accounting
     while slurm_states([job.job_id]) and time.monotonic() < deadline:
