@@ -69,19 +69,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from repro.vista.cli import set_paths
-    set_paths(args.vista_checkout, args.vista_ckpt,   # recorded in the Vista runs' specs
-              args.vista_python, args.vista_clip)
+    from repro.vista.inputs import given_inputs
+    vista = given_inputs(args.vista_checkout, args.vista_ckpt,   # recorded by Vista runs
+                         args.vista_python, args.vista_clip)
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
     if args.dry_run:
-        dry_run(target, scale, work_dir(), args.partition, seeds=args.seeds or 1)
+        dry_run(target, scale, work_dir(), args.partition, seeds=args.seeds or 1, vista=vista)
         return 0
     evals: list = []
     options = {"strategy": args.strategy} if args.strategy else None
     entries = submit(target, scale, args.cluster, work_dir(), wait=args.wait,
                      partition=args.partition, evals_out=evals, seeds=args.seeds or 1,
-                     train_options=options)
+                     train_options=options, vista=vista)
     if args.cluster == "slurm" and not args.wait:
         print("submitted; follow with `repro status " + target.name + "`")
         return 0

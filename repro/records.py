@@ -25,13 +25,16 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class VistaFields:
-    """What a Vista run was given at submit time (flags, else REPRO_VISTA_* variables) and,
-    in an evaluation's record, the sample.py settings (repro/vista/staging.VistaSettings)."""
+    """What Vista was given at submit time (flags, else REPRO_VISTA_* variables, read once by
+    repro/vista/inputs.given_inputs) and, in an evaluation's record, the sample.py settings
+    (repro/vista/staging.VistaSettings). Jobs run with these fields, not the environment."""
     checkout: str | None = None
     ckpt: str | None = None
     python: str | None = None
     clip: str | None = None
     allow_unpinned: bool = False
+    sampler: dict[str, Any] | None = None      # overrides of n_steps, cfg_scale, cond_aug
+    low_vram: bool = False
     settings: dict[str, Any] | None = None
 
     @classmethod

@@ -17,7 +17,7 @@ from maskgwm.config import get_scale
 from maskgwm.config.resolve import STAGES
 
 from repro.jobs.state import run_dir, run_state
-from repro.records import EvalRecord, RunRecord
+from repro.records import EvalRecord, RunRecord, VistaFields
 from repro.targets.jobfiles import ResolvedRun, Resources
 
 
@@ -114,9 +114,10 @@ def _vae(spec: EvalRecord, device: str):
     return SD3VAE.from_pretrained(Path(root) / SD3_FOLDER, device=device)
 
 
-def kind_of(stage: str):
-    """The kind of a run of `stage` (a ResolvedRun's, RunRecord's or EvalRecord's)."""
+def kind_of(stage: str, vista: VistaFields | None = None):
+    """The kind of a run of `stage` (a ResolvedRun's, RunRecord's or EvalRecord's); `vista`:
+    what a submit was given for Vista runs (repro/vista/inputs.given_inputs)."""
     if stage == "vista":
         from repro.vista.kind import VistaRun
-        return VistaRun()
+        return VistaRun(vista)
     return TrainedRun()

@@ -16,6 +16,7 @@ from repro.launch.estimate import training_gpu_hours
 from repro.launch.graph import evaluated_runs, run_node
 from repro.launch.preflight import warn_missing
 from repro.launch.submit import EVAL_ENV
+from repro.records import VistaFields
 from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
 
 
@@ -28,16 +29,20 @@ def gpu_hours(run: ResolvedRun) -> float:
 
 
 def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
-            echo: Callable[[str], None] = print, seeds: int = 1) -> float:
-    """Print each run's Slurm options, command and GPU-hours; return the total. Writes nothing."""
+            echo: Callable[[str], None] = print, seeds: int = 1,
+            vista: VistaFields | None = None) -> float:
+    """Print each run's Slurm options, command and GPU-hours; return the total. Writes nothing.
+    `vista`: as for submit."""
     from repro.vista.graph import split_runs
-    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
+    from repro.vista.inputs import given_inputs
+    vista = vista or given_inputs()
+    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale, vista)
     names = {run.run_id: run.name for run in runs}
     echo(f"# dry run: target {target.name}, scale {scale}, {len(runs)} runs (nothing submitted)")
     total = sampling = 0.0
     evaluated = evaluated_runs(runs)
     for run in runs:
-        node = run_node(run, workdir, None, "")
+        node = run_node(run, workdir, None, "", vista=vista)
         state, _ = run_state(node.state_dir)
         dependency = f"afterok:<job of {names[run.parent_id]}>" if run.parent_id else None
         hours = gpu_hours(run)
@@ -51,18 +56,18 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
         echo(f"   command: {run_command(node.args[0])}")
         echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
         if run in evaluated:
-            sampling += echo_eval_plan(run, workdir, partition, echo)
+            sampling += echo_eval_plan(run, workdir, partition, echo, vista)
     if left_out:
         echo("\n# " + left_out)
     echo(f"\n# total estimated GPU-hours (runs not yet done): {total + sampling:,.0f} "
          f"(training {total:,.0f}, sampling for evaluation {sampling:,.1f}; scoring and "
          f"Vista's sampling not included; see repro/launch/estimate.py)")
-    warn_missing(runs, scale, workdir, os.environ.get(EVAL_ENV, "1") != "0", echo)
+    warn_missing(runs, scale, workdir, os.environ.get(EVAL_ENV, "1") != "0", echo, vista)
     return total + sampling
 
 
 def echo_eval_plan(run: ResolvedRun, workdir: Path, partition: str | None,
-                   echo: Callable[[str], None]) -> float:
+                   echo: Callable[[str], None], vista: VistaFields | None = None) -> float:
     """Print a run's evaluation jobs and their sampling estimate; return its GPU-hours (0 when
     already scored, on the CPU, or not estimated for its kind)."""
     from repro.jobs.evaluation import eval_state
@@ -71,7 +76,7 @@ def echo_eval_plan(run: ResolvedRun, workdir: Path, partition: str | None,
     directory = eval_dir(workdir, run.run_id, run.protocol)
     echo(f"   then: sample array of {options.shards} shards (afterok on this job), score "
          f"job (afterok on the array) -> {directory / 'result.json'}")
-    hours = kind_of(run.stage).echo_sampling(run, workdir, partition, echo)
+    hours = kind_of(run.stage, vista).echo_sampling(run, workdir, partition, echo)
     if hours is None:
         echo("   estimated sampling GPU-hours: not estimated (Vista's sampler not measured)")
         return 0.0

@@ -23,7 +23,7 @@ from repro.jobs.run import TrainingJob
 from repro.jobs.state import eval_dir, run_dir, run_state, shard_state_dir
 from repro.launch.backends import Job, JobShape
 from repro.launch.shapes import eval_shape
-from repro.records import RunRecord, write_record
+from repro.records import RunRecord, VistaFields, write_record
 from repro.targets.jobfiles import ResolvedRun
 
 MAX_TIMEOUT_REQUEUES = 20   # a paper-scale stage spans several 24-hour jobs
@@ -67,13 +67,15 @@ class Placed:
 
 
 def run_record(run: ResolvedRun, train_options: dict[str, Any] | None = None,
-               commit: str = "") -> RunRecord:
-    """The record (spec.json) a run's job reads; `train_options` override the scale's."""
+               commit: str = "", vista: VistaFields | None = None) -> RunRecord:
+    """The record (spec.json) a run's job reads; `train_options` override the scale's;
+    `vista`: what the submit was given for Vista (a Vista run records it)."""
     return RunRecord(run_id=run.run_id, parent_id=run.parent_id, target=run.target,
                      name=run.name, stage=run.stage, variant=run.variant, scale=run.scale,
                      config=run.config, cells=list(run.cells), protocol=run.protocol,
                      train_options={**get_scale(run.scale).train, **(train_options or {})},
-                     submitted_from_commit=commit, **kind_of(run.stage).record_fields(run))
+                     submitted_from_commit=commit,
+                     **kind_of(run.stage, vista).record_fields(run))
 
 
 def evaluated_runs(runs: list[ResolvedRun]) -> list[ResolvedRun]:
@@ -103,7 +105,8 @@ def add_target(directory: Path, target: str) -> list[str]:
 
 
 def run_node(run: ResolvedRun, workdir: Path, parent: Node | None, commit: str,
-             train_options: dict[str, Any] | None = None) -> Node:
+             train_options: dict[str, Any] | None = None,
+             vista: VistaFields | None = None) -> Node:
     """A run's own job: its nodes and tasks per node as its kind asks."""
     directory = run_dir(workdir, run.run_id)
     spec = directory / "spec.json"
@@ -112,7 +115,7 @@ def run_node(run: ResolvedRun, workdir: Path, parent: Node | None, commit: str,
     return Node(run.run_id, "run", run, directory, directory / "done.json", shape,
                 TrainingJob(), (str(spec),), [parent] if parent else [],
                 (previous_job(directory) or {}).get("job_id"),
-                lambda: write_record(spec, run_record(run, train_options, commit)))
+                lambda: write_record(spec, run_record(run, train_options, commit, vista)))
 
 
 @dataclass
@@ -127,7 +130,7 @@ class Evaluation:
 
 
 def evaluation(run: ResolvedRun, run_job: Node, workdir: Path, commit: str,
-               shards: int | None = None) -> Evaluation:
+               shards: int | None = None, vista: VistaFields | None = None) -> Evaluation:
     """The evaluation's nodes. A result scored under an older protocol version is moved aside
     first; an unfinished evaluation keeps the shard count it started with."""
     from repro.report.collect import current_protocol_hash
@@ -153,7 +156,8 @@ def evaluation(run: ResolvedRun, run_job: Node, workdir: Path, commit: str,
     spec = directory / "spec.json"
 
     def write_spec() -> None:
-        write_record(spec, eval_record(run_record(run), run.protocol, workdir, shards, commit))
+        write_record(spec, eval_record(run_record(run, vista=vista), run.protocol, workdir,
+                                       shards, commit))
 
     samples = [Node(node_id(run.run_id, run.protocol, "sample", i, shards), "sample", run,
                     shard_state_dir(directory, i, shards),

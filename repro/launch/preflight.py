@@ -40,6 +40,7 @@ from maskgwm.config import get_scale
 from maskgwm.data.registry import get_dataset
 from maskgwm.config.resolve import STAGES
 
+from repro.records import VistaFields
 from repro.targets.jobfiles import ResolvedRun
 
 SD3_REPO = "stabilityai/stable-diffusion-3-medium-diffusers"
@@ -186,21 +187,21 @@ def _detector_root(scale: str, detector_root: str | Path | None) -> _Root:
 def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = None,
                    evaluate: bool = True, weights_root: str | Path | None = None,
                    data_root: str | Path | None = None,
-                   detector_root: str | Path | None = None) -> list[Missing]:
+                   detector_root: str | Path | None = None,
+                   vista: VistaFields | None = None) -> list[Missing]:
     """Every input the unfinished runs (and, with `evaluate`, evaluations) of `runs` need at
     `scale` that is not there; [] at ci and smoke scale. Roots default to REPRO_WEIGHTS,
     REPRO_DATA_ROOT and REPRO_DETECTOR_WEIGHTS (or REPRO_WEIGHTS); with `workdir`, runs and
     evaluations already done and evaluation sets already built are not checked."""
-    vista = _vista_missing(runs, scale, workdir)
+    external = _vista_missing(runs, scale, workdir, vista)
     if not get_scale(scale).checked:
-        return vista
+        return external
     from maskgwm.model.vae import WEIGHT_FILES
     from maskgwm.train.options import env_path
 
     from repro.jobs.evaluation import eval_state
-    from repro.jobs.state import eval_dir
     from repro.jobs.evalsets import EVALSET_SOURCES, SET_FILE, evalset_dir
-    from repro.jobs.state import run_dir, run_state
+    from repro.jobs.state import eval_dir, run_dir, run_state
     from repro.launch.graph import evaluated_runs
 
     weights = _Root(env_path(weights_root, "REPRO_WEIGHTS"), "REPRO_WEIGHTS")
@@ -234,10 +235,11 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
         if workdir is None or not (evalset_dir(workdir, run.protocol, scale) / SET_FILE).is_file():
             dataset, split, _, _ = EVALSET_SOURCES[run.protocol]
             _dataset(found, data, dataset, split, get_dataset(dataset).eval_version, user)
-    return vista + list(found.items.values())
+    return external + list(found.items.values())
 
 
-def _vista_missing(runs: list[ResolvedRun], scale: str, workdir: Path | None) -> list[Missing]:
+def _vista_missing(runs: list[ResolvedRun], scale: str, workdir: Path | None,
+                   vista: VistaFields | None) -> list[Missing]:
     """What the unfinished Vista runs need (repro/vista/graph.py, inputs.py)."""
     from repro.jobs.evaluation import eval_state
     from repro.jobs.state import eval_dir
@@ -246,13 +248,13 @@ def _vista_missing(runs: list[ResolvedRun], scale: str, workdir: Path | None) ->
         runs = [run for run in runs if run.stage != "vista" or
                 eval_state(eval_dir(workdir, run.run_id, run.protocol))[0] != "done"]
     return [Missing(what, path, fix, list(users)) for what, path, fix, users
-            in missing(runs, scale, workdir)]
+            in missing(runs, scale, workdir, vista)]
 
 
 def check_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = None,
-                 evaluate: bool = True) -> None:
+                 evaluate: bool = True, vista: VistaFields | None = None) -> None:
     """PreflightError listing every missing input (see `missing_inputs`); nothing otherwise."""
-    missing = missing_inputs(runs, scale, workdir, evaluate)
+    missing = missing_inputs(runs, scale, workdir, evaluate, vista=vista)
     if missing:
         target = runs[0].target if runs else "the target"
         raise PreflightError(missing, f"{len(missing)} inputs that {target} needs at scale "
@@ -260,9 +262,9 @@ def check_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = Non
 
 
 def warn_missing(runs: list[ResolvedRun], scale: str, workdir: Path | None, evaluate: bool,
-                 echo=print) -> list[Missing]:
+                 echo=print, vista: VistaFields | None = None) -> list[Missing]:
     """For dry runs: the same list as a warning section."""
-    missing = missing_inputs(runs, scale, workdir, evaluate)
+    missing = missing_inputs(runs, scale, workdir, evaluate, vista=vista)
     if missing:
         echo("\n" + format_missing(missing, f"# WARNING: {len(missing)} inputs are missing or "
                                    f"wrong; `repro submit` will refuse until they are there:"))

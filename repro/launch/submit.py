@@ -25,6 +25,7 @@ from repro.launch.backends import Backend, Job, afterok, backend_for
 from repro.launch.graph import (Evaluation, Node, Placed, add_target, evaluated_runs,
                                 evaluation, run_node)
 from repro.launch.preflight import check_inputs
+from repro.records import VistaFields
 from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
 
 EVAL_ENV = "REPRO_EVAL"     # REPRO_EVAL=0: submit trains only (no sample and score jobs)
@@ -224,29 +225,34 @@ def _check_writable(workdir: Path) -> None:
 def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool = False,
            partition: str | None = None, echo: Callable[[str], None] = print,
            evaluate: bool | None = None, evals_out: list | None = None,
-           seeds: int = 1, train_options: dict[str, Any] | None = None) -> list[Placed]:
+           seeds: int = 1, train_options: dict[str, Any] | None = None,
+           vista: VistaFields | None = None) -> list[Placed]:
     """Submit every unfinished run of `target` at `scale`, then (with `evaluate`) the sample
     and score jobs of every evaluated run (repro/jobs/evaluation.py); local and debug jobs
     finish here. The evaluation entries are appended to `evals_out`. `evaluate` None: on
     unless the environment sets REPRO_EVAL=0 (train only). `train_options`: TrainOptions
-    fields for the training jobs (e.g. {"strategy": "fsdp"})."""
+    fields for the training jobs (e.g. {"strategy": "fsdp"}). `vista`: what the user gave for
+    Vista runs (default: repro/vista/inputs.given_inputs(), from the environment)."""
     from repro.vista.graph import split_runs
+    from repro.vista.inputs import given_inputs
+    vista = vista or given_inputs()
     if evaluate is None:
         evaluate = os.environ.get(EVAL_ENV, "1") != "0"
     backend = backend_for(cluster, partition)
-    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale)
+    runs, left_out = split_runs(resolve_target(target, scale, seeds), scale, vista)
     if left_out:
         echo(left_out)
-    check_inputs(runs, scale, workdir, evaluate)   # lite/paper: refuse before writing anything
+    check_inputs(runs, scale, workdir, evaluate, vista)   # lite/paper: refuse before writing
     _check_writable(workdir)
-    for note in filter(None, (kind_of(run.stage).before_submit(run, workdir) for run in runs)):
+    for note in filter(None, (kind_of(run.stage, vista).before_submit(run, workdir)
+                              for run in runs)):
         echo(note)
     backend.check()
     commit = git_commit()
     scheduler, nodes, placed = Scheduler(backend), {}, []
     for run in runs:
         nodes[run.run_id] = node = run_node(run, workdir, nodes.get(run.parent_id), commit,
-                                            train_options)
+                                            train_options, vista)
         entry = submit_run(scheduler, node)
         placed.append(entry)
         job = entry.job
@@ -256,7 +262,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
              + (f"  ({entry.message})" if entry.message else ""))
     evals: list[EvalSubmitted] = []
     for run in evaluated_runs(runs) if evaluate else []:
-        item = submit_eval(scheduler, evaluation(run, nodes[run.run_id], workdir, commit))
+        item = submit_eval(scheduler, evaluation(run, nodes[run.run_id], workdir, commit,
+                                                 vista=vista))
         evals.append(item)
         echo(f"{'eval ' + item.action:>14}  {run.name:<24} run {run.run_id}  "
              f"{run.protocol}  {item.describe()}")

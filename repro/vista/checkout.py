@@ -12,7 +12,6 @@ test double that stands in for Vista at ci/smoke scale (repro/vista/inputs.py).
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,8 @@ class VistaError(ValueError):
 
 def resolve_paths(checkout: str | Path | None, ckpt: str | Path | None
                   ) -> tuple[Path | None, Path | None]:
-    """Flags first, then REPRO_VISTA_CHECKOUT / REPRO_VISTA_CKPT; the checkpoint defaults to
-    <checkout>/ckpts/vista.safetensors (where Vista's README says to put it)."""
-    checkout = checkout or os.environ.get(CHECKOUT_ENV) or None
-    ckpt = ckpt or os.environ.get(CKPT_ENV) or None
+    """Absolute paths; the checkpoint defaults to <checkout>/ckpts/vista.safetensors (where
+    Vista's README says to put it)."""
     root = Path(checkout).expanduser().resolve() if checkout else None
     if ckpt is None and root is not None:
         ckpt = root / DEFAULT_CKPT

@@ -4,32 +4,21 @@ folder), so `repro submit table1` later finds its result."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from repro.records import VistaFields
 from repro.vista.checkout import CHECKOUT_ENV, CKPT_ENV, VistaError, describe
 from repro.vista.environment import PYTHON_ENV
 from repro.vista.weights import CLIP_ENV, UNPINNED_ENV
 
 
-def set_paths(checkout: str | None, ckpt: str | None, python: str | None = None,
-              clip: str | None = None, allow_unpinned: bool = False) -> None:
-    """Flags override the environment, for this process and the spec files it writes."""
-    for name, path in ((CHECKOUT_ENV, checkout), (CKPT_ENV, ckpt), (CLIP_ENV, clip)):
-        if path:
-            os.environ[name] = str(Path(path).expanduser().resolve())
-    if python:
-        os.environ[PYTHON_ENV] = python
-    if allow_unpinned:
-        os.environ[UNPINNED_ENV] = "1"
-
-
-def _paths(args: argparse.Namespace) -> None:
-    set_paths(*(getattr(args, key, None) for key in ("checkout", "ckpt", "python", "clip")),
-              allow_unpinned=getattr(args, "allow_unpinned", False))
-    if getattr(args, "sampler", None):
-        from repro.vista.job import SAMPLER_ENV
-        os.environ[SAMPLER_ENV] = args.sampler
+def inputs_of(args: argparse.Namespace) -> VistaFields:
+    """The flags, else the REPRO_VISTA_* variables (repro/vista/inputs.given_inputs)."""
+    from repro.vista.inputs import given_inputs
+    return given_inputs(*(getattr(args, key, None) for key in ("checkout", "ckpt", "python",
+                                                                "clip")),
+                        allow_unpinned=getattr(args, "allow_unpinned", False),
+                        sampler=getattr(args, "sampler", None))
 
 
 def vista_run(protocol: str, scale: str):
@@ -46,10 +35,9 @@ def vista_run(protocol: str, scale: str):
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Real Vista, as lite/paper scale runs it: checkout, Python, checkpoint, CLIP weights."""
-    _paths(args)
     from repro.paths import work_dir
     from repro.vista.inputs import check_report
-    lines, wrong = check_report(None, None, work_dir())
+    lines, wrong = check_report(inputs_of(args), work_dir())
     if wrong:
         print(f"Vista cannot run ({len(wrong)} problems):\n" + describe(wrong))
         return 2
@@ -72,7 +60,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    _paths(args)
+    inputs = inputs_of(args)
     from repro.jobs.state import git_commit
     from repro.launch.backends import backend_for
     from repro.launch.graph import evaluation, run_node
@@ -85,24 +73,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"# dry run: Vista run {run.run_id} ({run.target}/{run.name}), protocol "
               f"{run.protocol}, scale {args.scale} (nothing submitted)")
-        echo_plan(run, workdir, args.partition, shards=args.shards)
+        echo_plan(run, workdir, args.partition, shards=args.shards, inputs=inputs)
         return 0
-    validate(None, None, args.scale, workdir)   # refuse before anything is submitted
+    validate(inputs, args.scale, workdir)   # refuse before anything is submitted
     from repro.vista.graph import retire_if_changed
-    note = retire_if_changed(run, workdir)  # another checkpoint or sample.py: prepare again
+    note = retire_if_changed(run, workdir, inputs)  # another checkpoint or sample.py
     if note:
         print(note)
     backend = backend_for(args.cluster, args.partition)
     backend.check()
     scheduler, commit = Scheduler(backend), git_commit()
-    node = run_node(run, workdir, None, commit)
+    node = run_node(run, workdir, None, commit, vista=inputs)
     entry = submit_run(scheduler, node)
     print(f"{entry.action:>9}  Vista prepare job, run {run.run_id}"
           + (f"  job {entry.job_id}" if entry.job_id else ""))
     if not backend.queues and not node.done():
         print(f"the prepare step failed: {node.state_dir / 'failed.json'}")
         return 1
-    item = submit_eval(scheduler, evaluation(run, node, workdir, commit, args.shards))
+    item = submit_eval(scheduler, evaluation(run, node, workdir, commit, args.shards, inputs))
     print(f"eval {item.action}: {item.describe()}")
     return 0 if backend.queues or item.action in ("skipped", "submitted") else 1
 

@@ -6,7 +6,6 @@ would otherwise fail every sample shard at import time, after submission."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,8 @@ MARK = "REPRO-PROBE "
 
 
 def python(given: str | None = None) -> str:
-    """The interpreter Vista runs with: `given`, else REPRO_VISTA_PYTHON, else ours."""
-    return given or os.environ.get(PYTHON_ENV) or sys.executable
+    """The interpreter Vista runs with: `given` (REPRO_VISTA_PYTHON or --python), else ours."""
+    return given or sys.executable
 
 
 def probe(interpreter: str, checkout: Path) -> dict[str, Any]:

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from repro.vista.checkout import CHECKOUT_ENV, VistaError, resolve_paths
-from repro.vista.inputs import problems, stands_in, validate
+from repro.records import VistaFields
+from repro.vista.checkout import CHECKOUT_ENV, VistaError
+from repro.vista.inputs import given_inputs, problems, stands_in, validate
 
 
 def vista_runs(runs: list) -> list:
     return [run for run in runs if run.stage == "vista"]
 
 
-def given() -> bool:
-    """Whether a Vista checkout is configured (REPRO_VISTA_CHECKOUT)."""
-    return resolve_paths(None, None)[0] is not None
-
-
-def split_runs(runs: list, scale: str) -> tuple[list, str]:
-    """(runs to submit, a message naming the Vista runs left out and why, or "")."""
-    left_out = vista_runs(runs) if stands_in(scale) and not given() else []
+def split_runs(runs: list, scale: str, inputs: VistaFields | None = None) -> tuple[list, str]:
+    """(runs to submit, a message naming the Vista runs left out and why, or ""); `inputs`
+    default to given_inputs()."""
+    inputs = inputs or given_inputs()
+    left_out = vista_runs(runs) if stands_in(scale) and not inputs.checkout else []
     if not left_out:
         return runs, ""
     names = ", ".join(f"{run.name} ({', '.join(run.cells) or '-'})" for run in left_out)
@@ -37,31 +35,33 @@ def split_runs(runs: list, scale: str) -> tuple[list, str]:
         "(README: Comparing with Vista)")
 
 
-def missing(runs: list, scale: str, workdir: Path | None = None
+def missing(runs: list, scale: str, workdir: Path | None = None,
+            inputs: VistaFields | None = None
             ) -> list[tuple[str, str, str, list[tuple[str, str]]]]:
     """(what, path, fix, needed_by) for a target's Vista runs: at lite/paper always, at
     ci/smoke when a checkout is given."""
-    runs = vista_runs(runs)
-    if not runs or (stands_in(scale) and not given()):
+    runs, inputs = vista_runs(runs), inputs or given_inputs()
+    if not runs or (stands_in(scale) and not inputs.checkout):
         return []
     users = [("Vista sampling", run.name) for run in runs]
     return [(what, path, fix, users) for what, path, fix
-            in problems(None, None, scale, workdir)]
+            in problems(inputs, scale, workdir)]
 
 
-def retire_if_changed(run, workdir: Path) -> str:
+def retire_if_changed(run, workdir: Path, inputs: VistaFields | None = None) -> str:
     """For a done Vista run prepared with another sample.py or checkpoint than the configured
     ones: move its folder (with its evaluations) to <workdir>/runs-stale/ and say so, so that
     it is prepared and evaluated again; otherwise ""."""
     from repro.jobs.state import run_dir, run_state
-    if run.stage != "vista" or not given():
+    inputs = inputs or given_inputs()
+    if run.stage != "vista" or not inputs.checkout:
         return ""
     directory = run_dir(workdir, run.run_id)
     state, record = run_state(directory)
     if state != "done":
         return ""
     try:
-        now = validate(None, None, run.scale, workdir, check_python=False)
+        now = validate(inputs, run.scale, workdir, check_python=False)
     except VistaError:
         return ""             # the preflight names what is wrong
     was = record.get("vista", {})

@@ -1,19 +1,20 @@
 """Vista's part of the job graph: the prepare step, one sample shard, and the dry-run plan.
 
-- `prepare(spec, directory)` (the Vista run's own job, repro/jobs/run.py): checks everything the run
-  needs at its scale (inputs.py: the test double at ci/smoke, real Vista at lite/paper) and
+- `prepare(spec, directory)` (the Vista run's own job, repro/vista/kind.py): checks everything
+  the run needs at its scale (inputs.py: the test double at ci/smoke, real Vista at lite/paper) and
   records it in the run's done.json (commit, SHA-256s, interpreter, whether the checkpoint is
   the pinned one).
-- `run_shard(spec, directory, shard)` (the sample array task, eval_job.sample_shard): exports
+- `run_shard(spec, directory, shard)` (the sample array task, repro/vista/kind.py): exports
   the bundle once, ingests what a killed earlier attempt left, stages the clips still missing,
   runs `sample.py`, ingests its output into `samples/` (the layout our sampler writes, so
   `merge_videosets` and scoring run unchanged). Resumable per clip.
-- `settings_for(protocol, scale, seed)`: n_conds = the protocol's condition frames (1 for
+- `settings_for(protocol, scale, seed, inputs)`: n_conds = the protocol's condition frames (1 for
   nuScenes and Waymo, 3 for opendv_long), n_rounds so 25 + 22 (k - 1) frames cover the
   protocol's longest point, Vista's 576x1024 at lite/paper, the eval set's size at ci/smoke
   (the double). Seed 23 (sample.py's default, which it re-sets before every clip) plus the
   run's seed replica; 50 steps, guidance 2.5 and noise augmentation 0 (sample.py's defaults,
-  passed explicitly) unless REPRO_VISTA_SAMPLER overrides them ("n_steps=25,cfg_scale=2.0").
+  passed explicitly) unless the inputs' sampler overrides them (REPRO_VISTA_SAMPLER or
+  --sampler "n_steps=25,cfg_scale=2.0").
   Assumed: Vista's own defaults are the settings its paper evaluated with (its evaluation code
   is unreleased, docs/DESIGN.md section 4).
 """
@@ -26,37 +27,19 @@ from typing import Any
 
 from repro.records import EvalRecord, RunRecord, VistaFields
 from repro.vista.checkout import VistaError, resolve_paths
-from repro.vista.environment import PYTHON_ENV
 from repro.vista.export import VISTA_SIZE, export_bundle, rounds_for, vista_size
 from repro.vista.ingest import check_complete, ingest
-from repro.vista.inputs import stand_in, stand_in_note, stands_in, validate
+from repro.vista.inputs import given_inputs, stand_in, stand_in_note, stands_in, validate
 from repro.vista.staging import OUT, VistaSettings, command, index_map, stage
-from repro.vista.weights import CLIP_ENV, UNPINNED_ENV
 
 VISTA_SEED = 23          # sample.py's default seed; a run's seed replica adds to it
 BUNDLE, STAGE = "vista-input", "vista-stage"
-LOW_VRAM_ENV = "REPRO_VISTA_LOW_VRAM"   # =1: pass --low_vram (Vista: for GPUs under 80 GB)
-SAMPLER_ENV = "REPRO_VISTA_SAMPLER"     # "n_steps=25,cfg_scale=2.0,cond_aug=0.0"
-SAMPLER_KEYS = {"n_steps": int, "cfg_scale": float, "cond_aug": float}
 
 
-def sampler_overrides() -> dict[str, Any]:
-    """REPRO_VISTA_SAMPLER as {n_steps, cfg_scale, cond_aug} (only those given)."""
-    text = os.environ.get(SAMPLER_ENV, "").strip()
-    found: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, _, value = item.partition("=")
-        if key.strip() not in SAMPLER_KEYS:
-            raise VistaError(f"{SAMPLER_ENV}: unknown setting '{key}' (known: "
-                             f"{', '.join(SAMPLER_KEYS)}; e.g. n_steps=25,cfg_scale=2.0)")
-        try:
-            found[key.strip()] = SAMPLER_KEYS[key.strip()](value)
-        except ValueError:
-            raise VistaError(f"{SAMPLER_ENV}: '{item}' is not a number") from None
-    return found
-
-
-def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings:
+def settings_for(protocol_name: str, scale: str, seed: int = 0,
+                 inputs: VistaFields | None = None) -> VistaSettings:
+    """sample.py's settings for a protocol at a scale (see the module doc); `inputs` (default:
+    given_inputs()) may override the sampler and ask for --low_vram."""
     from evals.frames import frames_needed
 
     from repro.jobs.evalsets import scaled_protocol
@@ -64,38 +47,17 @@ def settings_for(protocol_name: str, scale: str, seed: int = 0) -> VistaSettings
     if protocol.dataset == "nuscenes_mview":
         raise VistaError(f"protocol {protocol_name} is multi-view; Vista is single-view")
     width, height = vista_size(scale, protocol)
+    inputs = inputs or given_inputs()
     return VistaSettings(n_conds=protocol.cond_frames,
                          n_rounds=rounds_for(frames_needed(protocol)),
                          width=width, height=height, seed=VISTA_SEED + seed,
-                         low_vram=os.environ.get(LOW_VRAM_ENV) == "1", **sampler_overrides())
-
-
-def vista_fields(checkout: str | Path | None = None, ckpt: str | Path | None = None
-                 ) -> VistaFields:
-    """What a Vista run's record holds: paths and Vista environment settings as given at
-    submit time (flags, else the REPRO_VISTA_* variables), so Slurm jobs use them."""
-    root, ckpt_path = resolve_paths(checkout, ckpt)
-    return VistaFields(checkout=str(root) if root else None,
-                       ckpt=str(ckpt_path) if ckpt_path else None,
-                       python=os.environ.get(PYTHON_ENV) or None,
-                       clip=os.environ.get(CLIP_ENV) or None,
-                       allow_unpinned=os.environ.get(UNPINNED_ENV) == "1")
-
-
-def _use_recorded_env(vista: VistaFields) -> None:
-    """This job's Vista settings are the ones recorded at submit time."""
-    for value, name in ((vista.python, PYTHON_ENV), (vista.clip, CLIP_ENV),
-                        ("1" if vista.allow_unpinned else None, UNPINNED_ENV)):
-        if value:
-            os.environ[name] = value
+                         low_vram=inputs.low_vram, **(inputs.sampler or {}))
 
 
 def prepare(spec: RunRecord, directory: Path) -> dict[str, Any]:
     """The Vista run's job: everything it needs at its scale, checked and recorded."""
-    vista = spec.vista or VistaFields()
-    _use_recorded_env(vista)
     workdir = Path(directory).parent.parent
-    found = validate(vista.checkout, vista.ckpt, spec.scale, workdir)
+    found = validate(spec.vista or VistaFields(), spec.scale, workdir)
     if stands_in(spec.scale):
         print(stand_in_note(found.given, spec.scale), flush=True)
     print(f"Vista {found.root} (commit {found.commit}), checkpoint {found.ckpt} (sha256 "
@@ -113,8 +75,7 @@ def run_shard(spec: EvalRecord, directory: Path, shard: int,
     from repro.jobs.evalsets import ensure_evalset
     shards = spec.shards
     vista = spec.vista
-    _use_recorded_env(vista)
-    found = validate(vista.checkout, vista.ckpt, spec.scale, Path(spec.workdir),
+    found = validate(vista, spec.scale, Path(spec.workdir),
                      check_python=False)           # the prepare job probed it
     settings = VistaSettings(**vista.settings)
     if not found.test_double and (settings.width, settings.height) != VISTA_SIZE:
@@ -167,7 +128,7 @@ def plan(vista: VistaFields, scale: str, shards: int, directory: Path
     from repro.vista.environment import python
     settings = VistaSettings(**vista.settings)
     root, _ = resolve_paths(vista.checkout, vista.ckpt)
-    interpreter = vista.python or python()
+    interpreter = python(vista.python)
     if stands_in(scale):
         root, interpreter = stand_in(root)
     return [{"shard": i, "cwd": str(directory / STAGE / f"{i}-of-{shards}"),

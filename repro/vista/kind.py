@@ -33,8 +33,18 @@ def vista_label(record: dict[str, Any]) -> str:
 
 
 class VistaRun:
+    """`inputs`: what the submit was given for Vista (default: given_inputs(), the flags'
+    environment variables); a job reads its record's instead."""
     name = "vista"
     not_ready = "its Vista prepare step failed (checkout or checkpoint)"
+
+    def __init__(self, inputs: VistaFields | None = None):
+        self._inputs = inputs
+
+    @property
+    def inputs(self) -> VistaFields:
+        from repro.vista.inputs import given_inputs
+        return self._inputs or given_inputs()
 
     def evaluated(self, run: ResolvedRun) -> bool:
         return True
@@ -44,18 +54,18 @@ class VistaRun:
                                    tasks_per_node=None, time_hours=PREPARE_HOURS)
 
     def record_fields(self, run: ResolvedRun) -> dict[str, Any]:
-        from repro.vista.job import vista_fields
-        return {"vista": vista_fields()}
+        return {"vista": self.inputs}
 
     def eval_fields(self, record: RunRecord, protocol: str) -> dict[str, Any]:
         from repro.vista.job import settings_for
-        settings = settings_for(protocol, record.scale, record.config.get("seed", 0))
+        settings = settings_for(protocol, record.scale, record.config.get("seed", 0),
+                                record.vista or VistaFields())
         return {"vista": dataclasses.replace(record.vista or VistaFields(),
                                              settings=settings.to_dict())}
 
     def before_submit(self, run: ResolvedRun, workdir: Path) -> str:
         from repro.vista.graph import retire_if_changed
-        return retire_if_changed(run, workdir)
+        return retire_if_changed(run, workdir, self.inputs)
 
     def execute(self, spec: RunRecord, directory: Path) -> dict[str, Any]:
         """Check the checkout and checkpoint; record them and the resolved config."""
@@ -99,7 +109,7 @@ class VistaRun:
     def echo_sampling(self, run: ResolvedRun, workdir: Path, partition: str | None,
                       echo: Callable[[str], None]) -> float | None:
         from repro.vista.plan import echo_plan
-        echo_plan(run, workdir, partition, echo)
+        echo_plan(run, workdir, partition, echo, inputs=self.inputs)
         return None
 
 

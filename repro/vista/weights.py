@@ -52,10 +52,6 @@ CLIP_FILES = (CLIP_SAFETENSORS, CLIP_BIN.file_name)  # open_clip's lookup order
 LOCAL_REVISION = "0" * 40    # the revision of a hub cache we lay out around a given file
 
 
-def allow_unpinned() -> bool:
-    return os.environ.get(UNPINNED_ENV) == "1"
-
-
 def pin_problem(path: Path, pin: Pin, cache: Path | None) -> tuple[str, str] | None:
     """(what, fix) when `path` is not the pinned file (size first: no hashing a placeholder)."""
     size = path.stat().st_size
@@ -109,9 +105,10 @@ def local_hub(weight_file: Path, root: Path) -> Path:
     return cache
 
 
-def resolve_clip(workdir: Path) -> tuple[Path, Path | None]:
-    """(hub cache to run Vista with, the CLIP weight file in it or None when missing)."""
-    given = os.environ.get(CLIP_ENV) or None
+def resolve_clip(workdir: Path, given: str | None) -> tuple[Path, Path | None]:
+    """(hub cache to run Vista with, the CLIP weight file in it or None when missing), from
+    the weight file or hub cache folder `given` (REPRO_VISTA_CLIP or --clip; None: the
+    default hub cache)."""
     if given and Path(given).expanduser().is_file():
         weight = Path(given).expanduser().resolve()
         cache = local_hub(weight, Path(workdir) / "cache" / "vista-clip")

@@ -78,8 +78,7 @@ VISTA_ENV = ("REPRO_VISTA_CHECKOUT", "REPRO_VISTA_CKPT", "REPRO_VISTA_PYTHON", "
 
 @pytest.fixture
 def clean_vista_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No REPRO_VISTA_* setting from outside; `repro vista --checkout ...` sets them for its
-    process, so they are restored after each test."""
+    """No REPRO_VISTA_* setting from outside the test."""
     for name in VISTA_ENV:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from evals.videoset import VideoSet, write_videoset
-from repro.vista.checkout import DOUBLE
-from repro.vista.checkout import VistaError
+from repro.vista.checkout import DOUBLE, VistaError
 from repro.vista.ingest import check_complete, frame_file, ingest
 
 DOUBLE_LABEL = "Vista TEST DOUBLE (not the official checkpoint)"
@@ -66,8 +65,9 @@ def _shard_spec(workdir: Path, shards: int = 1):
     import dataclasses
 
     from repro.records import EvalRecord
-    from repro.vista.job import settings_for, vista_fields
-    vista = dataclasses.replace(vista_fields(),
+    from repro.vista.inputs import given_inputs
+    from repro.vista.job import settings_for
+    vista = dataclasses.replace(given_inputs(),
                                 settings=settings_for("vista_nuscenes", "ci").to_dict())
     return EvalRecord(run_id="vista-test", target="table1", name="vista", stage="vista",
                       scale="ci", protocol="vista_nuscenes", config_hash="", vae_seed=0,
@@ -121,8 +121,8 @@ def test_the_double_loops_forever_on_an_empty_manifest(isolated):
     is what keeps a shard from hanging, not the script."""
     import subprocess
 
-    from repro.vista.inputs import validate
-    setup = validate(DOUBLE, None, "ci", isolated / "work")
+    from repro.vista.inputs import given_inputs, validate
+    setup = validate(given_inputs(DOUBLE), "ci", isolated / "work")
     stage_dir = isolated / "stage"
     (stage_dir / "annos").mkdir(parents=True)
     (stage_dir / "annos" / "nuScenes_val.json").write_text("[]")

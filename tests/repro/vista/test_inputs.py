@@ -12,7 +12,7 @@ import pytest
 from repro.targets.jobfiles import load_target, resolve_target
 from repro.launch.preflight import missing_inputs
 from repro.vista.checkout import DOUBLE, VISTA_COMMIT, VistaError, script_flags
-from repro.vista.inputs import validate
+from repro.vista.inputs import given_inputs, validate
 from repro.vista.weights import CHECKPOINT, CLIP_REPO, Pin, pin_problem
 
 pytestmark = pytest.mark.usefixtures("clean_vista_env")
@@ -107,7 +107,7 @@ def test_clip_bin_is_checked_against_its_published_hash(cli, real_setup, tmp_pat
 def test_checkout_without_sample_py(vista_checkout):
     (vista_checkout / "sample.py").unlink()
     with pytest.raises(VistaError) as err:
-        validate(vista_checkout, None, "ci")
+        validate(given_inputs(vista_checkout), "ci")
     assert f"{vista_checkout / 'sample.py'}" in str(err.value)
     assert "not a Vista checkout" in str(err.value)
 
@@ -116,7 +116,7 @@ def test_unexpected_version_names_the_flag(vista_checkout):
     script = vista_checkout / "sample.py"
     script.write_text(script.read_text().replace('"--n_conds"', '"--num_conds"'))
     with pytest.raises(VistaError) as err:
-        validate(vista_checkout, None, "ci")
+        validate(given_inputs(vista_checkout), "ci")
     assert "--n_conds" in str(err.value) and "unexpected Vista version" in str(err.value)
     assert VISTA_COMMIT in str(err.value)
 
@@ -126,7 +126,7 @@ def test_rand_gen_must_be_store_false(vista_checkout):
     script.write_text(script.read_text().replace(
         '"--rand_gen", action="store_false"', '"--rand_gen", action="store_true"'))
     with pytest.raises(VistaError, match="--rand_gen as store_false"):
-        validate(vista_checkout, None, "ci")
+        validate(given_inputs(vista_checkout), "ci")
 
 
 def test_the_double_has_vistas_flags(tmp_path):
@@ -141,13 +141,13 @@ def test_the_double_has_vistas_flags(tmp_path):
 def test_at_ci_the_double_stands_in_for_a_real_checkout(vista_checkout, tmp_path):
     script = vista_checkout / "sample.py"     # "real": no test-double marker
     script.write_text(script.read_text().replace("VISTA_TEST_DOUBLE = True", ""))
-    setup = validate(vista_checkout, None, "ci", tmp_path / "work")  # no checkpoint needed
+    setup = validate(given_inputs(vista_checkout), "ci", tmp_path / "work")  # no checkpoint
     assert setup.root == DOUBLE and setup.given == vista_checkout and setup.standing_in
     assert setup.python == sys.executable and setup.test_double
     prov = setup.provenance()
     assert prov["vista_standing_in"] is True and prov["vista_ckpt_pinned"] is False
     with pytest.raises(VistaError, match="Vista checkpoint"):
-        validate(vista_checkout, None, "lite", tmp_path / "work")   # real Vista there
+        validate(given_inputs(vista_checkout), "lite", tmp_path / "work")   # real Vista there
 
 
 def test_preflight_refuses_vista_targets_at_paper_and_ci_with_a_bad_checkout(
@@ -197,3 +197,31 @@ def test_a_done_vista_run_of_another_sample_py_is_retired(vista_checkout, tmp_pa
     assert "was prepared with another sample.py or checkpoint" in note and "runs again" in note
     stale = list((work / "runs-stale").iterdir())
     assert not directory.exists() and len(stale) == 1 and (stale[0] / "done.json").is_file()
+
+
+def test_flags_travel_as_fields_not_environment_variables(cli, clean_vista_env, vista_checkout):
+    """`--vista-checkout` reaches the Vista run's plan while the process environment stays as
+    it was: the flags are carried by the run's VistaFields, not set as REPRO_VISTA_*."""
+    import os
+    before = dict(os.environ)
+    res = cli("submit", "table2", "--scale", "ci", "--dry-run",
+              "--vista-checkout", str(vista_checkout))
+    assert res.code == 0, res.out + res.err
+    assert f"{vista_checkout / 'sample.py'}" in res.out
+    assert dict(os.environ) == before
+
+
+def test_given_inputs_take_flags_before_the_environment(clean_vista_env, tmp_path):
+    from repro.vista.checkout import VistaError
+    clean_vista_env.setenv("REPRO_VISTA_CHECKOUT", str(tmp_path / "from-env"))
+    clean_vista_env.setenv("REPRO_VISTA_SAMPLER", "n_steps=25")
+    clean_vista_env.setenv("REPRO_VISTA_ALLOW_UNPINNED", "1")
+    found = given_inputs()
+    assert found.checkout == str(tmp_path / "from-env") and found.sampler == {"n_steps": 25}
+    assert found.ckpt == str(tmp_path / "from-env" / "ckpts" / "vista.safetensors")
+    assert found.allow_unpinned and not found.low_vram
+    flagged = given_inputs(tmp_path / "flag", sampler="cfg_scale=2.0", low_vram=True)
+    assert flagged.checkout == str(tmp_path / "flag") and flagged.sampler == {"cfg_scale": 2.0}
+    assert flagged.low_vram
+    with pytest.raises(VistaError, match="unknown setting 'steps'"):
+        given_inputs(sampler="steps=3")
