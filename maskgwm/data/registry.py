@@ -93,6 +93,23 @@ def get_dataset(name: str) -> Dataset:
         raise ValueError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})") from None
 
 
+class DataRootError(FileNotFoundError):
+    """A dataset's folder is not under the data root; the message says what to put where."""
+
+
+def dataset_root(name: str, data_root: Path | None, needed_by: str) -> Path:
+    """<data_root>/<folder> of dataset `name`, or DataRootError naming the folder, what it
+    holds and what needs it."""
+    dataset = get_dataset(name)
+    if data_root is None:
+        raise DataRootError(f"{needed_by} needs a data root (--data-root or REPRO_DATA_ROOT) "
+                            f"holding {dataset.folder}/: {dataset.contents}")
+    root = Path(data_root) / dataset.folder
+    if not root.is_dir():
+        raise DataRootError(f"{root} is missing: put {dataset.contents} there ({needed_by})")
+    return root
+
+
 def read_clips(dataset: str, root: Path, split: str, n_frames: int, version: str):
     """ClipRecords of one dataset split, through its reader (`Dataset.read_clips`)."""
     return get_dataset(dataset).read_clips(root, split, n_frames, version)

@@ -35,7 +35,8 @@ from maskgwm.config.schema import DataConfig, content_hash
 from maskgwm.data.latents import LatentCache, frames_stamp, vae_encoder_id
 from maskgwm.data.loader import ClipDataset, Source, crop_resize
 from maskgwm.data.manifest import ClipManifest, ClipRecord
-from maskgwm.data.registry import DATASETS, get_dataset, read_clips
+from maskgwm.data.registry import (DATASETS, DataRootError, dataset_root, get_dataset,
+                                   read_clips)
 from maskgwm.model.actions import action_values
 
 TRAIN_DATASETS = tuple(d.name for d in DATASETS.values() if d.train_split is not None)
@@ -102,16 +103,10 @@ def ensure_synthetic(name: str, data: DataConfig, seed: int, cache_root: Path,
 
 # ---------------------------------------------------------------------- sources
 def real_root(name: str, data_root: Path | None) -> Path:
-    dataset = get_dataset(name)
-    folder, what = dataset.folder, dataset.contents
-    if data_root is None:
-        raise DataSetupError(f"data.source = 'real' needs a data root (--data-root or "
-                             f"REPRO_DATA_ROOT) holding {folder}/: {what}")
-    root = Path(data_root) / folder
-    if not root.is_dir():
-        raise DataSetupError(f"{root} is missing: put {what} there (or train with "
-                             f"data.source = 'synthetic')")
-    return root
+    try:
+        return dataset_root(name, data_root, "data.source = 'real'")
+    except DataRootError as err:
+        raise DataSetupError(f"{err}; or train with data.source = 'synthetic'") from None
 
 
 def build_sources(data: DataConfig, seed: int, data_root: Path | None, cache_root: Path,

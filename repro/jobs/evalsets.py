@@ -36,7 +36,7 @@ import numpy as np
 
 from evals.protocols import Protocol, get_protocol
 from maskgwm.config import get_scale
-from maskgwm.data.registry import get_dataset, read_clips
+from maskgwm.data.registry import DataRootError, dataset_root, get_dataset, read_clips
 
 # protocol -> (dataset, split, clip length, condition frames)
 EVALSET_SOURCES = {
@@ -184,14 +184,10 @@ def _real_clips(protocol: Protocol, data_root: Path | None) -> tuple[list, Path]
     dataset, split, n_frames = _source(protocol)
     data_root = data_root or (Path(os.environ["REPRO_DATA_ROOT"])
                               if os.environ.get("REPRO_DATA_ROOT") else None)
-    folder = get_dataset(dataset).folder
-    if data_root is None:
-        raise EvalSetError(f"protocol {protocol.name} scores real {dataset} clips: set "
-                           f"REPRO_DATA_ROOT to a folder holding {folder}/")
-    root = Path(data_root) / folder
-    if not root.is_dir():
-        raise EvalSetError(f"{root} is missing: protocol {protocol.name} needs the {dataset} "
-                           f"{split} split there (REPRO_DATA_ROOT={data_root})")
+    try:
+        root = dataset_root(dataset, data_root, f"protocol {protocol.name} ({split} split)")
+    except DataRootError as err:
+        raise EvalSetError(str(err)) from None
     clips = pick_clips(read_clips(dataset, root, split, n_frames,
                                   get_dataset(dataset).eval_version), protocol)
     videos = video_count(clips, protocol)
