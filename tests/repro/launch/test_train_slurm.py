@@ -73,7 +73,7 @@ def finish(entry, directory: Path, steps: int, timeout_s: float) -> None:
     wait_until(lambda: run_state(directory)[0] in ("done", "failed"), timeout_s,
                f"run {directory.name} to finish")
     state, record = run_state(directory)
-    log = Path(entry.stderr).read_text() if Path(entry.stderr).exists() else ""
+    log = Path(entry.job.stderr).read_text() if Path(entry.job.stderr).exists() else ""
     assert state == "done", f"{record}\n{log[-3000:]}"
     assert steps_logged(directory) == list(range(1, steps + 1))
     assert record["training"]["step"] == steps
@@ -88,7 +88,7 @@ def test_usr2_checkpoints_requeues_and_finishes(isolated, slurm_cluster, monkeyp
     subprocess.run(["scancel", "--signal=USR2", entry.job_id], check=True)
     wait_until(lambda: restarts(entry.job_id) >= 1, 120, "the job to be requeued")
     finish(entry, directory, 80, 400)
-    log = Path(entry.stdout).read_text()
+    log = Path(entry.job.stdout).read_text()
     assert "checkpointing after the current step" in log
 
 
