@@ -47,13 +47,13 @@ class Scheduler:
         todo = []
         for node in nodes:
             if not self.backend.queues:
-                wait_for_earlier_job(node.state_dir, _describe(node))
+                wait_for_earlier_job(node.state_dir, f"{node.kind} {node.key}")
             renewed = [p for p in node.parents if self._action(p) == "submitted"]
             state = live.get(node.previous_job or "")
             if node.done():
                 self.placed[node.key] = Placed(node, "skipped")
             elif state and state != "BLOCKED" and not renewed:
-                self.placed[node.key] = Placed(node, "reused", _recorded_job(node))
+                self.placed[node.key] = Placed(node, "reused", Job(node.previous_job))
             else:
                 if state:
                     self.backend.cancel([node.previous_job])
@@ -108,14 +108,6 @@ class Scheduler:
         dependency = afterok(after)
         for node, job in zip(nodes, jobs):
             self.placed[node.key] = Placed(node, "submitted", job, after=dependency)
-
-
-def _describe(node: Node) -> str:
-    return f"run {node.key}" if node.kind == "run" else f"{node.kind} {node.key}"
-
-
-def _recorded_job(node: Node) -> Job:
-    return Job(node.previous_job)
 
 
 def _dependency(placed: Placed) -> str:
