@@ -9,7 +9,7 @@ as one unit: parameters, gradients and AdamW state are sharded between steps, th
 are gathered once per step and the gradients reduce-scattered once. One unit because a rank
 runs one DiT pass per MR branch its samples drew, so ranks make different numbers of passes in
 a step; per-block units would issue different numbers of collectives and hang (assumed design,
-documented in the README). Under bf16 training (CUDA) FSDP gathers the parameters in bf16
+docs/DESIGN.md section 2.4). Under bf16 training (CUDA) FSDP gathers the parameters in bf16
 (`MixedPrecisionPolicy`: half the all-gather traffic and gathered memory of fp32) and
 reduce-scatters gradients in fp32; the sharded parameters, which AdamW updates, stay fp32.
 Works on CPU with gloo too.
