@@ -1,7 +1,8 @@
 """The run configuration as plain dataclasses, with dotted-key overrides and a content hash.
 
-Defaults are the paper's settings (docs/DESIGN.md sections 1, 2 and 9). Fields the paper leaves open
-are marked "assumed" in docs/DESIGN.md section 9 and are ordinary fields, so every choice is in the hash.
+Defaults are the paper's settings (docs/DESIGN.md sections 1, 2 and 9). Fields the paper leaves
+open are marked "assumed" in docs/DESIGN.md section 9 and are ordinary fields, so every choice
+is in the hash.
 """
 from __future__ import annotations
 
