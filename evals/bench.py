@@ -23,8 +23,10 @@ import scipy
 import scipy.linalg
 
 from .atomic import atomic_write_text
-from .commit import git_commit
+from .commit import bench_provenance
 from .frechet import frechet_distance
+
+MEASURES = ("evals/",)   # the Frechet distance and the whole extraction pipeline
 
 
 def _pytorch_fid_sqrtm(matrix: np.ndarray) -> np.ndarray:
@@ -157,9 +159,10 @@ def bench_pipeline(n_clips: int = 4, frames: int = 16, width: int = 512, height:
     }
 
 
-def provenance() -> dict:
-    """Where a benchmark ran: the checkout's commit and the machine."""
-    return {"git_commit": git_commit(),
+def provenance(invocation: str, measures: tuple[str, ...],
+               argv: list[str] | None = None) -> dict:
+    """Where a benchmark ran: the commit, the code it measured, its command and the machine."""
+    return {**bench_provenance(invocation, measures, argv),
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpus": os.cpu_count()}}
 
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the JSON here (e.g. results/bench/evals.json)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    emit({**bench_frechet(), **bench_pipeline(device=args.device), **provenance()}, args.out)
+    emit({**bench_frechet(), **bench_pipeline(device=args.device),
+          **provenance("-m evals.bench", MEASURES, argv)}, args.out)
     return 0
 
 

@@ -18,6 +18,8 @@ from evals.bench import emit, provenance
 from .loader import ClipDataset, Source, make_loader
 from .manifest import ClipManifest, ClipRecord
 
+MEASURES = ("maskgwm/data/bench.py", "maskgwm/data/loader.py", "maskgwm/data/manifest.py")
+
 
 def write_jpeg_clips(root: Path, n_clips: int, n_frames: int, size: tuple[int, int],
                      seed: int = 0) -> ClipManifest:
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    emit({**bench_loader(), **provenance()}, args.out)
+    emit({**bench_loader(), **provenance("-m maskgwm.data.bench", MEASURES, argv)},
+         args.out)
     return 0
 
 

@@ -29,7 +29,6 @@ Secondary numbers (same rounds, same alternation), to explain the ratio:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -42,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from evals.commit import git_commit
+from evals.atomic import atomic_write_json
+from evals.commit import bench_provenance
 from maskgwm.model.masks import (gather_rows, kept_count, masked_attention_mask,
                                  masked_temporal_attention, packing_mask, row_mask,
                                  shifted_temporal_attention, to_temporal_sequences)
@@ -50,6 +50,8 @@ from maskgwm.model.presets import get_preset
 
 TARGET_SPEEDUP = 1.5
 HEADLINE_KEY = "row_shift_vs_masked_attention_speedup"
+MEASURES = ("maskgwm/model/bench_attention.py", "maskgwm/model/masks.py",
+            "maskgwm/model/attention.py", "maskgwm/model/presets.py")
 
 
 def preset_attention_shape(name: str) -> tuple[int, int]:
@@ -358,12 +360,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "threads": thread_counts,
         "runs": runs,
         "machine": machine_description(),
-        "git_commit": git_commit(),
-        "command": "python -m maskgwm.model.bench_attention"
-                   + ("" if argv is None else " " + " ".join(argv)),
+        **bench_provenance("-m maskgwm.model.bench_attention", MEASURES, argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result, indent=2)
     for run in runs:
         shapes, seconds, ratio = run["shapes"], run["seconds"], run["speedup"]
         line = (f"threads {run['threads']} batch {shapes['batch']}: row_shift "

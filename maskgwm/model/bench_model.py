@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 from evals.atomic import atomic_write_json
-from evals.commit import git_commit
+from evals.commit import bench_provenance
 from maskgwm.config.schema import MaskConfig, ModelConfig
 from maskgwm.model import bench_attention
 from maskgwm.model.dit import MaskGWMDiT
@@ -44,6 +43,10 @@ from maskgwm.model.objective import (ObjectiveSettings, draw_sample, sample_gene
                                      training_loss)
 
 MR = MaskConfig(ratio=0.25, spatial=True, temporal=True, row=True, shift=True)
+MEASURES = bench_attention.MEASURES + (
+    "maskgwm/model/bench_model.py", "maskgwm/model/dit.py", "maskgwm/model/blocks.py",
+    "maskgwm/model/reconstruction.py", "maskgwm/model/objective.py", "maskgwm/model/flow.py",
+    "maskgwm/model/actions.py", "maskgwm/config/schema.py")
 DENSE_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "A800": 312.0}
 
 
@@ -297,13 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     latent = tuple(int(x) for x in args.latent.split("x"))
-    result = {"benchmark": "maskgwm.model.bench_model", "git_commit": git_commit(),
+    result = {"benchmark": "maskgwm.model.bench_model",
+              **bench_provenance("-m maskgwm.model.bench_model", MEASURES, argv),
               "model_weights": "random initialisation (torch.manual_seed(0)), no checkpoint: a "
                                "timing and memory benchmark; no detector, no samples scored",
               "machine": bench_attention.machine_description(), "device": str(device),
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "command": "python -m maskgwm.model.bench_model " + " ".join(
-                  sys.argv[1:] if argv is None else argv)}
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     result.update(bench_training_step(args.preset, args.frames, latent, args.repeats, device,
                                       dtype, args.compile, args.batch))
     result["mfu"] = {name: mfu(value, device, args.peak_tflops)
@@ -324,7 +326,6 @@ def main(argv: list[str] | None = None) -> int:
                             "target", "met", "preset", "dtype", "device", "gpu", "runs")}
     print(json.dumps({k: v for k, v in result.items() if k != "attention"}, indent=1))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out, result)
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from evals.atomic import atomic_write_json
-from evals.commit import git_commit
+from evals.commit import bench_provenance
 from maskgwm.config.resolve import resolve_run_config
 from maskgwm.config.schema import to_dict
 from maskgwm.train.metrics import rates, read_rows
@@ -25,9 +25,12 @@ from maskgwm.train.options import TrainOptions
 from maskgwm.train.trainer import Trainer
 
 TARGET_DATA_WAIT = 0.10
+# a whole training run: synthetic data, loader and latent cache, model, objective, config
+MEASURES = ("maskgwm/train/", "maskgwm/model/", "maskgwm/data/", "maskgwm/config/")
 
 
-def bench(out: Path, steps: int, workers: int, threads: int | None, work: Path) -> dict:
+def bench(out: Path, steps: int, workers: int, threads: int | None, work: Path,
+          argv: list[str] | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     config = resolve_run_config("1c", "smoke", "ours", {"stage.steps": steps})
@@ -44,7 +47,7 @@ def bench(out: Path, steps: int, workers: int, threads: int | None, work: Path) 
     p = trainer.model.preset
     report = {
         "benchmark": "train stage 1c, variant ours, smoke scale (synthetic data)",
-        "git_commit": git_commit(),
+        **bench_provenance("-m maskgwm.train.bench", MEASURES, argv),
         "model_weights": (f"random initialisation ({config.scale} scale, seed {config.seed}) "
                           "and the random ci/smoke VAE: a throughput benchmark on synthetic "
                           "data; no detector, no samples scored"),
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         report = bench(Path(args.out), args.steps, args.workers, args.threads,
-                       Path(args.work) if args.work else Path(tmp))
+                       Path(args.work) if args.work else Path(tmp), argv)
     print(f"steps_per_s {report['steps_per_s']:.3f}  samples_per_s "
           f"{report['samples_per_s']:.3f}  data_wait_fraction "
           f"{report['data_wait_fraction']:.3f} (target <= {TARGET_DATA_WAIT}; "
