@@ -4,8 +4,8 @@
                       [--data-root DIR] [--weights DIR] [--parent CKPT] [--steps N] ...
 
 The config comes from `maskgwm.config.resolve.resolve_run_config` (as
-`repro.targets.jobfiles` resolves a run's); VARIANT is a name in maskgwm/config/variants.toml (default: no-mr for 1a/1b, ours for
-1c/2/3). Without --resume, an --out that already holds checkpoints is an error. The preemption
+`repro.targets.jobfiles` resolves a run's); VARIANT is a name in maskgwm/config/variants.toml
+(default: no-mr for 1a/1b, ours for 1c/2/3). Without --resume, an --out that already holds checkpoints is an error. The preemption
 signal (USR2, or $SUBMITIT_PREEMPT_SIGNAL; e.g. `sbatch --signal=USR2@120`) stops training at
 the next step boundary with a checkpoint; the command then exits with status 3, and the same
 command with --resume continues.

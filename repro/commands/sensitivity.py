@@ -5,8 +5,8 @@ FVD, for one or several generated sets scored against the same reference
 `score_variants` scores a set under every variant of `SENSITIVITY_VARIANTS` (the base
 protocol first); `score_guidance` adds a row per sampling guidance scale, the set regenerated
 at that scale and scored under the base protocol (repro/commands/guidance.py);
-`page_markdown` writes the short results page: per variant and set, FID and FVD with their change from the base
-protocol, the largest moves, and provenance (git commit, protocol and hash, detector weights'
+`page_markdown` writes the short results page: per variant and set, FID and FVD with their
+change from the base protocol, the largest moves, and provenance (git commit, protocol and hash, detector weights'
 SHA-256 or the random-weights label, sample counts, each guidance row's sampling settings).
 """
 from __future__ import annotations
@@ -102,7 +102,8 @@ def score_guidance(base, plan, scales: tuple[float, ...], base_row: dict[str, An
                    cache_dir: str | None, device: str, extractors, vae, echo=print
                    ) -> list[dict[str, Any]]:
     """The guidance rows of one set (repro/commands/guidance.py: `plan` from
-    plan_regeneration): each scale's regenerated set scored under the base protocol, next to `base_row`."""
+    plan_regeneration): each scale's regenerated set scored under the base protocol, next to
+    `base_row`."""
     def regenerate_at(guidance: float, folder: Path) -> Path:
         return regenerate(plan, guidance, folder, vae, device, log=echo)
 
