@@ -51,7 +51,7 @@ def run_timed(command: list[str], env: dict[str, str]):
 
 
 def submission(workdir: Path, target: str, scale: str) -> dict:
-    """The submit's record of what it ran (repro/submit.py), or an empty one."""
+    """The submit's record of what it ran (repro/launch/submit.py), or an empty one."""
     found = sorted((workdir / "submissions").glob(f"*-{target}-{scale}.json"))
     return read_json(found[-1]) if found else {"runs": [], "evaluations": []}
 

@@ -25,6 +25,7 @@ class TrainedRun:
     """Stages 1a-3: the trainer, then our sampler from the run's `train/model.pt`."""
     name = "trained"
     not_ready = "its training run is not done"
+    unestimated = ""        # why dry runs give no sampling GPU-hours ("": they do)
 
     def evaluated(self, run: ResolvedRun) -> bool:
         """Whether the run gets sample and score jobs (given paper cells to fill)."""
@@ -85,16 +86,9 @@ class TrainedRun:
                 "vae": (f"SD3VAE.random(seed={spec.vae_seed})"
                         if get_scale(spec.scale).synthetic else "SD3 VAE")}
 
-    def echo_sampling(self, run: ResolvedRun, workdir: Path, partition: str | None,
-                      echo: Callable[[str], None]) -> float | None:
-        """Dry run: print what the sample array runs beyond its shape; its GPU-hours, or None
-        where they are not estimated."""
-        from repro.jobs.evalsets import scaled_protocol
-        from repro.launch.estimate import sampling_gpu_hours
-        if not run.resources.gpus:
-            return 0.0
-        return sampling_gpu_hours(scaled_protocol(run.protocol, run.scale),
-                                  get_scale(run.scale).sampling.steps)
+    def echo_plan(self, run: ResolvedRun, workdir: Path, partition: str | None,
+                  echo: Callable[[str], None]) -> None:
+        """Dry run: print what the sample array runs beyond its shape (ours: nothing more)."""
 
 
 def compute_device() -> str:

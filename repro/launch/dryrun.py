@@ -9,10 +9,11 @@ from typing import Callable
 
 from maskgwm.config import get_scale
 
+from repro.jobs.evalsets import scaled_protocol
 from repro.jobs.kinds import kind_of
 from repro.jobs.state import run_state
 from repro.launch.backends import sbatch_options
-from repro.launch.estimate import training_gpu_hours
+from repro.launch.estimate import sampling_gpu_hours, training_gpu_hours
 from repro.launch.graph import evaluated_runs, run_node
 from repro.launch.preflight import warn_missing
 from repro.launch.submit import EVAL_ENV
@@ -76,13 +77,15 @@ def echo_eval_plan(run: ResolvedRun, workdir: Path, partition: str | None,
     directory = eval_dir(workdir, run.run_id, run.protocol)
     echo(f"   then: sample array of {options.shards} shards (afterok on this job), score "
          f"job (afterok on the array) -> {directory / 'result.json'}")
-    hours = kind_of(run.stage, vista).echo_sampling(run, workdir, partition, echo)
-    if hours is None:
-        echo("   estimated sampling GPU-hours: not estimated (Vista's sampler not measured)")
+    kind = kind_of(run.stage, vista)
+    kind.echo_plan(run, workdir, partition, echo)
+    if kind.unestimated:
+        echo(f"   estimated sampling GPU-hours: not estimated ({kind.unestimated})")
         return 0.0
-    if not hours:
+    if not run.resources.gpus:
         echo("   estimated sampling GPU-hours: 0 (CPU only)")
         return 0.0
+    hours = sampling_gpu_hours(scaled_protocol(run.protocol, run.scale), options.steps)
     per_shard = hours / options.shards
     echo(f"   estimated sampling GPU-hours: {hours:,.1f} ({per_shard:,.2f} per shard; "
          f"time limit {options.sample_hours} h)")

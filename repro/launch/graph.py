@@ -159,11 +159,11 @@ def evaluation(run: ResolvedRun, run_job: Node, workdir: Path, commit: str,
         write_record(spec, eval_record(run_record(run, vista=vista), run.protocol, workdir,
                                        shards, commit))
 
+    sample_shape = eval_shape(run, workdir, "sample")
+    folders = [shard_state_dir(directory, i, shards) for i in range(shards)]
     samples = [Node(node_id(run.run_id, run.protocol, "sample", i, shards), "sample", run,
-                    shard_state_dir(directory, i, shards),
-                    shard_state_dir(directory, i, shards) / "done.json",
-                    eval_shape(run, workdir, "sample"), SampleJob(), (str(spec), i),
-                    [run_job], jobs.get(str(i)), write_spec) for i in range(shards)]
+                    folder, folder / "done.json", sample_shape, SampleJob(), (str(spec), i),
+                    [run_job], jobs.get(str(i)), write_spec) for i, folder in enumerate(folders)]
     score = Node(node_id(run.run_id, run.protocol, "score"), "score", run, directory / "score",
                  directory / "result.json", eval_shape(run, workdir, "score"), ScoreJob(),
                  (str(spec),), samples, previous.get("score_job"), write_spec)

@@ -37,6 +37,7 @@ class VistaRun:
     environment variables); a job reads its record's instead."""
     name = "vista"
     not_ready = "its Vista prepare step failed (checkout or checkpoint)"
+    unestimated = "Vista's sampler not measured"
 
     def __init__(self, inputs: VistaFields | None = None):
         self._inputs = inputs
@@ -106,11 +107,10 @@ class VistaRun:
                                      else f"{size} (Vista's)"),
                 "vista_label": vista_label(model)}
 
-    def echo_sampling(self, run: ResolvedRun, workdir: Path, partition: str | None,
-                      echo: Callable[[str], None]) -> float | None:
+    def echo_plan(self, run: ResolvedRun, workdir: Path, partition: str | None,
+                  echo: Callable[[str], None]) -> None:
         from repro.vista.plan import echo_plan
         echo_plan(run, workdir, partition, echo, inputs=self.inputs)
-        return None
 
 
 def _prepared(spec: EvalRecord) -> dict[str, Any]:
