@@ -1,10 +1,11 @@
-"""The `repro` command-line interface: list, submit, status, table, eval, weights, data, sample,
-vista."""
+"""The `repro` command-line interface: list, submit, status, table, collect, plot, report, eval,
+weights, data, sample, vista."""
 from __future__ import annotations
 
 import argparse
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 from evals.atomic import UnwritableError
 from maskgwm.config import SCALES, ConfigError
@@ -153,6 +154,28 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from repro.report.page import ReportError, scales_with_results, write_report
+    targets = [load_target(name) for name in args.targets] or load_all_targets()
+    scales = [args.scale] if args.scale else scales_with_results(targets)
+    if not scales:
+        print("repro report: nothing to report: no target has collected results (run `repro "
+              "submit TARGET`, which collects, or `repro collect TARGET --partial`)",
+              file=sys.stderr)
+        return 1
+    written = 0
+    for scale in scales:
+        out = args.out / scale if args.out and len(scales) > 1 else args.out
+        try:
+            path = write_report(scale, args.targets or None, out, videos=not args.no_videos)
+        except ReportError as err:
+            print(f"repro report: {err}", file=sys.stderr)
+            continue
+        written += 1
+        print(f"report ({scale}): {path}")
+    return 0 if written else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repro", description="MaskGWM reproduction suite: one job per paper table/figure.")
@@ -175,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="with --cluster slurm: wait for all jobs")
     p.add_argument("--partition", default=None, help="Slurm partition (overrides the job file)")
     p.add_argument("--no-report", action="store_true",
-                   help="skip the closing collect, table and plots (run when jobs finish here)")
+                   help="skip the closing collect, table, plots and results page (run when "
+                   "jobs finish here)")
     p.add_argument("--strategy", choices=STRATEGIES, default=None,
                    help="multi-GPU training: ddp (default) or fsdp (shards parameters, "
                    "gradients and optimizer state; same results)")
@@ -227,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", default=None, help="with `qualitative`: clip ids, comma-separated")
     add_seeds_argument(p, "use seeds 0..N-1 of the collected results (default: all collected)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("report", help="one results page per scale: every target's tables beside "
+                       "the paper's, plots, videos, provenance (results/report/SCALE/index.html)")
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="targets to show (default: every target with collected results)")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="one page for this scale (default: a page per scale with results)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder of the page (default results/report/SCALE)")
+    p.add_argument("--no-videos", action="store_true",
+                   help="leave out the real-vs-generated videos (faster)")
+    p.set_defaults(func=cmd_report)
     add_eval_parsers(sub)
     add_data_parsers(sub)
     add_sample_parsers(sub)

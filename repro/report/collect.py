@@ -192,12 +192,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def collect(target: Target, scale: str, partial: bool = False, workdir: Path | None = None,
-            results_root: Path | None = None, seeds: int = 1) -> Collected:
-    """Read every result of `target` at `scale` (seeds 0..seeds-1); write the CSV unless
-    results are missing (then only with `partial`, and only if at least one result exists).
+def gather(target: Target, scale: str, workdir: Path | None = None, seeds: int = 1
+           ) -> Collected:
+    """Read every result of `target` at `scale` (seeds 0..seeds-1) into rows, writing nothing.
     Vista runs that `repro submit` leaves out at this scale (no checkout) are not missing:
-    their result is collected if one exists, else `not_run` says why there is none."""
+    their result is read if one exists, else `not_run` says why there is none."""
     from repro.vista.graph import split_runs
     out = Collected()
     runs = resolve_target(target, scale, seeds)
@@ -221,6 +220,14 @@ def collect(target: Target, scale: str, partial: bool = False, workdir: Path | N
             out.stale.append((run, path, str(result.get("protocol_hash"))))
             continue
         out.rows += rows_from_result(result, run, scale, path)
+    return out
+
+
+def collect(target: Target, scale: str, partial: bool = False, workdir: Path | None = None,
+            results_root: Path | None = None, seeds: int = 1) -> Collected:
+    """`gather`, then write the CSV unless results are missing (then only with `partial`, and
+    only if at least one result exists)."""
+    out = gather(target, scale, workdir, seeds)
     if (out.missing or out.stale) and not partial:
         return out
     if not out.rows:

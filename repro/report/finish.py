@@ -1,19 +1,21 @@
-"""The last step of a finished submission: collect the results, print and write the table, and
-draw the plots, so that `repro submit smoke` ends with the regenerated table and plot paths."""
+"""The last step of a finished submission: collect the results, print and write the table, draw
+the plots and write the results page of the scale, so that `repro submit smoke` ends with the
+regenerated table, the plot paths and the page to open."""
 from __future__ import annotations
 
 from typing import Callable
 
 from repro.report.collect import collect
 from repro.targets.jobfiles import Target
-from repro.report.plot import plot_target
+from repro.report.plot import plots_dir
+from repro.report.page import write_report
 from repro.report.table import render_target_table, write_target_table
 
 
 def report(target: Target, scale: str, seeds: int = 1,
            echo: Callable[[str], None] = print) -> bool:
-    """Collect what exists (naming what is missing), then table and plots; False if nothing
-    was collected."""
+    """Collect what exists (naming what is missing), then the table, the plots and the
+    results page; False if nothing was collected."""
     result = collect(target, scale, partial=True, seeds=seeds)
     if notes := result.notes():
         echo(notes)
@@ -26,6 +28,9 @@ def report(target: Target, scale: str, seeds: int = 1,
     echo("")
     echo(f"results CSV: {result.path}")
     echo(f"table:       {table_path}")
-    for path in plot_target(target, scale, seeds=seeds):
-        echo(f"plot:        {path}")
+    page = write_report(scale, echo=echo)     # draws the plots too
+    for table in target.tables():
+        for path in sorted(plots_dir().glob(f"{table}-{scale}.*")):
+            echo(f"plot:        {path}")
+    echo(f"report:      {page}  (open it in a browser)")
     return True

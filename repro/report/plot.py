@@ -12,8 +12,6 @@ bootstrap interval.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,11 +20,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from evals.atomic import atomic_path  # noqa: E402
 from repro.targets import paper  # noqa: E402
 from repro.targets.jobfiles import Target  # noqa: E402
 from repro.paths import results_dir  # noqa: E402
-from repro.report.table import (RANDOM_WEIGHTS_NOTE, filter_seeds, load_ours,  # noqa: E402
-                                max_seeds, source_labels)
+from repro.report.table import (RANDOM_WEIGHTS_NOTE, is_random, max_seeds,  # noqa: E402
+                                ours_at, source_labels)
 
 OUR_METRICS = ("FVD", "FID")  # what an evaluation produces (Table 4a's Time is not ours)
 
@@ -49,28 +48,16 @@ def plots_dir(root: Path | None = None) -> Path:
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
-    """Write `stem`.png and `stem`.pdf atomically (temp file in the same folder, os.replace)."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    """Write `stem`.png and `stem`.pdf atomically (evals/atomic.py)."""
     written = []
     for ext, extra in (("png", {"dpi": 120, "metadata": {"Software": None}}),
                        ("pdf", {"metadata": {"CreationDate": None, "ModDate": None}})):
         final = stem.with_suffix(f".{ext}")
-        handle, tmp = tempfile.mkstemp(dir=stem.parent, prefix=f".{final.name}.", suffix=f".{ext}")
-        os.close(handle)
-        try:
+        with atomic_path(final, suffix=f".{ext}") as tmp:
             fig.savefig(tmp, format=ext, bbox_inches="tight", **extra)
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         written.append(final)
     plt.close(fig)
     return written
-
-
-def _is_random(frame: pd.DataFrame) -> bool:
-    return "random_weights" in frame.columns and bool(
-        frame["random_weights"].astype(str).str.lower().isin(["true", "1"]).any())
 
 
 def _float(value) -> float:
@@ -160,7 +147,7 @@ def plot_curves(table: str, ours: pd.DataFrame, scale: str, root: Path | None = 
     spread = ("mean ± sample std over seeds" if max_seeds(ours) > 1
               else "bootstrap interval")
     fig.suptitle(f"{table} (ours: scale {scale}; bands = {spread})")
-    _footer(fig, [CURVES_NOT_TRANSCRIBED], _is_random(ours) if len(ours) else False)
+    _footer(fig, [CURVES_NOT_TRANSCRIBED], is_random(ours))
     return save_figure(fig, plots_dir(root) / f"{table}-{scale}")
 
 
@@ -211,7 +198,7 @@ def plot_bars(table: str, ours: pd.DataFrame, scale: str, root: Path | None = No
               else "error bars = bootstrap interval")
     fig.suptitle(f"{table}: paper (hatched) vs ours (scale {scale}; {spread})")
     notes = ["empty paper bars: not reported in the paper"] if ref["value"].isna().any() else []
-    _footer(fig, notes, _is_random(ours) if len(ours) else False)
+    _footer(fig, notes, is_random(ours))
     return save_figure(fig, plots_dir(root) / f"{table}-{scale}")
 
 
@@ -219,10 +206,7 @@ def plot_target(target: Target, scale: str, root: Path | None = None,
                 seeds: int | None = None) -> list[Path]:
     """Every table of `target` as a figure (`seeds` N: seeds 0..N-1 of the CSV, None: all);
     returns the files written."""
-    ours = load_ours(target.name, root)
-    if len(ours) and "scale" in ours.columns:
-        ours = ours[ours["scale"].astype(str) == scale]
-    ours = filter_seeds(ours, seeds)
+    ours = ours_at(target.name, scale, root, seeds)
     written = []
     for table in target.tables():
         ref = paper.load_paper_table(table)

@@ -2,8 +2,9 @@
 
 For each clip id, reads the real clip from the evaluation set
 `<workdir>/evalsets/<protocol>-<scale>/real` and each run's generated clip from
-`<workdir>/runs/<run_id>/eval/<protocol>/generated` (Vista's run is one of the target's runs
-where the target has one). Writes, under `results/plots/`:
+`<workdir>/runs/<run_id>/eval/<protocol>/generated` for each of the target's runs scored under
+the protocol of its first run (Vista's run is one of them where the target has one). The
+results page (repro/report/site.py) animates the same rows as MP4. Writes, under `results/plots/`:
 
     qualitative-<target>-<scale>-<clip>.gif   animated over time; rows: real, then each run
     qualitative-<target>-<scale>-<clip>.png   the same rows, columns = time (up to 8 frames)
@@ -12,21 +13,22 @@ A run without a generated clip gets a grey row saying so. Writes are atomic.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from evals.atomic import atomic_path
 from evals.videoset import VideoSet, VideoSetError, storage_name
 
-from repro.targets.jobfiles import Target, default_scale, load_target, resolve_target
+from repro.targets.jobfiles import (ResolvedRun, Target, default_scale, load_target,
+                                    resolve_target)
 from repro.paths import results_dir, work_dir
 
 ROW_HEIGHT = 96
 LABEL_WIDTH = 150
 STRIP_COLUMNS = 8
+FPS = 10
 
 
 def _resize(frame: np.ndarray, height: int = ROW_HEIGHT) -> Image.Image:
@@ -69,45 +71,69 @@ def _grid(rows: list[tuple[str, np.ndarray | None]], times: list[int], width: in
 
 
 def _atomic_save(image: Image.Image, path: Path, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         image.save(tmp, format=path.suffix[1:].upper(), **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+def real_set(workdir: Path, protocol: str, scale: str) -> Path:
+    """The evaluation set whose real clips a protocol's runs are compared with."""
+    return workdir / "evalsets" / f"{protocol}-{scale}" / "real"
+
+
+def clip_rows(runs: list[ResolvedRun], clip_id: str, workdir: Path
+              ) -> list[tuple[str, np.ndarray | None]]:
+    """("real", the real clip), then (cells, generated clip or None) per run; all runs share
+    one protocol and scale. FileNotFoundError when the real clip is missing."""
+    run = runs[0]
+    root = real_set(workdir, run.protocol, run.scale)
+    real = _read_clip(root, clip_id)
+    if real is None:
+        raise FileNotFoundError(f"{root}: no real clip '{clip_id}' (build the evaluation set "
+                                f"by submitting {run.target} first)")
+    rows: list[tuple[str, np.ndarray | None]] = [("real", real)]
+    for run in runs:
+        generated = workdir / "runs" / run.run_id / "eval" / run.protocol / "generated"
+        rows.append((", ".join(cell.split("/", 1)[1] for cell in run.cells),
+                     _read_clip(generated, clip_id)))
+    return rows
+
+
+def animation(rows: list[tuple[str, np.ndarray | None]]) -> list[Image.Image]:
+    """One image per time step: a row per source, the longest clip's length (a shorter
+    clip holds its last frame)."""
+    real = next(clip for _, clip in rows if clip is not None)
+    length = max(len(clip) for _, clip in rows if clip is not None)
+    width = _resize(real[0]).width
+    return [_grid(rows, [t], width) for t in range(length)]
+
+
+def strip(rows: list[tuple[str, np.ndarray | None]]) -> Image.Image:
+    """The rows at up to STRIP_COLUMNS evenly spaced time steps."""
+    real = next(clip for _, clip in rows if clip is not None)
+    length = max(len(clip) for _, clip in rows if clip is not None)
+    times = sorted(set(np.linspace(0, length - 1, min(STRIP_COLUMNS, length)).round()
+                       .astype(int).tolist()))
+    return _grid(rows, times, _resize(real[0]).width)
+
+
+def save_gif(frames: list[Image.Image], path: Path) -> Path:
+    return _atomic_save(frames[0], path, save_all=True, append_images=frames[1:],
+                        duration=1000 // FPS, loop=0)
 
 
 def qualitative(target: Target, scale: str, clip_ids: list[str], workdir: Path | None = None,
                 root: Path | None = None) -> list[Path]:
     workdir = workdir or work_dir()
     runs = [run for run in resolve_target(target, scale) if run.cells]
-    protocol = runs[0].protocol
-    real_root = workdir / "evalsets" / f"{protocol}-{scale}" / "real"
+    runs = [run for run in runs if run.protocol == runs[0].protocol]
     written = []
     for clip_id in clip_ids:
-        real = _read_clip(real_root, clip_id)
-        if real is None:
-            raise FileNotFoundError(f"{real_root}: no real clip '{clip_id}' (build the "
-                                    f"evaluation set by submitting {target.name} first)")
-        rows: list[tuple[str, np.ndarray | None]] = [("real", real)]
-        for run in runs:
-            generated = workdir / "runs" / run.run_id / "eval" / run.protocol / "generated"
-            label = ", ".join(cell.split("/", 1)[1] for cell in run.cells)
-            rows.append((label, _read_clip(generated, clip_id)))
-        length = max(len(clip) for _, clip in rows if clip is not None)
-        width = _resize(real[0]).width
+        rows = clip_rows(runs, clip_id, workdir)
         stem = f"qualitative-{target.name}-{scale}-{storage_name(clip_id)}"
         out = (root or results_dir()) / "plots"
-        frames = [_grid(rows, [t], width) for t in range(length)]
-        written.append(_atomic_save(frames[0], out / f"{stem}.gif", save_all=True,
-                                    append_images=frames[1:], duration=100, loop=0))
-        times = sorted(set(np.linspace(0, length - 1, min(STRIP_COLUMNS, length)).round()
-                           .astype(int).tolist()))
-        written.append(_atomic_save(_grid(rows, times, width), out / f"{stem}.png"))
+        written.append(save_gif(animation(rows), out / f"{stem}.gif"))
+        written.append(_atomic_save(strip(rows), out / f"{stem}.png"))
     return written
 
 

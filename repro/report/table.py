@@ -17,6 +17,7 @@ and the flavour the paper's most likely is; the page explains both once (`PAPER_
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +38,8 @@ NOISE_RULE = ("`*` marks a difference to the first row larger than 2 x the poole
               "of the two rows, sqrt(((n1-1) s1^2 + (n2-1) s2^2) / (n1 + n2 - 2)), with "
               "s the sample std over seeds (assumed rule; shown where both rows have >= 2 "
               "seeds)")
+OUTSIDE_NOTE = ("`†`: the paper's value lies outside the bootstrap interval of our number "
+                "(of every seed's, with several seeds).")
 
 
 def load_ours(target: str, root: Path | None = None) -> pd.DataFrame:
@@ -203,7 +206,52 @@ def fvd_page_note(names: list[str]) -> str:
     return "\n**FVD flavours.** " + " ".join([*notes, PAPER_FVD_NOTE])
 
 
-def table_markdown(table: str, ours: pd.DataFrame) -> str:
+@dataclass
+class Cell:
+    """One table cell: its text, and for our values the paper's position against our interval
+    and the provenance of the number (the HTML page shows both; Markdown shows the text)."""
+    text: str
+    outside: bool = False           # the paper's value lies outside every seed's interval
+    rows: list[pd.Series] | None = None     # our collected rows behind the number
+    beyond_noise: bool = False      # differs from the table's first row beyond seed noise
+
+    @property
+    def random_weights(self) -> bool:
+        return any(str(r.get("random_weights", "")).lower() in ("true", "1")
+                   for r in self.rows or [])
+
+
+@dataclass
+class TableView:
+    """A paper table with ours beside it, cell by cell, plus its notes."""
+    table: str
+    header: list[str]
+    rows: list[list[Cell]]
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> tuple[int, int, int]:
+        """(paper cells with a value, of those with ours, of those outside our interval)."""
+        paper_cells = ours = outside = 0
+        for row in self.rows:
+            for name, cell in zip(self.header, row):
+                if name.endswith(" paper") and cell.text:
+                    paper_cells += 1
+                    mine = row[self.header.index(name[:-len(" paper")] + " ours")]
+                    ours += bool(mine.rows)
+                    outside += mine.outside
+        return paper_cells, ours, outside
+
+
+def outside_interval(paper_value: float, rows: list[pd.Series]) -> bool:
+    """Whether the paper's value lies outside the bootstrap interval of every seed we have."""
+    if math.isnan(paper_value) or not rows:
+        return False
+    bounds = [(float(r["ci_low"]), float(r["ci_high"])) for r in rows
+              if "ci_low" in r and not pd.isna(r["ci_low"]) and not pd.isna(r["ci_high"])]
+    return bool(bounds) and all(not low <= paper_value <= high for low, high in bounds)
+
+
+def table_view(table: str, ours: pd.DataFrame) -> TableView:
     frame = paper.load_paper_table(table)
     variants = paper.variant_columns(frame)
     metrics = list(dict.fromkeys(frame["metric"]))
@@ -218,14 +266,14 @@ def table_markdown(table: str, ours: pd.DataFrame) -> str:
     for metric in metrics:
         header += [f"{metric} paper", f"{metric} ours", f"Δ {metric}", f"n {metric}"]
         header += [f"vs {base_cell} {metric}"] if compare else []
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    view = TableView(table, header, [])
     base: dict[str, tuple[float, float, int]] = {}
     sources = source_labels(ours, table)
     for group in groups:
         first = group.iloc[0]
-        row = [str(first[c]) for c in key_columns]
+        row = [Cell(str(first[c])) for c in key_columns]
         if str(first["cell"]) in sources:      # e.g. Vista re-scored: say whose clips
-            row[0] += f" (ours: {sources[str(first['cell'])]})"
+            row[0].text += f" (ours: {sources[str(first['cell'])]})"
         for metric in metrics:
             hit = group[group["metric"] == metric]
             paper_value = float(hit["value"].iloc[0]) if len(hit) else math.nan
@@ -234,51 +282,83 @@ def table_markdown(table: str, ours: pd.DataFrame) -> str:
                 key["seconds"] = str(first["seconds"])
             mine = _lookup(ours, key)
             stats = seed_stats(mine)
-            paper_text = "" if math.isnan(paper_value) else str(paper_value)
+            outside = outside_interval(paper_value, mine)
             diff = stats[0] - paper_value
-            row += [paper_text, _ours_text(mine, stats) if mine else "",
-                    "" if math.isnan(diff) else f"{diff:+.2f}",
-                    "" if not mine else str(int(mine[-1]["n"]))]
+            row += [Cell("" if math.isnan(paper_value) else str(paper_value)),
+                    Cell(_ours_text(mine, stats) if mine else "", outside, mine),
+                    Cell("" if math.isnan(diff) else f"{diff:+.2f}" + (" †" if outside else ""),
+                         outside),
+                    Cell("" if not mine else str(int(mine[-1]["n"])))]
             if compare:
                 base.setdefault(metric, stats)
                 versus = stats[0] - base[metric][0]
-                row.append("base" if first["cell"] == base_cell else
-                           "" if math.isnan(versus) else
-                           f"{versus:+.2f}" + (" *" if exceeds_noise(base[metric], stats)
-                                               else ""))
-        lines.append("| " + " | ".join(row) + " |")
+                noisy = first["cell"] != base_cell and exceeds_noise(base[metric], stats)
+                row.append(Cell("base" if first["cell"] == base_cell else
+                                "" if math.isnan(versus) else
+                                f"{versus:+.2f}" + (" *" if noisy else ""), beyond_noise=noisy))
+        view.rows.append(row)
+    if any(cell.outside for row in view.rows for cell in row):
+        view.notes.append(OUTSIDE_NOTE)
     if compare:
-        lines.append(f"\nOurs: mean ± sample std over seeds. vs {base_cell}: our difference "
-                     f"to the first row; {NOISE_RULE}.")
-    return "\n".join(lines)
+        view.notes.append(f"Ours: mean ± sample std over seeds. vs {base_cell}: our difference "
+                          f"to the first row; {NOISE_RULE}.")
+    return view
+
+
+def table_markdown(table: str, ours: pd.DataFrame) -> str:
+    view = table_view(table, ours)
+    lines = ["| " + " | ".join(view.header) + " |", "|" + "---|" * len(view.header)]
+    lines += ["| " + " | ".join(cell.text for cell in row) + " |" for row in view.rows]
+    return "\n".join(lines + [f"\n{note}" for note in view.notes])
+
+
+def ours_at(target: str, scale: str, results_root: Path | None = None,
+            seeds: int | None = None) -> pd.DataFrame:
+    """A target's collected rows at `scale`, seeds 0..seeds-1 (None: every seed collected)."""
+    ours = load_ours(target, results_root)
+    if "scale" in ours.columns and len(ours):
+        ours = ours[ours["scale"].astype(str) == scale]
+    return filter_seeds(ours, seeds)
+
+
+def is_random(ours: pd.DataFrame) -> bool:
+    """Whether any of these numbers was made with random-weights detectors."""
+    return "random_weights" in ours.columns and bool(
+        ours["random_weights"].astype(str).str.lower().isin(["true", "1"]).any())
+
+
+def page_notes(target: Target, ours: pd.DataFrame, random_note: bool = True) -> list[str]:
+    """Markdown notes above a target's tables: the random-weights warning, FVD flavours."""
+    notes = [f"**Note: {RANDOM_WEIGHTS_NOTE}.**"] if random_note and is_random(ours) else []
+    with_fvd = [t for t in target.tables() if "FVD" in paper.metrics(t)]
+    if with_fvd:
+        notes.append(fvd_page_note([n for t in with_fvd for n in fvd_flavours(t, ours, target)[0]])
+                     .strip())
+    return notes
+
+
+def table_footnotes(table: str, ours: pd.DataFrame, target: Target) -> list[str]:
+    """Markdown notes under one table: the FVD flavours, the paper's unreported cells."""
+    notes = [fvd_footnote(table, ours, target).strip()] if "FVD" in paper.metrics(table) else []
+    if paper.load_paper_table(table)["note"].str.contains("not reported").any():
+        notes.append("Empty paper cells are not reported in the paper ('-').")
+    return notes
 
 
 def render_target_table(target: Target, scale: str, results_root: Path | None = None,
                         seeds: int | None = None) -> str:
     """The target's tables; `seeds` N uses seeds 0..N-1 of the CSV (None: all it has)."""
-    ours = load_ours(target.name, results_root)
-    if "scale" in ours.columns and len(ours):
-        ours = ours[ours["scale"].astype(str) == scale]
-    ours = filter_seeds(ours, seeds)
+    ours = ours_at(target.name, scale, results_root, seeds)
     n_seeds = max_seeds(ours)
     parts = [f"# {target.title}", "",
              f"Paper values from `results/paper/`; ours: scale `{scale}`, from "
              f"`results/{target.name}/` ({len(ours)} values collected; blank = not yet run)."
              + (f" Up to {n_seeds} seeds per cell: ours = mean ± sample std over seeds."
                 if n_seeds > 1 else "")]
-    if "random_weights" in ours.columns and ours["random_weights"].astype(str).str.lower() \
-            .isin(["true", "1"]).any():
-        parts.append(f"\n**Note: {RANDOM_WEIGHTS_NOTE}.**")
-    with_fvd = [t for t in target.tables() if "FVD" in paper.metrics(t)]
-    if with_fvd:
-        parts.append(fvd_page_note([n for t in with_fvd for n in fvd_flavours(t, ours, target)[0]]))
+    parts += [f"\n{note}" for note in page_notes(target, ours)]
     for table in target.tables():
         parts += ["", f"## {table}", "", table_markdown(table, ours)]
-        if table in with_fvd:
-            parts.append(fvd_footnote(table, ours, target))
-        notes = paper.load_paper_table(table)["note"]
-        if notes.str.contains("not reported").any():
-            parts.append("\nEmpty paper cells are not reported in the paper ('-').")
+        parts += [f"\n{note}" for note in table_footnotes(table, ours, target)]
     return "\n".join(parts) + "\n"
 
 

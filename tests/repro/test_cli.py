@@ -59,7 +59,7 @@ def test_table_shows_collected_numbers_beside_the_papers(cli, isolated):
     result = cli("table", "table6")
     row = next(line for line in result.out.splitlines() if line.startswith("| mr "))
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[3:7] == ["92.5", "100.00 [95.50, 104.50]", "+7.50", "5369"]
+    assert cells[3:7] == ["92.5", "100.00 [95.50, 104.50]", "+7.50 †", "5369"]  # 92.5 < 95.5
     assert "random-weights detector" in result.out
     assert cli("table", "table6", "--scale", "smoke").out.count("100.00") == 0
 
