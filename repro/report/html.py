@@ -34,7 +34,7 @@ overflow-wrap:anywhere}
 overflow-wrap:anywhere}
 .notrun{color:#666}
 figure{margin:8px 0}img,video{max-width:100%;height:auto}
-.videos{display:flex;flex-wrap:wrap;gap:12px}.videos figure{max-width:100%}
+.videos{display:flex;flex-wrap:wrap;gap:12px}.videos figure{max-width:min(100%,420px)}
 figcaption{font-size:.85em;color:#444;overflow-wrap:anywhere}
 details{margin:4px 0}pre{overflow-x:auto;font-size:.8em}
 code{overflow-wrap:anywhere}
