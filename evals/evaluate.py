@@ -77,7 +77,8 @@ def _reference_parts(protocol: Protocol, reference: Path, clip_ids: list[str], e
                           f"evaluation is shard {shard[0]} of {shard[1]}; pass the reference "
                           "video set or an unsharded bundle")
     videoset = VideoSet.open(reference, cond_frames=0, fps=protocol.fps)
-    info = {"path": str(reference), "fingerprint": set_fingerprint(videoset)}
+    info = {"path": str(reference), "fingerprint": set_fingerprint(videoset),
+            "clips_linked_from_outside": len(videoset.linked_from_outside())}
     key = hashlib.sha256(json.dumps([info["fingerprint"], protocol.hash,
                                      clip_order_hash(clip_ids), detector_identity(detectors),
                                      shard], sort_keys=True).encode()).hexdigest()[:24]
@@ -124,7 +125,8 @@ def evaluate(protocol: Protocol, generated: str | Path, reference: str | Path, o
             "clip_order_hash": clip_order_hash(clip_ids), "clip_list_hash": list_hash,
             "n_clips": len(clip_ids), "detectors": detectors, "shard": list(shard),
             "generated": {"path": str(generated), "fingerprint": set_fingerprint(gen),
-                          "frame_sizes": extraction.frame_sizes["gen"]},
+                          "frame_sizes": extraction.frame_sizes["gen"],
+                          "clips_linked_from_outside": len(gen.linked_from_outside())},
             "reference": ref_info, "git_commit": git_commit(),
             "measurement_points": protocol.measurement_points()}
     parts = {**extraction.parts, **ref_parts}
@@ -195,6 +197,11 @@ def format_result(result: dict[str, Any]) -> str:
     if any(sizes.values()):
         lines.append(f"frames: generated {sizes['generated'] or '?'}, "
                      f"reference {sizes['reference'] or '?'}")
+    linked = {side: result.get(side, {}).get("clips_linked_from_outside") or 0
+              for side in ("generated", "reference")}
+    if any(linked.values()):
+        lines.append(f"clip folders linked from outside the set: generated "
+                     f"{linked['generated']}, reference {linked['reference']}")
     flavour = result_fvd_flavour(result)
     lines.append(f"FVD flavour: {flavour['name']}")
     if result["label"]:

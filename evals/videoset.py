@@ -151,6 +151,8 @@ class VideoSet:
         ids = [c.clip_id for c in clips]
         if len(set(ids)) != len(ids):
             raise VideoSetError(f"{path}: duplicate clip ids")
+        for clip in clips:
+            _check_inside(path, clip)
         return cls(root, clips, "manifest")
 
     @classmethod
@@ -189,6 +191,16 @@ class VideoSet:
             return [path] if path.is_file() else []
         return frame_files(path) if path.is_dir() else []
 
+    def linked_from_outside(self) -> list[str]:
+        """Clips whose folder or file resolves outside the set (a symlinked clip folder):
+        allowed, and counted in a result's provenance, since the set's files are not all
+        under its root."""
+        if self.layout != "manifest":
+            return []
+        root = self.root.resolve()
+        return [entry.clip_id for entry in self.clips
+                if not (self.root / entry.path).resolve().is_relative_to(root)]
+
     def data_files(self) -> list[Path]:
         """Every clip file of the set (the manifest aside), sorted, each once. Anything else
         under the root (results, caches, shard bundles a user keeps there) is not clip data."""
@@ -213,6 +225,19 @@ class VideoSet:
                 raise VideoSetError(f"{path}: {len(frames)} frames, manifest says {entry.frames}")
             return frames
         return read_frame_folder(path, entry.frames)
+
+
+def _check_inside(manifest: Path, clip: ClipEntry) -> None:
+    """A clip's `path` must name a file or folder inside the set: not absolute, no `..` that
+    leaves it (a symlinked clip folder inside the set is fine: linked_from_outside)."""
+    if not isinstance(clip.path, str) or not clip.path:
+        raise VideoSetError(f"{manifest}: clip {clip.clip_id}: path {clip.path!r} must be a "
+                            "non-empty path relative to the set folder")
+    relative = Path(clip.path)
+    if relative.is_absolute() or os.path.normpath(clip.path).split(os.sep)[0] in ("..", ""):
+        raise VideoSetError(f"{manifest}: clip {clip.clip_id}: path {clip.path!r} leaves the "
+                            "set folder; a clip's path must be relative to the set and inside "
+                            "it (link a clip folder into the set to use files kept elsewhere)")
 
 
 def storage_name(clip_id: str) -> str:

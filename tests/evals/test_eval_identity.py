@@ -178,3 +178,21 @@ def test_frame_sizes_of_each_side_are_recorded_and_merged(tmp_path, random_extra
     merged = merge_shards(tmp_path / "s.json")
     assert merged["generated"]["frame_sizes"] == [[32, 48]]
     assert merged["reference"]["frame_sizes"] == [[40, 60], [48, 72]]
+
+
+def test_clip_folders_linked_from_outside_are_counted_in_the_result(tmp_path, random_extractors):
+    """A symlinked clip folder is read (README allows it), and the result says how many
+    clips lie outside their set."""
+    import shutil
+    clips = [(f"c{i}", moving_clip(i)) for i in range(N_CLIPS)]
+    write_videoset(tmp_path / "elsewhere", clips[:1], fps=10, cond_frames=1)
+    write_videoset(tmp_path / "gen", clips, fps=10, cond_frames=1)
+    write_videoset(tmp_path / "ref", clips, fps=10)
+    shutil.rmtree(tmp_path / "gen" / "c0")
+    (tmp_path / "gen" / "c0").symlink_to(tmp_path / "elsewhere" / "c0")
+    result = evaluate(PROTOCOL, tmp_path / "gen", tmp_path / "ref", tmp_path / "r.json",
+                      progress=False, extractors=random_extractors)
+    assert result["generated"]["clips_linked_from_outside"] == 1
+    assert result["reference"]["clips_linked_from_outside"] == 0
+    assert "clip folders linked from outside the set: generated 1, reference 0" in \
+        format_result(result)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -160,3 +162,27 @@ def test_dataset_clip_ids_get_safe_folder_names(tmp_path):
     assert len(set(paths)) == 3 and all("/" not in p for p in paths)
     assert paths[1] == "scene-0103_abc123"
     np.testing.assert_array_equal(videoset.read(videoset.clip(ids[0])), clip(0))
+
+
+@pytest.mark.parametrize("escape", ["../../outside", "/etc", "c0/../../outside", ".."])
+def test_a_clip_path_that_leaves_the_set_is_refused(tmp_path, escape):
+    root = tmp_path / "set"
+    write_videoset(root, [("c0", clip(0)), ("c1", clip(0))], fps=10.0)
+    (tmp_path / "outside").mkdir()
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["clips"][1]["path"] = escape
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VideoSetError, match=f"clip c1: path '{re.escape(escape)}' leaves the set"):
+        VideoSet.open(root)
+
+
+def test_symlinked_clip_folders_are_read_and_counted(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    write_videoset(elsewhere, [("c1", clip(1))], fps=10.0)
+    root = tmp_path / "set"
+    write_videoset(root, [("c0", clip(0)), ("c1", clip(1))], fps=10.0)
+    shutil.rmtree(root / "c1")
+    (root / "c1").symlink_to(elsewhere / "c1", target_is_directory=True)
+    videoset = VideoSet.open(root)
+    assert videoset.linked_from_outside() == ["c1"]
+    assert np.array_equal(videoset.read(videoset.clip("c1")), clip(1))
