@@ -14,7 +14,7 @@ from maskgwm.train.options import STRATEGIES
 
 from repro.commands.data import add_parsers as add_data_parsers
 from repro.commands.evaluate import add_parsers as add_eval_parsers
-from repro.targets.jobfiles import (JobFileError, UnknownTarget, default_scale,
+from repro.targets.jobfiles import (JobFileError, UnknownTarget, check_name, default_scale,
                                     load_all_targets, load_target, resolve_target)
 from repro.paths import work_dir
 from repro.commands.sample import add_parsers as add_sample_parsers
@@ -36,6 +36,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
+
+
+def partition_name(text: str) -> str:
+    """argparse type of --partition: a plain Slurm partition name."""
+    try:
+        return check_name("--partition", text)
+    except JobFileError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_seeds_argument(parser: argparse.ArgumentParser, what: str) -> None:
@@ -196,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="print Slurm options, command and GPU-hours per run; submit nothing")
     p.add_argument("--wait", action="store_true", help="with --cluster slurm: wait for all jobs")
-    p.add_argument("--partition", default=None, help="Slurm partition (overrides the job file)")
+    p.add_argument("--partition", type=partition_name, default=None,
+                   help="Slurm partition (overrides the job file)")
     p.add_argument("--no-report", action="store_true",
                    help="skip the closing collect, table, plots and results page (run when "
                    "jobs finish here)")

@@ -10,6 +10,7 @@ tasks when one task fails.
 """
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ def sbatch_options(shape: JobShape, dependency: str | None, partition: str | Non
     if dependency:
         options["dependency"] = dependency
     return options
+
+
+def sbatch_command(options: dict[str, str]) -> str:
+    """The sbatch options as a shell command line (each option quoted for the shell)."""
+    return "sbatch " + " ".join(shlex.quote(f"--{key}={value}") for key, value in
+                                options.items())
 
 
 def _slurm_time(hours: float) -> str:

@@ -3,6 +3,7 @@ and GPU-hour estimate, from the same graph nodes (graph.py); nothing is written.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable
@@ -12,7 +13,7 @@ from maskgwm.config import get_scale
 from repro.jobs.evalsets import scaled_protocol
 from repro.jobs.kinds import kind_of
 from repro.jobs.state import run_state
-from repro.launch.backends import sbatch_options
+from repro.launch.backends import sbatch_command, sbatch_options
 from repro.launch.estimate import sampling_gpu_hours, training_gpu_hours
 from repro.launch.graph import evaluated_runs, run_node
 from repro.launch.preflight import warn_missing
@@ -22,7 +23,7 @@ from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
 
 
 def run_command(spec_path: Path) -> str:
-    return f"{sys.executable} -m repro.jobs.run {spec_path}"
+    return shlex.join([sys.executable, "-m", "repro.jobs.run", str(spec_path)])
 
 
 def gpu_hours(run: ResolvedRun) -> float:
@@ -53,7 +54,7 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
         echo(f"   steps {run.steps}  protocol {run.protocol}"
              f"  cells {', '.join(run.cells) or '-'}")
         options = sbatch_options(node.shape, dependency, partition)
-        echo("   sbatch " + " ".join(f"--{key}={value}" for key, value in options.items()))
+        echo(f"   {sbatch_command(options)}")
         echo(f"   command: {run_command(node.args[0])}")
         echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
         if run in evaluated:

@@ -13,6 +13,7 @@ A replica fills the same cells; `ResolvedRun.seed` is s.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -144,6 +145,29 @@ def _check_keys(where: str, table: Any, required: dict, optional: dict) -> None:
             raise JobFileError(f"{where}: key '{key}' has the wrong type ({value!r})")
 
 
+NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+"""Target, run and partition names: they reach job names, folders and sbatch options."""
+RESOURCE_RANGES = {"nodes": (1, 4096), "gpus_per_node": (0, 64), "cpus_per_task": (1, 1024),
+                   "mem_gb": (1, 65536), "time_hours": (1 / 60, 8760), "tasks_per_node": (1, 256)}
+"""Allowed (low, high) of each resource; 8760 h (365 days) bounds Slurm's time limit."""
+
+
+def check_name(where: str, value: str) -> str:
+    """`value` if it is a plain name (letters, digits, '.', '_', '-'), else a JobFileError."""
+    if not NAME.match(value):
+        raise JobFileError(f"{where} = {value!r}: use only letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _check_resources(where: str, body: dict) -> None:
+    for key, (low, high) in RESOURCE_RANGES.items():
+        if key in body and not low <= body[key] <= high:
+            shown = f"{low:g}" if key != "time_hours" else "1 minute (0.0167)"
+            raise JobFileError(f"{where} {key} = {body[key]!r}: allowed {shown} to {high:g}")
+    if "partition" in body:
+        check_name(f"{where} partition", body["partition"])
+
+
 def _check_protocol(where: str, name: str) -> None:
     if name not in PROTOCOLS:
         raise JobFileError(f"{where}: unknown protocol '{name}' (known: {', '.join(PROTOCOLS)})")
@@ -231,6 +255,7 @@ def load_target_file(path: Path) -> Target:
             raise JobFileError(f"{path} [resources]: unknown scale '{scale}' "
                                f"(known: {', '.join(SCALES)})")
         _check_keys(f"{path} [resources.{scale}]", body, RESOURCE_KEYS, RESOURCE_OPTIONAL)
+        _check_resources(f"{path} [resources.{scale}]", body)
         tasks = body.get("tasks_per_node")
         if tasks is not None and (tasks < 1 or body["gpus_per_node"] not in (0, tasks)):
             raise JobFileError(f"{path} [resources.{scale}] tasks_per_node = {tasks}: give "
@@ -245,6 +270,9 @@ def load_target_file(path: Path) -> Target:
             resources.setdefault(scale.name, resources[scale.resources_from])
     if not data["runs"]:
         raise JobFileError(f"{path}: [runs] is empty; a target names at least one run")
+    check_name(f"{path}: the target name (the file's name)", path.stem)
+    for name in data["runs"]:
+        check_name(f"{path} [runs.{name}]: the run name", name)
     runs = {name: _parse_run(path, name, body, protocol) for name, body in data["runs"].items()}
     _check_parents(path, runs)
     target = Target(name=path.stem, path=path, title=data["target"]["title"], protocol=protocol,

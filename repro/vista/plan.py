@@ -3,6 +3,7 @@ per shard, the staging directory and the exact `sample.py` command line (dry run
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,15 +34,17 @@ def sample_plan(run, workdir: Path, partition: str | None = None, shards: int | 
 
 def echo_plan(run, workdir: Path, partition: str | None, echo: Callable[[str], None] = print,
               shards: int | None = None, inputs: VistaFields | None = None) -> dict[str, Any]:
+    from repro.launch.backends import sbatch_command
     inputs = inputs or given_inputs()
     found = sample_plan(run, workdir, partition, shards, inputs)
     if stands_in(run.scale):
         given = Path(inputs.checkout) if inputs.checkout else None
         echo(f"   NOTE: {stand_in_note(given, run.scale)}")
-    echo(f"   Vista sample array ({found['array']} shards, afterok on the prepare job): sbatch "
-         + " ".join(f"--{k}={v}" for k, v in found["sbatch"].items()))
+    echo(f"   Vista sample array ({found['array']} shards, afterok on the prepare job): "
+         f"{sbatch_command(found['sbatch'])}")
     first = found["shards"][0]
-    echo(f"   shard 0 of {found['array']}: cd {first['cwd']} && {' '.join(first['argv'])}")
+    echo(f"   shard 0 of {found['array']}: cd {shlex.quote(str(first['cwd']))} && "
+         f"{shlex.join(first['argv'])}")
     wrong = problems(inputs, run.scale, workdir)
     if wrong:
         echo("   WARNING: Vista cannot run as configured:\n" + describe(wrong))

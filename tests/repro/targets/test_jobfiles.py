@@ -151,6 +151,14 @@ cells = []
     (("[runs.ours]", "[runs.stage1b]"), "reserved for the shared base chain"),
     (("[target]", "[target\n"), "not valid TOML"),
     (("time_hours = 24", "time_hours = 24\ntasks_per_node = 4"), "one task per GPU"),
+    (("mem_gb = 512", "mem_gb = -5"), "[resources.paper] mem_gb = -5: allowed 1 to 65536"),
+    (("time_hours = 24", "time_hours = 1e17"), "time_hours = 1e+17: allowed 1 minute"),
+    (("time_hours = 24", "time_hours = 0.001"), "time_hours = 0.001: allowed 1 minute"),
+    (("gpus_per_node = 8", "gpus_per_node = -1"), "gpus_per_node = -1: allowed 0 to 64"),
+    (("nodes = 4", "nodes = 0"), "nodes = 0: allowed 1 to 4096"),
+    (("time_hours = 24", 'time_hours = 24\npartition = "gpu; touch x"'),
+     "partition = 'gpu; touch x': use only letters, digits"),
+    (("[runs.ours]", '[runs."ours; rm -rf ~"]'), "the run name = 'ours; rm -rf ~': use only"),
 ])
 def test_malformed_files_name_file_and_key(tmp_path, change, message):
     old, new = change
@@ -226,3 +234,23 @@ def test_seeds_option_parses(cli):
     assert res.out.count("## stage1a ") == 1
     res = cli("list", "smoke", "--scale", "ci", "--seeds", "2")
     assert res.code == 0 and "long-mr-seed1" in res.out
+
+
+def test_printed_commands_are_shell_quoted(cli, isolated, monkeypatch):
+    """What a dry run prints is what would run, even for a work folder with a space."""
+    import shlex
+    monkeypatch.setenv("REPRO_WORKDIR", str(isolated / "my work"))
+    res = cli("submit", "table3b", "--scale", "smoke", "--dry-run")
+    assert res.code == 0, res.err
+    commands = [line.split("command: ", 1)[1] for line in res.out.splitlines()
+                if "command: " in line]
+    assert commands
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[1:3] == ["-m", "repro.jobs.run"]
+        assert argv[3].startswith(str(isolated / "my work"))
+    sbatch = [shlex.split(line.strip()) for line in res.out.splitlines()
+              if line.strip().startswith("sbatch ")]
+    assert sbatch and all(arg.startswith("--") for line in sbatch for arg in line[1:])
+    res = cli("submit", "table3b", "--dry-run", "--partition", "gpu; touch x")
+    assert res.code == 2 and "use only letters, digits" in res.err
