@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from .frames import fid_frames, frames_needed, fvd_frames
 from .multiview import scene_groups
 from .parts import METRICS, BundleError, Part, PartKey, Parts
+from .progress import progress_bar
 from .protocols import Protocol
 from .stats import FeatureStats
 from .videoset import ClipEntry, VideoSet, VideoSetError
@@ -153,7 +153,7 @@ def extract(protocol: Protocol, sets: dict[str, VideoSet], clip_ids: list[str],
                                         f"with {entry.cond_frames} condition frames; protocol "
                                         f"{protocol.name} uses {protocol.cond_frames}")
         clips = _prefetch(videoset.read, entries)
-        bar = tqdm(total=len(mine), disable=not progress, desc=f"{side} clips", unit="clip")
+        bar = progress_bar(len(mine), f"{side} clips", "clip", enabled=progress)
         for start in range(0, len(mine), chunk):
             batch = [(ci, cid, next(clips)) for ci, cid in mine[start:start + chunk]]
             for clip_index, clip_id, frames in batch:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from evals.atomic import atomic_write_json
+from evals.progress import progress_bar
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
 from evals.weights import cached_sha256, sidecar_cache
 from maskgwm.generate import (DEFAULT_WINDOW, ROLLOUT_COND, clip_seed, condition_frames,
@@ -110,14 +111,12 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
     if views:
         return sample_scenes(model, vae, text, real, target, list(views), size, shard,
                              num_shards, seed, frames, options, log)
-    done = skipped = 0
+    mine = [entry for index, entry in enumerate(real.clips) if index % num_shards == shard]
     with VideoSetWriter(target, flush_every=1) as writer:
-        for index, entry in enumerate(real.clips):
-            if index % num_shards != shard:
-                continue
-            if entry.clip_id in writer:
-                skipped += 1
-                continue
+        todo = [entry for entry in mine if entry.clip_id not in writer]
+        done, skipped = 0, len(mine) - len(todo)
+        bar = progress_bar(len(todo), f"shard {shard}/{num_shards}", "clip", write=log)
+        for entry in todo:
             clip = real.read(entry)
             n_cond = entry.cond_frames
             if n_cond > len(clip):
@@ -130,7 +129,9 @@ def sample_videoset(checkpoint: str | Path, vae: SD3VAE, real_set_dir: str | Pat
             writer.add(entry.clip_id, out.permute(0, 2, 3, 1).numpy(), entry.fps,
                        entry.source_clip, n_cond)
             done += 1
-            log(f"[{shard}/{num_shards}] {entry.clip_id}: {len(out)} frames ({done} new)")
+            bar.set_postfix_str(f"{entry.clip_id}: {len(out)} frames")
+            bar.update(1)
+        bar.close()
     log(f"shard {shard}/{num_shards}: {done} clips generated, {skipped} already there; "
         f"set at {target}")
     return target

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from evals.multiview import group_views
+from evals.progress import progress_bar
 from evals.videoset import VideoSet, VideoSetError, VideoSetWriter
 from maskgwm.model.text import TextConditioning
 from maskgwm.model.vae import SD3VAE
@@ -40,15 +41,14 @@ def sample_scenes(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning, r
     (called by maskgwm.sample.sample_videoset with `views`; `options` holds steps, guidance,
     window, batch_size and checkpoint) and return `target`."""
     scenes = group_views(real.clips, views)
-    done = skipped = 0
+    mine = [scene for index, scene in enumerate(scenes) if index % num_shards == shard]
     with VideoSetWriter(target, flush_every=1) as writer:
-        for index, (scene_id, entries) in enumerate(scenes):
-            if index % num_shards != shard:
-                continue
+        todo = [(scene_id, entries) for scene_id, entries in mine
+                if any(entry.clip_id not in writer for entry in entries)]
+        done, skipped = 0, len(mine) - len(todo)
+        bar = progress_bar(len(todo), f"shard {shard}/{num_shards}", "scene", write=log)
+        for scene_id, entries in todo:
             missing = [entry for entry in entries if entry.clip_id not in writer]
-            if not missing:
-                skipped += 1
-                continue
             n_cond = entries[0].cond_frames
             cond = []
             for entry in entries:
@@ -67,8 +67,9 @@ def sample_scenes(model: torch.nn.Module, vae: SD3VAE, text: TextConditioning, r
                     writer.add(entry.clip_id, clip.permute(0, 2, 3, 1).numpy(), entry.fps,
                                entry.source_clip, n_cond)
             done += 1
-            log(f"[{shard}/{num_shards}] {scene_id}: {len(views)} views x {out.shape[1]} frames "
-                f"({done} new scenes)")
+            bar.set_postfix_str(f"{scene_id}: {len(views)} views x {out.shape[1]} frames")
+            bar.update(1)
+        bar.close()
     log(f"shard {shard}/{num_shards}: {done} scenes generated, {skipped} already there; "
         f"set at {target}")
     return target

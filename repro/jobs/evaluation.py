@@ -128,7 +128,7 @@ def score(spec_path: str | Path) -> dict[str, Any]:
         result = evaluate(evalset.protocol, directory / "generated", evalset.real_dir, raw,
                           weights_dir=weights, clip_list=evalset.clip_list,
                           cache_dir=Path(spec.workdir) / "cache" / "eval-reference",
-                          device=compute_device(), progress=False)
+                          device=compute_device(), progress=True)
         detectors = {d["role"]: d["weights_sha256"] or result["label"]
                      for d in result["detectors"]}
         result["provenance"] = {

@@ -24,6 +24,7 @@ from repro.targets.jobfiles import ResolvedRun, Resources
 class TrainedRun:
     """Stages 1a-3: the trainer, then our sampler from the run's `train/model.pt`."""
     name = "trained"
+    job_verb = "train"      # what its own job does (progress lines)
     not_ready = "its training run is not done"
     unestimated = ""        # why dry runs give no sampling GPU-hours ("": they do)
 

@@ -1,9 +1,10 @@
 """Where jobs run: one small interface, `Backend`, over submitit's local, debug and Slurm
 executors.
 
-A backend submits a job or an array of jobs of one `JobShape` after other jobs, says which of
-its jobs are still queued or running, cancels jobs and waits for one. `local` and `debug` run
-each job to its end before the next starts (one at a time: every job uses every core);
+A backend submits a job (Slurm: also an array of jobs) of one `JobShape` after other jobs, says
+which of its jobs are still queued or running, cancels jobs and waits for one. `local` and
+`debug` run each job to its end before the next starts (one at a time: every job uses every
+core; the scheduler submits an array's tasks as single jobs, in turn);
 `slurm` queues them with `afterok` dependencies, sends USR2 `SIGNAL_DELAY_S` before the time
 limit so that a job checkpoints and requeues (repro/jobs/training.py), and ends a job of several
 tasks when one task fails.
@@ -13,7 +14,8 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,11 +45,13 @@ class JobShape:
 
 @dataclass
 class Job:
-    """A submitted job: its id and log files (and, until waited for, submitit's handle)."""
+    """A submitted job: its id and log files (and, until waited for, submitit's handle);
+    `started`: when it was submitted (time.monotonic)."""
     job_id: str
     stdout: str | None = None
     stderr: str | None = None
     handle: Any = None
+    started: float = field(default_factory=time.monotonic)
 
 
 def sbatch_options(shape: JobShape, dependency: str | None, partition: str | None
@@ -146,7 +150,7 @@ def _job(job: Any) -> Job:
 
 class Backend:
     """Runs jobs here, one at a time (submitit's `local` and `debug` executors): the caller
-    waits for each job (`wait`) before the next; an array runs its tasks in turn."""
+    waits for each job (`wait`) before it submits the next."""
     queues = False          # Slurm: jobs wait in a queue, after their parents' jobs
 
     def __init__(self, cluster: str, partition: str | None = None):
@@ -157,14 +161,6 @@ class Backend:
 
     def submit(self, shape: JobShape, after: list[str], call: Callable, *args: Any) -> Job:
         return _job(make_executor(self.cluster, shape).submit(call, *args))
-
-    def submit_array(self, shape: JobShape, after: list[str], call: Callable,
-                     *arg_lists: list) -> list[Job]:
-        jobs = []
-        for args in zip(*arg_lists):
-            jobs.append(self.submit(shape, after, call, *args))
-            self.wait(jobs[-1])
-        return jobs
 
     def live(self, job_ids: list[str]) -> dict[str, str]:
         """The jobs among `job_ids` still queued or running (Slurm state; BLOCKED: waiting
@@ -202,6 +198,7 @@ class SlurmBackend(Backend):
 
     def submit_array(self, shape: JobShape, after: list[str], call: Callable,
                      *arg_lists: list) -> list[Job]:
+        """One array job, a task per argument tuple."""
         executor = make_executor("slurm", shape, afterok(after), self.partition)
         return [_job(job) for job in executor.map_array(call, *arg_lists)]
 

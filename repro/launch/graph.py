@@ -42,6 +42,7 @@ class Node:
     parents: list["Node"] = field(default_factory=list)
     previous_job: str | None = None     # recorded by an earlier submit
     prepare: Callable[[], None] | None = None   # before its job is submitted (writes spec.json)
+    label: str = ""                 # what its job does, for progress lines
 
     def done(self) -> bool:
         return self.done_file.is_file()
@@ -115,7 +116,8 @@ def run_node(run: ResolvedRun, workdir: Path, parent: Node | None, commit: str,
     return Node(run.run_id, "run", run, directory, directory / "done.json", shape,
                 TrainingJob(), (str(spec),), [parent] if parent else [],
                 (previous_job(directory) or {}).get("job_id"),
-                lambda: write_record(spec, run_record(run, train_options, commit, vista)))
+                lambda: write_record(spec, run_record(run, train_options, commit, vista)),
+                f"{kind_of(run.stage).job_verb} {run.name} (run {run.run_id})")
 
 
 @dataclass
@@ -163,10 +165,13 @@ def evaluation(run: ResolvedRun, run_job: Node, workdir: Path, commit: str,
     folders = [shard_state_dir(directory, i, shards) for i in range(shards)]
     samples = [Node(node_id(run.run_id, run.protocol, "sample", i, shards), "sample", run,
                     folder, folder / "done.json", sample_shape, SampleJob(), (str(spec), i),
-                    [run_job], jobs.get(str(i)), write_spec) for i, folder in enumerate(folders)]
+                    [run_job], jobs.get(str(i)), write_spec,
+                    f"sample {run.name} shard {i + 1}/{shards}")
+               for i, folder in enumerate(folders)]
     score = Node(node_id(run.run_id, run.protocol, "score"), "score", run, directory / "score",
                  directory / "result.json", eval_shape(run, workdir, "score"), ScoreJob(),
-                 (str(spec),), samples, previous.get("score_job"), write_spec)
+                 (str(spec),), samples, previous.get("score_job"), write_spec,
+                 f"score {run.name}")
     return Evaluation(run, directory, shards, samples, score, "; ".join(notes))
 
 

@@ -5,8 +5,9 @@ is skipped; a node whose recorded job is still queued is reused (cancelled and s
 when Slurm says it waits for a failed parent, or when one of its parents was submitted anew);
 on a backend that runs jobs here, a node waits for an earlier submit's process still working
 on it and is blocked while a parent is not done; the rest is submitted, after its parents'
-jobs. Submitting again therefore skips finished work and reuses jobs still queued or running,
-so no run is trained, sampled or scored twice.
+jobs (here: one job at a time, each waited for before the next, and reported to the submit's
+progress `Tracker`, progress.py, as it ends). Submitting again therefore skips finished work
+and reuses jobs still queued or running, so no run is trained, sampled or scored twice.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from repro.launch.backends import Backend, Job, afterok, backend_for
 from repro.launch.graph import (Evaluation, Node, Placed, add_target, evaluated_runs,
                                 evaluation, run_node)
 from repro.launch.preflight import check_inputs
+from repro.launch.progress import Tracker
 from repro.records import VistaFields
 from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
 
@@ -32,16 +34,18 @@ EVAL_ENV = "REPRO_EVAL"     # REPRO_EVAL=0: submit trains only (no sample and sc
 
 
 class Scheduler:
-    """Places nodes on one backend and remembers what it did with each (by node key)."""
+    """Places nodes on one backend and remembers what it did with each (by node key);
+    `progress` hears of every job run here as it ends, and of nodes left out."""
 
-    def __init__(self, backend: Backend):
-        self.backend = backend
+    def __init__(self, backend: Backend, progress: Tracker | None = None):
+        self.backend, self.progress = backend, progress
         self.placed: dict[str, Placed] = {}
 
     def place(self, nodes: list[Node],
               record: Callable[[list[Placed]], None] | None = None) -> list[Placed]:
         """Place nodes of one shape and callable (one job, or a sample array); `record` sees
-        the placements before a backend that runs jobs here waits for them."""
+        the placements once all are placed, before the last job submitted here is waited for
+        (for one node: before its job runs)."""
         recorded = [node.previous_job for node in nodes if node.previous_job]
         live = self.backend.live(recorded)
         todo = []
@@ -60,15 +64,39 @@ class Scheduler:
                 todo.append(node)
         if not self.backend.queues:
             todo = [node for node in todo if not self._blocked(node)]
-        if todo:
+        submitting = {node.key for node in todo}
+        self.left_out([node for node in nodes if node.key not in submitting])
+        if todo and todo[0].prepare:
+            todo[0].prepare()
+        if self.backend.queues and todo:
             self._submit(todo)
+        elif todo:                      # here: one job at a time, each waited for
+            for node in todo[:-1]:
+                self._submit([node])
+                self._wait(self.placed[node.key])
+            self._submit(todo[-1:])
         placed = [self.placed[node.key] for node in nodes]
         if record:
             record(placed)
         for entry in placed:
-            if entry.job:
-                self.backend.wait(entry.job)
+            self._wait(entry)
         return placed
+
+    def left_out(self, nodes: list[Node]) -> None:
+        """Nodes this submit does not run (done, reused or blocked): progress counts them out."""
+        for node in nodes if self.progress else []:
+            self.progress.drop(node)
+
+    def _wait(self, entry: Placed) -> None:
+        """Until the entry's job ends (a job run here: its end goes to `progress`)."""
+        job = entry.job
+        if job is None:
+            return
+        here = job.handle is not None and not self.backend.queues
+        self.backend.wait(job)
+        if here and self.progress:
+            self.progress.ended(entry.node, time.monotonic() - job.started,
+                                failed=not entry.node.done(), log=job.stderr)
 
     def _action(self, node: Node) -> str | None:
         placed = self.placed.get(node.key)
@@ -98,8 +126,6 @@ class Scheduler:
         after = sorted({_dependency(self.placed[p.key]) for node in nodes for p in node.parents
                         if self._action(p) in ("submitted", "reused")})
         first = nodes[0]
-        if first.prepare:
-            first.prepare()
         if len(nodes) == 1:
             jobs = [self.backend.submit(first.shape, after, first.call, *first.args)]
         else:
@@ -178,6 +204,7 @@ def submit_eval(scheduler: Scheduler, ev: Evaluation) -> EvalSubmitted:
     record them in the evaluation's job.json."""
     targets = add_target(ev.directory, ev.run.target)
     if ev.score.done():
+        scheduler.left_out([*ev.samples, ev.score])
         return EvalSubmitted(ev, "skipped", {})
     samples = scheduler.place(ev.samples)
     score = scheduler.place([ev.score])[0]
@@ -221,10 +248,11 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
            vista: VistaFields | None = None) -> list[Placed]:
     """Submit every unfinished run of `target` at `scale`, then (with `evaluate`) the sample
     and score jobs of every evaluated run (repro/jobs/evaluation.py); local and debug jobs
-    finish here. The evaluation entries are appended to `evals_out`. `evaluate` None: on
-    unless the environment sets REPRO_EVAL=0 (train only). `train_options`: TrainOptions
-    fields for the training jobs (e.g. {"strategy": "fsdp"}). `vista`: what the user gave for
-    Vista runs (default: repro/vista/inputs.given_inputs(), from the environment)."""
+    finish here, each echoing a progress line as it ends (progress.py). The evaluation
+    entries are appended to `evals_out`. `evaluate` None: on unless the environment sets
+    REPRO_EVAL=0 (train only). `train_options`: TrainOptions fields for the training jobs
+    (e.g. {"strategy": "fsdp"}). `vista`: what the user gave for Vista runs (default:
+    repro/vista/inputs.given_inputs(), from the environment)."""
     from repro.vista.graph import split_runs
     from repro.vista.inputs import given_inputs
     vista = vista or given_inputs()
@@ -241,11 +269,18 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
         echo(note)
     backend.check()
     commit = git_commit()
-    scheduler, nodes, placed = Scheduler(backend), {}, []
+    nodes: dict[str, Node] = {}
     for run in runs:
-        nodes[run.run_id] = node = run_node(run, workdir, nodes.get(run.parent_id), commit,
-                                            train_options, vista)
-        entry = submit_run(scheduler, node)
+        nodes[run.run_id] = run_node(run, workdir, nodes.get(run.parent_id), commit,
+                                     train_options, vista)
+    evaluations = [evaluation(run, nodes[run.run_id], workdir, commit, vista=vista)
+                   for run in (evaluated_runs(runs) if evaluate else [])]
+    progress = None if backend.queues else Tracker(echo)
+    if progress:
+        progress.expect(_to_run(list(nodes.values()), evaluations))
+    scheduler, placed = Scheduler(backend, progress), []
+    for run in runs:
+        entry = submit_run(scheduler, nodes[run.run_id])
         placed.append(entry)
         job = entry.job
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
@@ -253,9 +288,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
              + (f"  log {job.stdout}" if job and job.stdout else "")
              + (f"  ({entry.message})" if entry.message else ""))
     evals: list[EvalSubmitted] = []
-    for run in evaluated_runs(runs) if evaluate else []:
-        item = submit_eval(scheduler, evaluation(run, nodes[run.run_id], workdir, commit,
-                                                 vista=vista))
+    for ev in evaluations:
+        item, run = submit_eval(scheduler, ev), ev.run
         evals.append(item)
         echo(f"{'eval ' + item.action:>14}  {run.name:<24} run {run.run_id}  "
              f"{run.protocol}  {item.describe()}")
@@ -274,6 +308,14 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     if left_out:
         echo(left_out)
     return placed
+
+
+def _to_run(run_nodes: list[Node], evaluations: list[Evaluation]) -> list[Node]:
+    """The jobs a submit expects to run: nodes not done (none of an evaluation already scored,
+    which `submit_eval` skips)."""
+    eval_nodes = [node for ev in evaluations if not ev.score.done()
+                  for node in (*ev.samples, ev.score)]
+    return [node for node in run_nodes + eval_nodes if not node.done()]
 
 
 def _record_submission(target: Target, scale: str, cluster: str, commit: str,

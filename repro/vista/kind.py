@@ -36,6 +36,7 @@ class VistaRun:
     """`inputs`: what the submit was given for Vista (default: given_inputs(), the flags'
     environment variables); a job reads its record's instead."""
     name = "vista"
+    job_verb = "prepare"
     not_ready = "its Vista prepare step failed (checkout or checkpoint)"
     unestimated = "Vista's sampler not measured"
 

@@ -2,7 +2,9 @@
 (sharding, merging, resuming after a crash, resizing)."""
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -142,20 +144,28 @@ def test_shards_merged_equal_single_run(tmp_path, checkpoint, vae, real_set, sin
         merge_videosets(parts[:1], tmp_path / "partial", reference=real_set)
 
 
-def test_resume_after_crash(tmp_path, checkpoint, vae, real_set, single_run):
-    written = []
+def test_resume_after_crash(tmp_path, checkpoint, vae, real_set, single_run, monkeypatch):
+    import maskgwm.sample as sampling
+    calls, generate = [], sampling.generate_clip
 
-    def crash_after_two(message: str) -> None:
-        written.append(message)
-        if len(written) == 2:
+    def crash_on_the_third(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3:
             raise RuntimeError("simulated crash")
+        return generate(*args, **kwargs)
 
+    monkeypatch.setattr(sampling, "generate_clip", crash_on_the_third)
     out = tmp_path / "gen"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sample_videoset(checkpoint, vae, real_set, out, steps=STEPS, seed=5, log=crash_after_two)
+        sample_videoset(checkpoint, vae, real_set, out, steps=STEPS, seed=5, log=lambda _: None)
     assert len(VideoSet.open(out)) == 2
+    monkeypatch.setattr(sys, "stderr", io.StringIO())      # a job's log file, not a terminal
     messages = []
     sample_videoset(checkpoint, vae, real_set, out, steps=STEPS, seed=5, log=messages.append)
+    assert len(messages) == 2       # the progress bar's last line, then the summary
+    assert "shard 0/1: 100%" in messages[0] and "1/1 [" in messages[0]
+    assert "clip/s" in messages[0] or "s/clip" in messages[0]
+    assert "scene-2/clip: 5 frames" in messages[0] and "\r" not in messages[0]
     assert "1 clips generated, 2 already there" in messages[-1]
     resumed = VideoSet.open(out)
     assert [e.clip_id for e in resumed.clips] == [e.clip_id for e in single_run.clips]

@@ -3,6 +3,9 @@ sample_videoset on a multi-view set (scene grouping, sharding by scene, per-scen
 resuming a scene cut off between views)."""
 from __future__ import annotations
 
+import io
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -95,7 +98,7 @@ def checkpoint(tmp_path_factory, model, text):
 
 
 def test_multiview_set_shards_by_scene_and_resumes(tmp_path, checkpoint, vae, mview_set,
-                                                   model, text):
+                                                   model, text, monkeypatch):
     parts = [sample_videoset(checkpoint, vae, mview_set, tmp_path / "gen", shard=i,
                              num_shards=2, steps=STEPS, seed=5, log=lambda _: None,
                              views=VIEWS) for i in range(2)]
@@ -125,9 +128,13 @@ def test_multiview_set_shards_by_scene_and_resumes(tmp_path, checkpoint, vae, mv
         for entry in manifest.clips[1:]:
             del writer.clips[entry.clip_id]
     messages: list[str] = []
+    monkeypatch.setattr(sys, "stderr", io.StringIO())      # a job's log file, not a terminal
     sample_videoset(checkpoint, vae, mview_set, tmp_path / "gen", shard=1, num_shards=2,
                     steps=STEPS, seed=5, log=messages.append, views=VIEWS)
     assert "1 scenes generated, 0 already there" in messages[-1]
+    assert len(messages) == 2 and "1/1 [" in messages[0]
+    assert "scene/s" in messages[0] or "s/scene" in messages[0]     # the bar counts scenes
+    assert f"{SCENES[1]}: 3 views x " in messages[0]     # the progress bar's last line
     resumed = VideoSet.open(out)
     assert sorted(e.clip_id for e in resumed.clips) == sorted(e.clip_id for e in manifest.clips)
     assert (out / kept.path).stat().st_mtime_ns == stamp

@@ -81,6 +81,16 @@ def test_local_submit_trains_samples_and_scores_then_skips(graph):
     assert any("eval submitted" in line for line in graph["lines"]), graph["lines"]
     assert "1/1 evaluations done for evalmini (ci)" in graph["lines"], graph["lines"]
     run = runs[0]
+    progress = [line for line in graph["lines"] if line.startswith("[")]
+    assert [line.split(" in ")[0] for line in progress] == [
+        f"[1/4] done    train base (run {run.run_id})", "[2/4] done    sample base shard 1/2",
+        "[3/4] done    sample base shard 2/2", "[4/4] done    score base"], graph["lines"]
+    assert "; 3 jobs left, about " in progress[0] and progress[-1].endswith("; 0 jobs left")
+    logs = work / "logs" / run.run_id
+    for what, suffix, bar in (("sample", "out", "shard 0/2: 100%"), ("score", "err",
+                                                                      "gen clips: 100%")):
+        text = "".join(p.read_text() for p in logs.glob(f"eval-*-{what}/*/*.{suffix}"))
+        assert bar in text and "\r" not in text, text     # log files: plain progress lines
     assert run_state(run_dir(work, run.run_id))[0] == "done"
     check_result(work, run)
     generated = VideoSet.open(eval_dir(work, run.run_id, run.protocol) / "generated")
@@ -97,6 +107,7 @@ def test_local_submit_trains_samples_and_scores_then_skips(graph):
     assert any(line.strip().startswith("skipped") for line in again)
     assert any("eval skipped" in line for line in again)
     assert not any("submitted" in line for line in again), again
+    assert not any(line.startswith("[") for line in again), again
 
 
 def test_a_result_of_an_older_protocol_version_is_rescored(graph, tmp_path):

@@ -22,11 +22,26 @@ def run_ids(target: str, scale: str = "ci") -> dict[str, str]:
     return {r.name: r.run_id for r in resolve_target(load_target(target), scale)}
 
 
+def progress_lines(out: str) -> list[str]:
+    """The `[i/N] ...` lines a local submit prints as each job ends."""
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == \
+        [f"[{i}/{len(lines)}" for i in range(1, len(lines) + 1)], lines
+    if lines:
+        assert lines[-1].endswith("; 0 jobs left"), lines[-1]
+    return lines
+
+
 def test_local_submit_runs_the_graph_once(cli, isolated):
     work = isolated / "work"
     first = cli("submit", "table4a", "--scale", "ci")
     assert first.code == 0, first.out + first.err
     assert first.out.count("submitted") == 6 and "6/6 runs done" in first.out
+    progress = progress_lines(first.out)
+    assert len(progress) == 6 and progress[0].startswith(
+        f"[1/6] done    train stage1a (run {run_ids('table4a')['stage1a']}) in ")
+    assert "; 5 jobs left, about " in progress[0]
+    assert progress[0].endswith(" more (from the jobs finished so far)")
     runs = {r.name: r for r in resolve_target(load_target("table4a"), "ci")}
     ids = {name: run.run_id for name, run in runs.items()}
     for name, run_id in ids.items():
@@ -42,6 +57,7 @@ def test_local_submit_runs_the_graph_once(cli, isolated):
 
     again = cli("submit", "table4a", "--scale", "ci")
     assert again.code == 0 and again.out.count("skipped") == 6 and "submitted" not in again.out
+    assert progress_lines(again.out) == []
     # a target sharing runs reuses them: table5's r=0.1 and r=0.25 runs are table4a's
     shared = cli("submit", "table5", "--scale", "ci")
     assert shared.code == 0
@@ -63,6 +79,14 @@ def test_failing_run_is_reported_with_its_log(cli, isolated):
     result = cli("submit", "table4a", "--scale", "ci")
     assert result.code == 1
     assert f"not done: time-r0.1 (run {bad})" in result.out and "5/6 runs done" in result.out
+    progress = progress_lines(result.out)
+    position = list(run_ids("table4a")).index("time-r0.1")
+    assert len(progress) == 6 and [i for i, line in enumerate(progress) if "FAILED" in line] \
+        == [position]
+    assert progress[position].startswith(
+        f"[{position + 1}/6] FAILED  train time-r0.1 (run {bad}) in ")
+    failed_log = Path(progress[position].split(", log ")[1].split(";")[0])
+    assert failed_log.name.endswith(".err") and "Error" in failed_log.read_text()
     status = cli("status")
     lines = status.out.splitlines()
     row = next(i for i, line in enumerate(lines) if "table4a:time-r0.1" in line)
@@ -74,6 +98,7 @@ def test_failing_run_is_reported_with_its_log(cli, isolated):
     (run_dir(work, bad) / "train").unlink()          # fixed: a resubmit runs only it
     retry = cli("submit", "table4a", "--scale", "ci", "--strategy", "fsdp")
     assert retry.code == 0 and retry.out.count("submitted") == 1
+    assert progress_lines(retry.out)[0].startswith(f"[1/1] done    train time-r0.1 (run {bad})")
     spec = json.loads((run_dir(work, bad) / "spec.json").read_text())
     assert spec["train_options"] == {"checkpoint_every": 1, "workers": 0, "log_every": 1,
                                      "strategy": "fsdp"}
@@ -182,7 +207,11 @@ def test_runs_blocked_by_a_failed_parent_show_in_status(isolated, make_target):
     work, ids = isolated / "work", {r.name: r.run_id for r in resolve_target(target, "ci")}
     run_dir(work, ids["stage1a"]).mkdir(parents=True)
     (run_dir(work, ids["stage1a"]) / "train").write_text("")   # stage 1a cannot run
-    submit(target, "ci", "local", work, echo=lambda line: None, evaluate=True)
+    out: list[str] = []
+    submit(target, "ci", "local", work, echo=out.append, evaluate=True)
+    # stage 1a, 1b, the child, its 2 sample shards and score; all after 1a are blocked
+    assert [line.split(" in ")[0] for line in out if line.startswith("[")] == \
+        [f"[1/6] FAILED  train stage1a (run {ids['stage1a']})"]
     lines = format_status(collect_status(work, "blockme")).splitlines()
 
     def reason(name: str) -> str:
