@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from maskgwm.data.manifest import KMH_PER_MS, Actions, ClipRecord, ManifestError
-from maskgwm.data.nuscenes_files import (TABLES, CanBus, NuScenesDataError, nearest_message,
-                                         open_nuscenes)
+from maskgwm.data.nuscenes_files import (SKIP_BAD, TABLES, CanBus, NuScenesDataError,
+                                         nearest_message, open_nuscenes)
 
 __all__ = ["CAMERAS", "TABLES", "VISTA_KEYS", "ClipReport", "NuScenesDataError",
            "export_vista_manifest", "import_vista_manifest", "mview_clips", "open_nuscenes",
@@ -58,7 +58,7 @@ def _scenes(nusc, split_scenes, report: ClipReport, skip_bad: bool) -> list[dict
         raise NuScenesDataError(
             f"scenes {absent[:5]}{'...' if len(absent) > 5 else ''} are not in "
             f"{Path(nusc.dataroot) / nusc.version / 'scene.json'}; check the version "
-            f"(v1.0-mini has 10 scenes) or pass skip_bad=True")
+            f"(v1.0-mini has 10 scenes) {SKIP_BAD}")
     report.skipped += [f"{name}: not in {nusc.version}" for name in absent]
     return sorted((by_name[n] for n in dict.fromkeys(split_scenes) if n in by_name),
                   key=lambda scene: scene["token"])
@@ -80,7 +80,7 @@ def _get(nusc, table: str, token: str, referrer: str) -> dict:
             f"{table} token {token!r} ({referrer}) is not in "
             f"{Path(nusc.dataroot) / nusc.version / (table + '.json')}: the tables are corrupt "
             f"or from different versions; re-extract the metadata "
-            f"(or pass skip_bad=True)") from None
+            f"({SKIP_BAD})") from None
 
 
 def _check_channels(nusc, window: list[dict], channels: tuple[str, ...]) -> None:
@@ -89,7 +89,7 @@ def _check_channels(nusc, window: list[dict], channels: tuple[str, ...]) -> None
         table = Path(nusc.dataroot) / nusc.version / "sample_data.json"
         raise NuScenesDataError(f"sample {missing[0][0]} has no {missing[0][1]} keyframe in "
                                 f"{table}; the table is incomplete: re-extract the metadata "
-                                f"(or pass skip_bad=True)")
+                                f"({SKIP_BAD})")
 
 
 def _follow_chain(nusc, first_token: str, n_frames: int) -> list[dict] | None:
@@ -111,7 +111,7 @@ def _check_files(nusc, filenames: list[str]) -> None:
             folder = filename.split("/")[0]
             raise NuScenesDataError(f"{Path(nusc.dataroot) / filename}: image is missing; "
                                     f"download and extract the nuScenes '{folder}' blobs "
-                                    f"(or pass skip_bad=True)")
+                                    f"({SKIP_BAD})")
 
 
 def _pose_matrix(record: dict, inverse: bool = False) -> np.ndarray:

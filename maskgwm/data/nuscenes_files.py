@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+SKIP_BAD = ("or skip what is broken: --skip-bad on `repro data manifest` and `repro evalset "
+            "build`, skip_bad=True in Python")
+
 TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
           "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility")
 # Fields the devkit reads while indexing, and the references it follows there:
@@ -141,8 +144,7 @@ class CanBus:
             problem = _messages_problem(found)
         if problem:
             raise NuScenesDataError(f"{path}: {problem}; re-extract the nuScenes CAN bus "
-                                    f"expansion into {path.parent.parent} (or pass "
-                                    f"skip_bad=True)")
+                                    f"expansion into {path.parent.parent} ({SKIP_BAD})")
         return found or None
 
 

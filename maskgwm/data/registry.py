@@ -22,22 +22,35 @@ class Dataset:
     train_version: str | None = None
     multi_view: bool = False
 
-    def read_clips(self, root: Path, split: str, n_frames: int, version: str):
-        """ClipRecords of one split, through the dataset's reader."""
+    def read_clips(self, root: Path, split: str, n_frames: int, version: str,
+                   skip_bad: bool = False, skipped: list[str] | None = None):
+        """ClipRecords of one split, through the dataset's reader. `skip_bad` (nuScenes,
+        OpenDV): skip broken scenes or videos instead of stopping, each appended to `skipped`
+        as "what: why"."""
+        skipped = skipped if skipped is not None else []
         if self.name in ("nuscenes", "nuscenes_mview"):
             from nuscenes.utils.splits import create_splits_scenes
 
-            from maskgwm.data.nuscenes import mview_clips, open_nuscenes, vista_clips
+            from maskgwm.data.nuscenes import ClipReport, mview_clips, open_nuscenes, vista_clips
             splits = create_splits_scenes()
             if split not in splits:
                 raise ValueError(f"unknown nuScenes split '{split}' (known: "
                                  f"{', '.join(splits)})")
             nusc = open_nuscenes(root, version)
             reader = mview_clips if self.multi_view else vista_clips
-            return reader(nusc, splits[split], n_frames=n_frames, split=split)
+            report = ClipReport()
+            clips = reader(nusc, splits[split], n_frames=n_frames, split=split, report=report,
+                           skip_bad=skip_bad)
+            skipped += report.skipped
+            return clips
         if self.name == "opendv":
-            from maskgwm.data.opendv import opendv_clips
-            return opendv_clips(root, split, n_frames)
+            from maskgwm.data.opendv import scan_opendv
+            scan = scan_opendv(root, split, n_frames, skip_bad=skip_bad)
+            skipped += [f"{video}: {why}" for video, why in scan.skipped.items()]
+            return scan.clips
+        if skip_bad:
+            raise ValueError("--skip-bad applies to nuScenes and OpenDV; Waymo's reader stops "
+                             "at the first broken segment")
         from maskgwm.data.waymo import waymo_clips
         return waymo_clips(root, version, n_frames, split=split)
 
@@ -110,6 +123,7 @@ def dataset_root(name: str, data_root: Path | None, needed_by: str) -> Path:
     return root
 
 
-def read_clips(dataset: str, root: Path, split: str, n_frames: int, version: str):
+def read_clips(dataset: str, root: Path, split: str, n_frames: int, version: str,
+               skip_bad: bool = False, skipped: list[str] | None = None):
     """ClipRecords of one dataset split, through its reader (`Dataset.read_clips`)."""
-    return get_dataset(dataset).read_clips(root, split, n_frames, version)
+    return get_dataset(dataset).read_clips(root, split, n_frames, version, skip_bad, skipped)

@@ -39,9 +39,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_skipped(skipped: list[str]) -> None:
+    """What --skip-bad left out, so that nothing is dropped silently."""
+    if skipped:
+        print(f"skipped {len(skipped)} (--skip-bad):")
+        for line in skipped:
+            print(f"  {line}")
+
+
 def cmd_manifest(args: argparse.Namespace) -> int:
     from maskgwm.data.manifest import ClipManifest
-    clips = read_clips(args.dataset, Path(args.dataroot), args.split, args.frames, args.version)
+    skipped: list[str] = []
+    clips = read_clips(args.dataset, Path(args.dataroot), args.split, args.frames, args.version,
+                       args.skip_bad, skipped)
+    print_skipped(skipped)
     path = ClipManifest(args.dataset, str(Path(args.dataroot).resolve()), clips).save(args.out)
     print(f"{len(clips)} clips of {args.dataset} {args.split} written to {path}")
     return 0
@@ -58,8 +69,10 @@ def cmd_evalset(args: argparse.Namespace) -> int:
     dataset, split, n_frames, cond = EVALSET_SOURCES[protocol.name]
     split = args.split or split
     version = args.version or get_dataset(dataset).eval_version
-    clips = pick_clips(read_clips(dataset, Path(args.dataroot), split, n_frames, version),
-                       protocol)
+    skipped: list[str] = []
+    clips = pick_clips(read_clips(dataset, Path(args.dataroot), split, n_frames, version,
+                                  args.skip_bad, skipped), protocol)
+    print_skipped(skipped)
     out = Path(args.out)
     ClipManifest(dataset, str(Path(args.dataroot).resolve()), clips).save(
         out.with_name(out.stem + ".manifest.json"))
@@ -71,6 +84,12 @@ def cmd_evalset(args: argparse.Namespace) -> int:
     print(f"{len(clips)} clips ({videos} videos){note} for {protocol.name} written to {out} "
           f"(hash {digest}); frames in {out.with_name(out.stem + '.manifest.json')}")
     return 0
+
+
+def add_skip_bad(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="nuScenes, OpenDV: skip broken scenes or videos (missing files, "
+                        "scenes not in the version) and list them, instead of stopping")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +111,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--version", default="v1.0-trainval",
                    help="nuScenes version (v1.0-mini, ...) or Waymo format (v1, v2)")
     q.add_argument("--out", required=True, help=".json or .parquet")
+    add_skip_bad(q)
     q.set_defaults(func=cmd_manifest)
 
     p = sub.add_parser("evalset", help="evaluation clip lists")
@@ -103,4 +123,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--split", help="override the protocol's split (e.g. mini_val)")
     q.add_argument("--n-clips", type=int, help="override the protocol's clip count (smoke)")
     q.add_argument("--out", required=True, help="clip list JSON")
+    add_skip_bad(q)
     q.set_defaults(func=cmd_evalset)

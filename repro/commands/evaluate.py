@@ -161,10 +161,16 @@ def cmd_eval_sensitivity(args: argparse.Namespace) -> int:
 
 def cmd_weights_check(args: argparse.Namespace) -> int:
     from evals.weights import check_weights_dir
+    if not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"{args.dir}: no such folder; give the folder that holds the "
+                                "detector weight files (README: What you must obtain yourself)")
     rows = check_weights_dir(args.dir)
     for row in rows:
-        state = "ok" if row.ok else ("MISSING" if not row.present else "WRONG FILE")
-        print(f"{state:<10} {row.name:<22} {row.file}")
+        state = "ok" if row.ok else ("WRONG FILE" if row.present else
+                                     "A FOLDER" if row.file.is_dir() else "MISSING")
+        print(f"{state:<10} {row.name:<22} {row.file}"
+              + ("  (a folder stands where the weight file should be: put the file itself "
+                 "there)" if state == "A FOLDER" else ""))
         if row.present:
             print(f"           {row.hash_kind} expected {row.expected_hash}, actual {row.actual_hash}")
     return 0 if all(row.ok for row in rows) else 1

@@ -61,3 +61,23 @@ def test_nuscenes_synth_loads_and_builds_the_vista_evalset(cli, tmp_path):
     wrong = cli("evalset", "build", "vista_nuscenes", "--dataroot", str(root), "--version",
                 "v1.0-mini", "--out", str(tmp_path / "x.json"))    # split val: not in mini
     assert wrong.code == 2 and "not in" in wrong.err and "scene.json" in wrong.err
+
+
+def test_a_missing_scene_names_the_skip_bad_flag_which_lists_what_it_skipped(cli, tmp_path):
+    """Only 3 synthetic scenes: mini_val's scene-0916 is not in the tables. The error names
+    the CLI flag (not a Python argument), and the flag skips the scene and says so."""
+    root = tmp_path / "nuscenes"
+    assert cli("data", "synth", "nuscenes", str(root), "--scenes", "3", "--seconds", "3",
+               "--size", "64x36").code == 0
+    args = ["data", "manifest", "nuscenes", "--dataroot", str(root), "--version", "v1.0-mini",
+            "--split", "mini_val", "--frames", "8", "--out", str(tmp_path / "m.json")]
+    result = cli(*args)
+    assert result.code == 2 and "scene-0916" in result.err
+    assert "--skip-bad on `repro data manifest`" in result.err
+    result = cli(*args, "--skip-bad")
+    assert result.code == 0, result.err
+    assert "skipped 1 (--skip-bad):\n  scene-0916: not in v1.0-mini" in result.out
+    assert {c.scene for c in ClipManifest.load(tmp_path / "m.json").clips} == {"scene-0103"}
+    waymo = cli("evalset", "build", "waymo_zeroshot", "--dataroot", str(tmp_path),
+                "--out", str(tmp_path / "w.json"), "--skip-bad")
+    assert waymo.code == 2 and "--skip-bad applies to nuScenes and OpenDV" in waymo.err

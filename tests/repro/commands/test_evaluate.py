@@ -50,6 +50,15 @@ def test_weights_check_reports_every_file(cli, tmp_path):
     assert "a867b87ac3a9097d200598b1d48a1b890d8ec744" in result.out
 
 
+def test_weights_check_names_a_folder_in_place_of_a_file(cli, tmp_path):
+    (tmp_path / "i3d_pretrained_400.pt").mkdir()    # e.g. an unpacked archive
+    result = cli("weights", "check", str(tmp_path))
+    line = next(l for l in result.out.splitlines() if "i3d-400" in l)
+    assert result.code == 1 and line.startswith("A FOLDER") and "put the file itself" in line
+    result = cli("weights", "check", str(tmp_path / "nowhere"))
+    assert result.code == 2 and "nowhere: no such folder" in result.err
+
+
 def test_eval_sharded_and_merged_from_the_cli(cli, sets, tmp_path):
     out = tmp_path / "r.json"
     base = ["--protocol", "opendv_ablation", "--generated", str(sets / "gen"), "--reference",
