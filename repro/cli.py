@@ -292,6 +292,19 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"repro: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"\n{interrupted_line(args, getattr(err, 'cancelled', 0))}", file=sys.stderr)
+        return 130
+
+
+def interrupted_line(args: argparse.Namespace, cancelled: int) -> str:
+    """The one line Ctrl-C ends a command with (what stopped, how to go on)."""
+    if args.command != "submit":
+        return "repro: interrupted"
+    queued = ("; jobs already queued on Slurm keep running (`repro status`)"
+              if args.cluster == "slurm" else "")
+    return (f"repro: interrupted: {cancelled} job{'' if cancelled == 1 else 's'} cancelled"
+            f"{queued}; submit again to resume")
 
 
 if __name__ == "__main__":

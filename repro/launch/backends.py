@@ -11,13 +11,15 @@ tasks when one task fails.
 """
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from repro.targets.jobfiles import Resources
 
@@ -31,6 +33,14 @@ checkpoint). Preemptions do not count."""
 
 class SlurmUnavailable(RuntimeError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a job ran here: the job was cancelled (`cancelled` jobs)."""
+
+    def __init__(self, cancelled: int):
+        super().__init__(cancelled)
+        self.cancelled = cancelled
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,27 @@ def make_executor(cluster: str, shape: JobShape, dependency: str | None = None,
     return executor
 
 
+@contextmanager
+def _stderr_into(path: Path) -> Iterator[None]:
+    """File descriptor 2 goes to `path` (appended) for the processes started meanwhile: a
+    local job's submitit controller, whose KeyboardInterrupt traceback on Ctrl-C belongs in a
+    log, not after the submit's one line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    try:
+        with open(path, "a") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def controller_log(shape: JobShape) -> Path:
+    """Where a local job's submitit controller writes (its job's log folder)."""
+    return Path(str(shape.folder).split("%j")[0]) / "local-controller.log"
+
+
 def _job(job: Any) -> Job:
     return Job(str(job.job_id), str(job.paths.stdout), str(job.paths.stderr), job)
 
@@ -160,7 +191,11 @@ class Backend:
         """Raise if this backend cannot submit from here."""
 
     def submit(self, shape: JobShape, after: list[str], call: Callable, *args: Any) -> Job:
-        return _job(make_executor(self.cluster, shape).submit(call, *args))
+        executor = make_executor(self.cluster, shape)
+        if self.cluster != "local":
+            return _job(executor.submit(call, *args))
+        with _stderr_into(controller_log(shape)):
+            return _job(executor.submit(call, *args))
 
     def live(self, job_ids: list[str]) -> dict[str, str]:
         """The jobs among `job_ids` still queued or running (Slurm state; BLOCKED: waiting
@@ -181,7 +216,7 @@ class Backend:
             handle.result()
         except KeyboardInterrupt:
             handle.cancel(check=False)
-            raise
+            raise Interrupted(1) from None
         except Exception:
             pass
 

@@ -228,3 +228,38 @@ def test_runs_blocked_by_a_failed_parent_show_in_status(isolated, make_target):
         (run_dir(work, run_id) / "done.json").write_text("{}")
     lines = format_status(collect_status(work, "blockme")).splitlines()
     assert not any(line.startswith("blocked") for line in lines), "\n".join(lines)
+
+
+def test_ctrl_c_during_a_local_submit_is_one_line_and_exit_130(isolated):
+    """Ctrl-C while a local job trains (SIGINT to the terminal's process group): the job is
+    cancelled, the submit ends with one line saying so (no traceback, also none from
+    submitit's controller) and exit status 130; the job's process is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from repro.jobs.state import process_alive
+    env = {**os.environ, "REPRO_WORKDIR": str(isolated / "work"),
+           "REPRO_RESULTS": str(isolated / "results"), "REPRO_EVAL": "0"}
+    submit = subprocess.Popen([sys.executable, "-m", "repro.cli", "submit", "smoke", "--scale",
+                               "ci"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "stage1a")
+    running = run_dir(isolated / "work", run.run_id) / "running.json"
+    deadline = time.monotonic() + 120
+    while not running.exists() and time.monotonic() < deadline and submit.poll() is None:
+        time.sleep(0.2)
+    assert running.exists(), submit.communicate()
+    job = json.loads(running.read_text())
+    os.killpg(submit.pid, signal.SIGINT)
+    out, err = submit.communicate(timeout=60)
+    assert submit.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("repro: interrupted: 1 job cancelled; submit "
+                                            "again to resume")
+    deadline = time.monotonic() + 10
+    while process_alive(job) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process_alive(job) is False
