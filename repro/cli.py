@@ -175,7 +175,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for scale in scales:
         out = args.out / scale if args.out and len(scales) > 1 else args.out
         try:
-            path = write_report(scale, args.targets or None, out, videos=not args.no_videos)
+            path = write_report(scale, [load_target(n) for n in args.targets] or None,
+                                named=bool(args.targets), out=out, videos=not args.no_videos)
         except ReportError as err:
             print(f"repro report: {err}", file=sys.stderr)
             continue

@@ -40,12 +40,17 @@ class Node:
     call: Any                       # TrainingJob() | SampleJob() | ScoreJob()
     args: tuple
     parents: list["Node"] = field(default_factory=list)
-    previous_job: str | None = None     # recorded by an earlier submit
+    recorded: Callable[[], str | None] | None = None   # reads the job an earlier submit recorded
     prepare: Callable[[], None] | None = None   # before its job is submitted (writes spec.json)
     label: str = ""                 # what its job does, for progress lines
 
     def done(self) -> bool:
         return self.done_file.is_file()
+
+    @property
+    def previous_job(self) -> str | None:
+        """The job id an earlier submit recorded for this node (read now, from job.json)."""
+        return self.recorded() if self.recorded else None
 
 
 @dataclass
@@ -115,7 +120,7 @@ def run_node(run: ResolvedRun, workdir: Path, parent: Node | None, commit: str,
                      kind_of(run.stage).job_resources(run), MAX_TIMEOUT_REQUEUES)
     return Node(run.run_id, "run", run, directory, directory / "done.json", shape,
                 TrainingJob(), (str(spec),), [parent] if parent else [],
-                (previous_job(directory) or {}).get("job_id"),
+                lambda: (previous_job(directory) or {}).get("job_id"),
                 lambda: write_record(spec, run_record(run, train_options, commit, vista)),
                 f"{kind_of(run.stage).job_verb} {run.name} (run {run.run_id})")
 
@@ -153,9 +158,16 @@ def evaluation(run: ResolvedRun, run_job: Node, workdir: Path, commit: str,
         notes.append(f"kept the {shards} shards this evaluation started with ({requested} "
                      f"asked; delete {directory / 'sample'} and {directory / 'samples'} to "
                      "re-shard)")
-    same = int(previous.get("shards") or 0) == shards
-    jobs = previous.get("sample_jobs", {}) if same else {}
     spec = directory / "spec.json"
+
+    def recorded(key: str, shard: int | None = None) -> Callable[[], str | None]:
+        def read() -> str | None:       # a sample job only where the shard count is the same
+            job = previous_job(directory) or {}
+            if shard is None:
+                return job.get(key)
+            same = int(job.get("shards") or 0) == shards
+            return job.get(key, {}).get(str(shard)) if same else None
+        return read
 
     def write_spec() -> None:
         write_record(spec, eval_record(run_record(run, vista=vista), run.protocol, workdir,
@@ -165,12 +177,12 @@ def evaluation(run: ResolvedRun, run_job: Node, workdir: Path, commit: str,
     folders = [shard_state_dir(directory, i, shards) for i in range(shards)]
     samples = [Node(node_id(run.run_id, run.protocol, "sample", i, shards), "sample", run,
                     folder, folder / "done.json", sample_shape, SampleJob(), (str(spec), i),
-                    [run_job], jobs.get(str(i)), write_spec,
+                    [run_job], recorded("sample_jobs", i), write_spec,
                     f"sample {run.name} shard {i + 1}/{shards}")
                for i, folder in enumerate(folders)]
     score = Node(node_id(run.run_id, run.protocol, "score"), "score", run, directory / "score",
                  directory / "result.json", eval_shape(run, workdir, "score"), ScoreJob(),
-                 (str(spec),), samples, previous.get("score_job"), write_spec,
+                 (str(spec),), samples, recorded("score_job"), write_spec,
                  f"score {run.name}")
     return Evaluation(run, directory, shards, samples, score, "; ".join(notes))
 

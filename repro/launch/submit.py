@@ -26,6 +26,7 @@ from repro.launch.backends import Backend, Job, afterok, backend_for
 from repro.launch.graph import (Evaluation, Node, Placed, add_target, evaluated_runs,
                                 evaluation, run_node)
 from repro.launch.preflight import check_inputs
+from repro.launch.locks import node_locks
 from repro.launch.progress import Tracker
 from repro.records import VistaFields
 from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
@@ -37,30 +38,38 @@ class Scheduler:
     """Places nodes on one backend and remembers what it did with each (by node key);
     `progress` hears of every job run here as it ends, and of nodes left out."""
 
-    def __init__(self, backend: Backend, progress: Tracker | None = None):
-        self.backend, self.progress = backend, progress
+    def __init__(self, backend: Backend, progress: Tracker | None = None,
+                 echo: Callable[[str], None] = print):
+        self.backend, self.progress, self.echo = backend, progress, echo
         self.placed: dict[str, Placed] = {}
 
     def place(self, nodes: list[Node],
               record: Callable[[list[Placed]], None] | None = None) -> list[Placed]:
         """Place nodes of one shape and callable (one job, or a sample array); `record` sees
         the placements once all are placed, before the last job submitted here is waited for
-        (for one node: before its job runs)."""
-        recorded = [node.previous_job for node in nodes if node.previous_job]
-        live = self.backend.live(recorded)
+        (for one node: before its job runs). The nodes' submit locks (locks.py) are held
+        throughout, so what earlier submits recorded is read afresh under them."""
+        with node_locks([(node.state_dir, f"{node.kind} {node.key}") for node in nodes],
+                        self.echo):
+            return self._place(nodes, record)
+
+    def _place(self, nodes: list[Node],
+               record: Callable[[list[Placed]], None] | None) -> list[Placed]:
+        previous = {node.key: node.previous_job for node in nodes}
+        live = self.backend.live([job for job in previous.values() if job])
         todo = []
         for node in nodes:
             if not self.backend.queues:
                 wait_for_earlier_job(node.state_dir, f"{node.kind} {node.key}")
             renewed = [p for p in node.parents if self._action(p) == "submitted"]
-            state = live.get(node.previous_job or "")
+            state = live.get(previous[node.key] or "")
             if node.done():
                 self.placed[node.key] = Placed(node, "skipped")
             elif state and state != "BLOCKED" and not renewed:
-                self.placed[node.key] = Placed(node, "reused", Job(node.previous_job))
+                self.placed[node.key] = Placed(node, "reused", Job(previous[node.key]))
             else:
                 if state:
-                    self.backend.cancel([node.previous_job])
+                    self.backend.cancel([previous[node.key]])
                 todo.append(node)
         if not self.backend.queues:
             todo = [node for node in todo if not self._blocked(node)]
@@ -200,14 +209,17 @@ def submit_run(scheduler: Scheduler, node: Node) -> Placed:
 
 
 def submit_eval(scheduler: Scheduler, ev: Evaluation) -> EvalSubmitted:
-    """Place an evaluation's sample nodes, then its score node (unless its result exists), and
-    record them in the evaluation's job.json."""
+    """Place an evaluation's sample nodes, then its score node (unless its result exists),
+    recording each placement in the evaluation's job.json while the nodes' locks are held."""
     targets = add_target(ev.directory, ev.run.target)
     if ev.score.done():
         scheduler.left_out([*ev.samples, ev.score])
         return EvalSubmitted(ev, "skipped", {})
-    samples = scheduler.place(ev.samples)
-    score = scheduler.place([ev.score])[0]
+
+    def record(samples: list[Placed], score: Placed | None = None) -> None:
+        _write_eval_job(scheduler.backend.cluster, ev, targets, samples, score)
+    samples = scheduler.place(ev.samples, record)
+    score = scheduler.place([ev.score], lambda placed: record(samples, placed[0]))[0]
     placed = [*samples, score]
     blocked = next((p.message for p in placed if p.action == "blocked"), "")
     if blocked:
@@ -218,20 +230,29 @@ def submit_eval(scheduler: Scheduler, ev: Evaluation) -> EvalSubmitted:
         action, blocked = "failed", f"scoring failed; log {score.job.stderr}"
     else:
         action = "submitted"
-    entry = EvalSubmitted(ev, action, {p.node.args[1]: p.job_id for p in samples if p.job_id},
-                          score.job_id, "; ".join(filter(None, (ev.note, blocked))))
-    run = ev.run
-    first_blocked = placed[0].action == "blocked"
+    return EvalSubmitted(ev, action, _sample_jobs(samples), score.job_id,
+                         "; ".join(filter(None, (ev.note, blocked))))
+
+
+def _sample_jobs(samples: list[Placed]) -> dict[int, str]:
+    return {p.node.args[1]: p.job_id for p in samples if p.job_id}
+
+
+def _write_eval_job(cluster: str, ev: Evaluation, targets: list[str], samples: list[Placed],
+                    score: Placed | None) -> None:
+    """The evaluation's job.json, in the format `repro status` reads; before its score node
+    is placed, the score job an earlier submit recorded stays."""
+    run, first = ev.run, samples[0] if samples else score
+    blocked = first is not None and first.action == "blocked"
     atomic_write_json(ev.directory / "job.json",
-                      {"cluster": scheduler.backend.cluster, "target": run.target,
-                       "targets": targets, "name": run.name, "scale": run.scale,
-                       "protocol": run.protocol, "shards": ev.shards,
-                       "sample_jobs": {str(k): v for k, v in entry.sample_jobs.items()},
-                       "score_job": entry.score_job,
-                       "blocked": placed[0].message if first_blocked else None,
-                       "waits_for": run.run_id if first_blocked else None,
+                      {"cluster": cluster, "target": run.target, "targets": targets,
+                       "name": run.name, "scale": run.scale, "protocol": run.protocol,
+                       "shards": ev.shards,
+                       "sample_jobs": {str(k): v for k, v in _sample_jobs(samples).items()},
+                       "score_job": score.job_id if score else ev.score.previous_job,
+                       "blocked": first.message if blocked else None,
+                       "waits_for": run.run_id if blocked else None,
                        "logs": str(ev.directory.parents[2] / "logs" / run.run_id)})
-    return entry
 
 
 def _check_writable(workdir: Path) -> None:
@@ -278,7 +299,7 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     progress = None if backend.queues else Tracker(echo)
     if progress:
         progress.expect(_to_run(list(nodes.values()), evaluations))
-    scheduler, placed = Scheduler(backend, progress), []
+    scheduler, placed = Scheduler(backend, progress, echo), []
     for run in runs:
         entry = submit_run(scheduler, nodes[run.run_id])
         placed.append(entry)

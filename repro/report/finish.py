@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from repro.report.collect import collect
-from repro.targets.jobfiles import Target
+from repro.targets.jobfiles import Target, load_all_targets
 from repro.report.plot import plots_dir
 from repro.report.page import write_report
 from repro.report.table import render_target_table, write_target_table
@@ -28,7 +28,10 @@ def report(target: Target, scale: str, seeds: int = 1,
     echo("")
     echo(f"results CSV: {result.path}")
     echo(f"table:       {table_path}")
-    page = write_report(scale, echo=echo)     # draws the plots too
+    targets = load_all_targets()           # the page shows every target with results
+    if target.name not in {t.name for t in targets}:    # a job file outside slurm/
+        targets.append(target)
+    page = write_report(scale, targets, echo=echo)     # draws the plots too
     for table in target.tables():
         for path in sorted(plots_dir().glob(f"{table}-{scale}.*")):
             echo(f"plot:        {path}")

@@ -26,7 +26,8 @@ h1,h2,h3,p{overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;white-space:nowrap}
 .ours-table td{text-align:right}.ours-table td:first-child{text-align:left}
-td.outside,td.beyond-noise{background:#fde2e1}td.ours{background:#eef5ff}td.ours.outside{background:#fde2e1}
+td.outside,td.beyond-noise{background:#fde2e1}td.ours{background:#eef5ff}
+td.ours.outside{background:#fde2e1}
 .banner{background:#7a0000;color:#fff;padding:8px 12px;font-weight:bold;margin:8px 0}
 .problem{background:#fff4d6;border-left:4px solid #d4a000;padding:4px 8px;margin:4px 0;
 overflow-wrap:anywhere}

@@ -18,7 +18,7 @@ from repro.paths import repo_root, results_dir, work_dir
 from repro.report.html import render_page
 from repro.report.site import build_section
 from repro.report.table import load_ours
-from repro.targets.jobfiles import Target, load_all_targets, load_target
+from repro.targets.jobfiles import Target, load_all_targets
 
 
 class ReportError(ValueError):
@@ -50,29 +50,29 @@ def report_dir(scale: str, root: Path | None = None) -> Path:
     return (root or results_dir()) / "report" / scale
 
 
-def write_report(scale: str, names: list[str] | None = None, out: Path | None = None,
-                 workdir: Path | None = None, root: Path | None = None, videos: bool = True,
-                 echo: Callable[[str], None] = print) -> Path:
-    """Write the page of `scale` for the targets `names` (None: every target with results);
+def write_report(scale: str, targets: list[Target] | None = None, named: bool = False,
+                 out: Path | None = None, workdir: Path | None = None, root: Path | None = None,
+                 videos: bool = True, echo: Callable[[str], None] = print) -> Path:
+    """Write the page of `scale` for `targets` (None: every job file in slurm/); `named`:
+    the user named them, so each gets a section even without results (else a summary row).
     ReportError when none of them has results at this scale."""
     out = out or report_dir(scale, root)
     workdir = workdir or work_dir()
-    every = load_all_targets()
-    chosen = [load_target(name) for name in names] if names else every
-    sections = [build_section(t, scale, out, workdir, root, videos) for t in chosen]
+    sections = [build_section(t, scale, out, workdir, root, videos)
+                for t in targets or load_all_targets()]
     if not any(s.has_results for s in sections):
         raise ReportError(f"nothing to report at scale {scale}: no collected results of "
-                          f"{', '.join(names) if names else 'any target'} under "
-                          f"{root or results_dir()}; `repro submit TARGET --scale {scale}` "
-                          "collects them (or `repro collect TARGET --scale "
+                          f"{', '.join(s.target.name for s in sections) if named else 'any target'}"
+                          f" under {root or results_dir()}; `repro submit TARGET --scale "
+                          f"{scale}` collects them (or `repro collect TARGET --scale "
                           f"{scale} --partial`)")
-    if not names:       # the others are listed as not run
+    if not named:       # those with results first; the others are listed as not run
         sections = [s for s in sections if s.has_results] + \
             [s for s in sections if not s.has_results]
     pages = [folder / "sensitivity" / "README.md"
              for folder in (root or results_dir(), repo_root() / "results")]
     sensitivity = next((candidate for candidate in pages if candidate.is_file()), None)
-    page = render_page(scale, sections, sensitivity, bench_records(), named=bool(names))
+    page = render_page(scale, sections, sensitivity, bench_records(), named=named)
     path = out / "index.html"
     atomic_write_text(path, page, hint="set REPRO_RESULTS or --out to a writable folder")
     for section in sections:

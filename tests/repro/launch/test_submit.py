@@ -243,9 +243,15 @@ def test_ctrl_c_during_a_local_submit_is_one_line_and_exit_130(isolated):
     from repro.jobs.state import process_alive
     env = {**os.environ, "REPRO_WORKDIR": str(isolated / "work"),
            "REPRO_RESULTS": str(isolated / "results"), "REPRO_EVAL": "0"}
+
+    def as_from_a_terminal() -> None:   # pytest's process may block or ignore SIGINT
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     submit = subprocess.Popen([sys.executable, "-m", "repro.cli", "submit", "smoke", "--scale",
                                "ci"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True,
+                              preexec_fn=as_from_a_terminal)
     run = next(r for r in resolve_target(load_target("smoke"), "ci") if r.name == "stage1a")
     running = run_dir(isolated / "work", run.run_id) / "running.json"
     deadline = time.monotonic() + 120
@@ -255,7 +261,8 @@ def test_ctrl_c_during_a_local_submit_is_one_line_and_exit_130(isolated):
     job = json.loads(running.read_text())
     os.killpg(submit.pid, signal.SIGINT)
     out, err = submit.communicate(timeout=60)
-    assert submit.returncode == 130, err
+    assert submit.returncode == 130, (f"SIGINT blocked in pytest: {blocked}, handler "
+                                      f"{signal.getsignal(signal.SIGINT)}", err[-2000:])
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("repro: interrupted: 1 job cancelled; submit "
                                             "again to resume")
