@@ -6,7 +6,8 @@ when Slurm says it waits for a failed parent, or when one of its parents was sub
 on a backend that runs jobs here, a node waits for an earlier submit's process still working
 on it and is blocked while a parent is not done; the rest is submitted, after its parents'
 jobs. Submitting again therefore skips finished work and reuses jobs still queued or running,
-so no run is trained, sampled or scored twice.
+so no run is trained, sampled or scored twice. A run listed more than once (a union target's
+run shared under several protocols, repro/targets/union.py) gets one training node.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from repro.launch.graph import (Evaluation, Node, Placed, add_target, evaluated_
 from repro.launch.preflight import check_inputs
 from repro.records import VistaFields
 from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
+from repro.targets.union import by_run, owners
 
 EVAL_ENV = "REPRO_EVAL"     # REPRO_EVAL=0: submit trains only (no sample and score jobs)
 
@@ -154,9 +156,10 @@ class EvalSubmitted:
                 "score_job": self.score_job, "message": self.message}
 
 
-def submit_run(scheduler: Scheduler, node: Node) -> Placed:
-    """Place a run's own job and record it in the run's job.json."""
-    targets = add_target(node.state_dir, node.run.target)
+def submit_run(scheduler: Scheduler, node: Node, owners: list[str] | None = None) -> Placed:
+    """Place a run's own job and record it in the run's job.json, with the targets that need
+    it (`owners`, default the run's own)."""
+    targets = add_target(node.state_dir, *(owners or node.run.owners))
 
     def record(placed: list[Placed]) -> None:
         entry, run = placed[0], node.run
@@ -176,7 +179,7 @@ def submit_run(scheduler: Scheduler, node: Node) -> Placed:
 def submit_eval(scheduler: Scheduler, ev: Evaluation) -> EvalSubmitted:
     """Place an evaluation's sample nodes, then its score node (unless its result exists), and
     record them in the evaluation's job.json."""
-    targets = add_target(ev.directory, ev.run.target)
+    targets = add_target(ev.directory, *ev.run.owners)
     if ev.score.done():
         return EvalSubmitted(ev, "skipped", {})
     samples = scheduler.place(ev.samples)
@@ -242,10 +245,11 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     backend.check()
     commit = git_commit()
     scheduler, nodes, placed = Scheduler(backend), {}, []
-    for run in runs:
-        nodes[run.run_id] = node = run_node(run, workdir, nodes.get(run.parent_id), commit,
-                                            train_options, vista)
-        entry = submit_run(scheduler, node)
+    for run_id, entries in by_run(runs).items():      # several entries: a union's shared run
+        run = entries[0]
+        nodes[run_id] = node = run_node(run, workdir, nodes.get(run.parent_id), commit,
+                                        train_options, vista)
+        entry = submit_run(scheduler, node, owners(entries))
         placed.append(entry)
         job = entry.job
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"
