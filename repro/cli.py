@@ -14,8 +14,10 @@ from maskgwm.train.options import STRATEGIES
 
 from repro.commands.data import add_parsers as add_data_parsers
 from repro.commands.evaluate import add_parsers as add_eval_parsers
-from repro.targets.jobfiles import (JobFileError, UnknownTarget, check_name, default_scale,
+from repro.targets.jobfiles import (ALL, JobFileError, Target, UnknownTarget, check_name,
+                                    default_scale,
                                     load_all_targets, load_target, resolve_target)
+from repro.targets.union import by_run, fan_out, owners
 from repro.paths import work_dir
 from repro.commands.sample import add_parsers as add_sample_parsers
 from repro.launch.backends import CLUSTERS, SlurmUnavailable
@@ -51,6 +53,8 @@ def add_seeds_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.target == ALL:
+        return list_union(load_target(ALL), args.scale, args.seeds or 1)
     targets = [load_target(args.target)] if args.target else load_all_targets()
     seeds = args.seeds or 1
     uses: dict[str, list[str]] = defaultdict(list)
@@ -74,6 +78,30 @@ def cmd_list(args: argparse.Namespace) -> int:
         cells = list(dict.fromkeys(c for c in cells if not c.startswith("(")))
         if len(cells) > 1:
             print(f"  {run_id}: {', '.join(cells)}")
+    return 0
+
+
+def list_union(union: Target, scale: str, seeds: int) -> int:
+    """`repro list all`: every run once with the targets that need it, the order the graph
+    fans out in, and the GPU-hours of each run and evaluation counted once."""
+    from repro.launch.dryrun import plan_hours
+    runs = resolve_target(union, scale, seeds)
+    print(f"{union.name:<8} {union.title}")
+    print(f"         {', '.join(m.name for m in union.members)}; scale {scale}")
+    print(f"         {'run':<24} {'id':<12} {'stage':<5} {'variant':<22} {'steps':>6}  "
+          "cells (targets)")
+    for run_id, entries in by_run(runs).items():
+        run, cells = entries[0], [c for entry in entries for c in entry.cells]
+        print(f"         {run.name:<24} {run_id:<12} {run.stage:<5} {run.variant or '-':<22} "
+              f"{run.steps:>6}  {', '.join(cells) or '-'} ({', '.join(owners(entries))})")
+    print("\nOrder (a run starts once its parent is done; siblings are independent):")
+    for line in fan_out(runs):
+        print(f"  {line}")
+    training, sampling = plan_hours(runs)
+    one_by_one = sum(sum(plan_hours(resolve_target(m, scale, seeds))) for m in union.members)
+    print(f"\nEstimated GPU-hours, each run and evaluation once: {training + sampling:,.0f} "
+          f"(training {training:,.0f}, sampling {sampling:,.1f}); the targets one by one "
+          f"would add up to {one_by_one:,.0f} (repro/launch/estimate.py)")
     return 0
 
 
@@ -115,21 +143,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def members(name: str) -> list[Target]:
+    """The targets a command goes through in turn: `all`'s members, else the one named."""
+    target = load_target(name)
+    return list(target.members) or [target]
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from repro.report.table import render_target_table, write_target_table
-    target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
-    path = write_target_table(target, scale, seeds=args.seeds)
-    print(render_target_table(target, scale, seeds=args.seeds), end="")
-    print(f"\nwritten to {path}")
+    for target in members(args.target):
+        path = write_target_table(target, scale, seeds=args.seeds)
+        print(render_target_table(target, scale, seeds=args.seeds), end="")
+        print(f"\nwritten to {path}\n")
     return 0
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from repro.report.collect import collect
-    target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
-    result = collect(target, scale, partial=args.partial, seeds=args.seeds or 1)
+    codes = [collect_one(target, scale, args.partial, args.seeds or 1)
+             for target in members(args.target)]
+    return max(codes)
+
+
+def collect_one(target: Target, scale: str, partial: bool, seeds: int) -> int:
+    from repro.report.collect import collect
+    result = collect(target, scale, partial=partial, seeds=seeds)
     if notes := result.notes():
         print(notes, file=sys.stderr)
     if result.path is None:
@@ -138,10 +177,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
                  (result.missing or result.stale) and result.rows else ""), file=sys.stderr)
         return 1
     runs = len({row["run_id"] for row in result.rows})
-    scale_flag = f" --scale {scale}" if scale != default_scale(args.target, None) else ""
-    seeds = len({row["seed"] for row in result.rows})
+    scale_flag = f" --scale {scale}" if scale != default_scale(target.name, None) else ""
+    n_seeds = len({row["seed"] for row in result.rows})
     print(f"{len(result.rows)} values from {runs} run(s)"
-          + (f" ({seeds} seeds)" if seeds > 1 else "") + f" written to {result.path}; "
+          + (f" ({n_seeds} seeds)" if n_seeds > 1 else "") + f" written to {result.path}; "
           f"show them with `repro table {target.name}{scale_flag}`")
     return 0
 
@@ -151,19 +190,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
         from repro.report.qualitative import cmd_qualitative
         return cmd_qualitative(args)
     from repro.report.plot import plot_target
-    target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
-    written = plot_target(target, scale, seeds=args.seeds)
+    written = [path for target in members(args.target)
+               for path in plot_target(target, scale, seeds=args.seeds)]
     for path in written:
         print(f"written {path}")
     if not written:
-        print(f"{target.name}: no FID/FVD table to plot", file=sys.stderr)
+        print(f"{args.target}: no FID/FVD table to plot", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from repro.report.page import ReportError, scales_with_results, write_report
+    if ALL in args.targets:
+        args.targets = [m.name for m in load_target(ALL).members]
     targets = [load_target(name) for name in args.targets] or load_all_targets()
     scales = [args.scale] if args.scale else scales_with_results(targets)
     if not scales:
@@ -175,7 +216,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for scale in scales:
         out = args.out / scale if args.out and len(scales) > 1 else args.out
         try:
-            path = write_report(scale, [load_target(n) for n in args.targets] or None,
+            path = write_report(scale, targets if args.targets else None,
                                 named=bool(args.targets), out=out, videos=not args.no_videos)
         except ReportError as err:
             print(f"repro report: {err}", file=sys.stderr)
@@ -191,13 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="targets, their runs, protocols and the paper cells they fill")
-    p.add_argument("target", nargs="?", help="show one target only")
+    p.add_argument("target", nargs="?", help="show one target only; `all`: every run of every "
+                   "target but smoke once, the order they fan out in and the GPU-hours")
     p.add_argument("--scale", choices=SCALES, default="paper", help="scale to resolve run ids at")
     add_seeds_argument(p, "also list the seed replicas of seeds 1..N-1 (default 1: none)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("submit", help="submit a target's runs (through submitit)")
-    p.add_argument("target", help="a target in slurm/ (see `repro list`)")
+    p.add_argument("target", help="a target in slurm/ (see `repro list`), or `all`: every "
+                   "target but smoke, each run once")
     p.add_argument("--cluster", choices=CLUSTERS, default="local",
                    help="where to run: local processes (default), Slurm, or in-process debug")
     p.add_argument("--scale", choices=SCALES, default=None,
@@ -227,11 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="state of submitted runs, with log paths")
-    p.add_argument("target", nargs="?", help="only this target's runs")
+    p.add_argument("target", nargs="?", help="only this target's runs (`all`: every target's "
+                   "but smoke)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("table", help="the paper's table with our numbers beside it (Markdown)")
-    p.add_argument("target", help="a target in slurm/")
+    p.add_argument("target", help="a target in slurm/, or `all` (each target in turn)")
     p.add_argument("--scale", choices=SCALES, default=None,
                    help="which of our results to show (default: smoke for `smoke`, else paper)")
     add_seeds_argument(p, "use seeds 0..N-1 of the collected results (default: all collected); "
@@ -241,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="gather a target's evaluation results into "
                        "results/TARGET/SCALE.csv (with provenance)")
-    p.add_argument("target", help="a target in slurm/")
+    p.add_argument("target", help="a target in slurm/, or `all` (each target in turn)")
     p.add_argument("--scale", choices=SCALES, default=None,
                    help="which runs to collect (default: smoke for `smoke`, else paper)")
     p.add_argument("--partial", action="store_true",

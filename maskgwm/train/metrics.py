@@ -100,6 +100,12 @@ class Progress:
             self.bar.close()
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name (torch.cuda.get_device_name), or "cpu": what a run's speed was measured
+    on (repro/report/timing.py turns it into Table 4a's Time)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)),

@@ -39,8 +39,8 @@ from maskgwm.train import distributed as dist_
 from maskgwm.train import modelsetup, outputs
 from maskgwm.train.batches import (BatchLatents, TrainingSamples, build_sources, make_batches,
                                 make_latent_cache)
-from maskgwm.train.metrics import (MetricsWriter, Progress, Timer, peak_memory, rates,
-                                   read_rows)
+from maskgwm.train.metrics import (MetricsWriter, Progress, Timer, device_name, peak_memory,
+                                   rates, read_rows)
 from maskgwm.train.options import TrainOptions, env_path, run_hash, run_identity
 from maskgwm.train.resume import CheckpointState
 
@@ -367,6 +367,7 @@ class Trainer(CheckpointState):
             summary = {"status": "done", "step": self.step, "stage": self.config.stage.name,
                        "scale": self.config.scale, "config_hash": self.config_hash,
                        "world_size": self.env.world, "device": str(self.device),
+                       "device_name": device_name(self.device),
                        "strategy": self.options.strategy if self.env.distributed else "single",
                        "global_batch": self.global_batch, "local_batch": self.local_batch,
                        **rates(read_rows(self.out, self.step), self.global_batch),

@@ -1,5 +1,6 @@
 """`repro status`: the state of every submitted run, and of the sample shards and score job of
-its evaluations, from their state files and from Slurm."""
+its evaluations, from their state files and from Slurm; `repro status all` shows the runs of
+every target but smoke, each once, under its own target."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,19 +11,33 @@ from evals.atomic import read_json
 from repro.jobs.state import process_alive, run_dir, run_state
 from repro.launch.backends import slurm_states
 from repro.launch.graph import targets_of
+from repro.targets.jobfiles import ALL, load_target
+
+
+def wanted(target: str | None) -> set[str] | None:
+    """The target names whose runs to show: one, every member of `all`, or None (any)."""
+    if target != ALL:
+        return {target} if target else None
+    return {member.name for member in load_target(ALL).members}
+
+
+def label(target: str | None, job: dict[str, Any]) -> str:
+    """The target a row is shown under: the one asked for, else the run's own."""
+    return target if target and target != ALL else job.get("target")
 
 
 def collect_status(workdir: Path, target: str | None = None) -> list[dict[str, Any]]:
-    """One row per submitted run (optionally of one target), oldest submission first."""
-    rows = []
+    """One row per submitted run (optionally of one target, or of `all`), oldest submission
+    first."""
+    rows, names = [], wanted(target)
     for job_file in sorted((workdir / "runs").glob("*/job.json"), key=lambda p: p.stat().st_mtime):
         job = read_json(job_file)
-        if target and target not in targets_of(job):
+        if names is not None and not names & set(targets_of(job)):
             continue
         state, details = run_state(job_file.parent)
         state = _local_state(job, state, details)
         blocked = _blocked(workdir, job) if state in ("pending", "failed") else ""
-        rows.append({"run_id": job_file.parent.name, "target": target or job.get("target"),
+        rows.append({"run_id": job_file.parent.name, "target": label(target, job),
                      "name": job.get("name"), "scale": job.get("scale"),
                      "cluster": job.get("cluster"), "job_id": job.get("job_id") or "-",
                      "state": "blocked" if blocked else state,
@@ -74,14 +89,14 @@ def _eval_rows(workdir: Path, target: str | None) -> list[dict[str, Any]]:
     """One row per sample shard and one per score job of every submitted evaluation."""
     from repro.jobs.evaluation import eval_state
     from repro.jobs.state import shard_state_dir
-    rows = []
+    rows, names = [], wanted(target)
     for job_file in sorted((workdir / "runs").glob("*/eval/*/job.json"),
                            key=lambda p: p.stat().st_mtime):
         job = read_json(job_file)
-        if target and target not in targets_of(job):
+        if names is not None and not names & set(targets_of(job)):
             continue
         directory, run_id = job_file.parent, job_file.parents[2].name
-        base = {"run_id": run_id, "target": target or job.get("target"),
+        base = {"run_id": run_id, "target": label(target, job),
                 "scale": job.get("scale"),
                 "cluster": job.get("cluster"), "stdout": job.get("logs"),
                 "stderr": job.get("logs")}

@@ -100,14 +100,14 @@ def targets_of(job: dict[str, Any]) -> list[str]:
     return job.get("targets") or ([job["target"]] if job.get("target") else [])
 
 
-def add_target(directory: Path, target: str) -> list[str]:
-    """Record that `target` uses this run or evaluation too (a run shared by several targets
+def add_target(directory: Path, *targets: str) -> list[str]:
+    """Record that `targets` use this run or evaluation too (a run shared by several targets
     shows under each in `repro status TARGET`); returns all its targets."""
     job = previous_job(directory) or {}
-    targets = sorted({*targets_of(job), target})
-    if job and targets != targets_of(job):
-        atomic_write_json(directory / "job.json", {**job, "targets": targets})
-    return targets
+    every = sorted({*targets_of(job), *targets})
+    if job and every != targets_of(job):
+        atomic_write_json(directory / "job.json", {**job, "targets": every})
+    return every
 
 
 def run_node(run: ResolvedRun, workdir: Path, parent: Node | None, commit: str,

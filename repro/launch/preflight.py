@@ -207,10 +207,11 @@ def missing_inputs(runs: list[ResolvedRun], scale: str, workdir: Path | None = N
     weights = _Root(env_path(weights_root, "REPRO_WEIGHTS"), "REPRO_WEIGHTS")
     data = _Root(env_path(data_root, "REPRO_DATA_ROOT"), "REPRO_DATA_ROOT")
     detectors = _detector_root(scale, detector_root)
-    found, verified = _Found(), {}
+    found, verified, trained = _Found(), {}, set()
     for run in runs:
-        if run.stage not in STAGES:       # Vista runs: _vista_missing
+        if run.stage not in STAGES or run.run_id in trained:   # Vista runs: _vista_missing
             continue
+        trained.add(run.run_id)         # a union lists a run once per protocol
         if workdir is not None and run_state(run_dir(workdir, run.run_id))[0] == "done":
             continue
         user = ("training", run.name)

@@ -7,7 +7,9 @@ on a backend that runs jobs here, a node waits for an earlier submit's process s
 on it and is blocked while a parent is not done; the rest is submitted, after its parents'
 jobs (here: one job at a time, each waited for before the next, and reported to the submit's
 progress `Tracker`, progress.py, as it ends). Submitting again therefore skips finished work
-and reuses jobs still queued or running, so no run is trained, sampled or scored twice.
+and reuses jobs still queued or running, so no run is trained, sampled or scored twice. A run
+listed more than once (a union target's run shared under several protocols,
+repro/targets/union.py) gets one training node.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from repro.launch.locks import node_locks
 from repro.launch.progress import Tracker
 from repro.records import VistaFields
 from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
+from repro.targets.union import by_run, owners
 
 EVAL_ENV = "REPRO_EVAL"     # REPRO_EVAL=0: submit trains only (no sample and score jobs)
 
@@ -189,9 +192,10 @@ class EvalSubmitted:
                 "score_job": self.score_job, "message": self.message}
 
 
-def submit_run(scheduler: Scheduler, node: Node) -> Placed:
-    """Place a run's own job and record it in the run's job.json."""
-    targets = add_target(node.state_dir, node.run.target)
+def submit_run(scheduler: Scheduler, node: Node, owners: list[str] | None = None) -> Placed:
+    """Place a run's own job and record it in the run's job.json, with the targets that need
+    it (`owners`, default the run's own)."""
+    targets = add_target(node.state_dir, *(owners or node.run.owners))
 
     def record(placed: list[Placed]) -> None:
         entry, run = placed[0], node.run
@@ -211,7 +215,7 @@ def submit_run(scheduler: Scheduler, node: Node) -> Placed:
 def submit_eval(scheduler: Scheduler, ev: Evaluation) -> EvalSubmitted:
     """Place an evaluation's sample nodes, then its score node (unless its result exists),
     recording each placement in the evaluation's job.json while the nodes' locks are held."""
-    targets = add_target(ev.directory, ev.run.target)
+    targets = add_target(ev.directory, *ev.run.owners)
     if ev.score.done():
         scheduler.left_out([*ev.samples, ev.score])
         return EvalSubmitted(ev, "skipped", {})
@@ -290,18 +294,20 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
         echo(note)
     backend.check()
     commit = git_commit()
+    groups = by_run(runs)       # several entries: a union's run shared under several protocols
     nodes: dict[str, Node] = {}
-    for run in runs:
-        nodes[run.run_id] = run_node(run, workdir, nodes.get(run.parent_id), commit,
-                                     train_options, vista)
+    for run_id, entries in groups.items():
+        nodes[run_id] = run_node(entries[0], workdir, nodes.get(entries[0].parent_id), commit,
+                                 train_options, vista)
     evaluations = [evaluation(run, nodes[run.run_id], workdir, commit, vista=vista)
                    for run in (evaluated_runs(runs) if evaluate else [])]
     progress = None if backend.queues else Tracker(echo)
     if progress:
         progress.expect(_to_run(list(nodes.values()), evaluations))
     scheduler, placed = Scheduler(backend, progress, echo), []
-    for run in runs:
-        entry = submit_run(scheduler, nodes[run.run_id])
+    for run_id, entries in groups.items():
+        run = entries[0]
+        entry = submit_run(scheduler, nodes[run_id], owners(entries))
         placed.append(entry)
         job = entry.job
         echo(f"{entry.action:>9}  {run.name:<24} run {run.run_id}"

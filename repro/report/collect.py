@@ -1,9 +1,10 @@
 """`repro collect TARGET`: our evaluated numbers of a target, as `results/<target>/<scale>.csv`.
 
-Reads only `<workdir>/runs/<run_id>/eval/<protocol>/result.json` (the dict `evals.evaluate`
+Reads `<workdir>/runs/<run_id>/eval/<protocol>/result.json` (the dict `evals.evaluate`
 writes, plus a top-level `provenance`) for every run of the target that fills paper cells,
-and writes one row per (table, cell, metric[, seconds], seed) with the interval and provenance
-columns below. Paper numbers are never written here (they stay in `results/paper/`).
+and `<workdir>/runs/<run_id>/train/summary.json` for runs that fill a cell with a training
+time (Table 4a's Time: timing.py), and writes one row per (table, cell, metric[, seconds],
+seed) with the interval and provenance columns below. Paper numbers are never written here (they stay in `results/paper/`).
 
 Seeds (`--seeds N`, repro/targets/jobfiles.py): `seed` is the replica index s (0 = the run as
 declared; s >= 1 its seed replica). Every row also carries the summary over the seeds collected for its
@@ -28,15 +29,18 @@ from evals.protocols import result_fvd_flavour
 
 from repro.targets.jobfiles import ResolvedRun, Target, resolve_target
 from repro.paths import results_dir, work_dir
+from repro.report.timing import TimingError, read_time_rows, summary_path
 
 COLUMNS = ("table", "cell", "metric", "seed", "value", "ci_low", "ci_high", "n", "seed_mean",
            "seed_std", "n_seeds", "scale", "seconds", "random_weights", "run_id", "git_commit",
            "config_hash", "protocol", "protocol_hash", "clip_list_hash", "detector_sha256",
-           "created", "source", "fvd_flavour")
+           "created", "source", "fvd_flavour", "device", "world_size", "strategy")
 """`source`: who generated the clips when not our model, e.g. "Vista (official checkpoint,
 this suite's evaluation)" or "Vista TEST DOUBLE (not the official checkpoint)".
 `fvd_flavour`: on FVD rows, which FVD the value is (evals.protocols.FVD_FLAVOURS), e.g.
-TATS-FVD; empty on FID rows."""
+TATS-FVD; empty on FID rows. `device` (the GPU's name, or cpu), `world_size` (training
+processes: GPUs on a GPU) and `strategy`: on Time rows (timing.py), where the run trained;
+they come last, so readers of older CSVs find every other column where it was."""
 METRICS = (("fid", "FID"), ("fvd", "FVD"))  # result key -> spelling in the paper CSVs
 
 
@@ -201,10 +205,18 @@ def gather(target: Target, scale: str, workdir: Path | None = None, seeds: int =
     out = Collected()
     runs = resolve_target(target, scale, seeds)
     submitted, why = split_runs(runs, scale)
+    timed = []          # Time rows (training throughput), after the evaluations' rows
     for run in runs:
         if not run.cells:
             continue
+        try:
+            times = read_time_rows(run, scale, workdir)
+        except TimingError as err:
+            raise CollectError(str(err)) from None
+        timed += times or []
         path = result_path(run, workdir)
+        if times is None and run in submitted and path.exists():
+            out.missing.append((run, summary_path(run, workdir)))
         if not path.exists():
             if run in submitted:
                 out.missing.append((run, path))
@@ -220,6 +232,7 @@ def gather(target: Target, scale: str, workdir: Path | None = None, seeds: int =
             out.stale.append((run, path, str(result.get("protocol_hash"))))
             continue
         out.rows += rows_from_result(result, run, scale, path)
+    out.rows += timed
     return out
 
 

@@ -16,7 +16,8 @@ from repro.report.table import OUTSIDE_NOTE, RANDOM_WEIGHTS_NOTE
 from repro.report.videos import Video
 
 PROVENANCE = ("run_id", "seed", "n", "git_commit", "config_hash", "protocol", "protocol_hash",
-              "clip_list_hash", "detector_sha256", "source", "created")
+              "clip_list_hash", "detector_sha256", "source", "created", "device", "world_size",
+              "strategy")
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 12px;
 color:#1a1a1a}
@@ -53,11 +54,16 @@ def md(text: str) -> str:
         "</table>", "</table></div>")
 
 
+def _text(value) -> str:
+    """A CSV field as written (a count read back as 8.0 is 8)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def provenance_text(rows: list[pd.Series]) -> str:
     """Where a number comes from, one line per seed (the hover text of a cell)."""
     lines = []
     for row in rows:
-        lines.append("; ".join(f"{key} {row[key]}" for key in PROVENANCE
+        lines.append("; ".join(f"{key} {_text(row[key])}" for key in PROVENANCE
                                if key in row and not pd.isna(row[key]) and str(row[key])))
     return "\n".join(lines)
 
@@ -85,17 +91,21 @@ def table_html(table: Table) -> str:
 
 
 def provenance_html(view) -> str:
-    """Each run's provenance behind the table, once per (run, seed)."""
-    seen: dict[tuple, pd.Series] = {}
+    """Each run's provenance behind the table, once per (run, seed): the fields of all its rows
+    (an evaluation's and a training time's) together."""
+    seen: dict[tuple, dict] = {}
     for row in view.rows:
         for cell in row:
             for ours in cell.rows or []:
-                seen.setdefault((str(ours.get("run_id")), str(ours.get("seed"))), ours)
+                merged = seen.setdefault((str(ours.get("run_id")), str(ours.get("seed"))), {})
+                for key in PROVENANCE:
+                    if not merged.get(key) and key in ours and not pd.isna(ours[key]):
+                        merged[key] = _text(ours[key])
     if not seen:
         return ""
     keys = [k for k in PROVENANCE if k != "n"]
     head = "".join(f"<th>{escape(k)}</th>" for k in keys)
-    rows = "".join("<tr>" + "".join(f"<td>{escape(str(r.get(k, '')))}</td>" for k in keys)
+    rows = "".join("<tr>" + "".join(f"<td>{escape(r.get(k, ''))}</td>" for k in keys)
                    + "</tr>" for r in seen.values())
     return (f"<details><summary>provenance of our numbers in {escape(view.table)}</summary>"
             f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'

@@ -3,7 +3,8 @@
 Long-horizon tables (Figures 6 and 7, which have a `seconds` column) become FVD and FID
 curves against seconds with interval bands, one line per cell, plus the few values the paper
 states in its text (its curves are not transcribed). Other tables become bar charts, one panel
-per metric, the paper's value (hatched) beside ours for each cell. Numbers made with
+per metric (FVD, FID, and Table 4a's training Time), the paper's value (hatched) beside ours
+for each cell. Numbers made with
 random-weights detectors carry a visible note; FVD axes name its flavour. Files: `results/plots/<table>-<scale>.{png,pdf}`,
 written atomically. With several seeds per cell (`repro collect --seeds N`), ours is the mean
 over seeds and the error bars / bands are +- the sample std over seeds instead of the
@@ -26,13 +27,18 @@ from repro.targets.jobfiles import Target  # noqa: E402
 from repro.paths import results_dir  # noqa: E402
 from repro.report.table import (RANDOM_WEIGHTS_NOTE, is_random, max_seeds,  # noqa: E402
                                 ours_at, source_labels)
+from repro.report.timing import PAPER_HARDWARE, TIME, hardware  # noqa: E402
 
-OUR_METRICS = ("FVD", "FID")  # what an evaluation produces (Table 4a's Time is not ours)
+CURVE_METRICS = ("FVD", "FID")     # what an evaluation produces
+OUR_METRICS = (*CURVE_METRICS, TIME)  # and training (Table 4a's Time, timing.py)
 
 
 def metric_label(metric: str, ours: pd.DataFrame) -> str:
-    """The axis label: FVD says its flavour (e.g. "FVD (TATS-FVD)") when ours recorded it."""
+    """The axis label: FVD says its flavour (e.g. "FVD (TATS-FVD)") when ours recorded it,
+    Time its unit."""
     from evals.protocols import FVD_FLAVOURS
+    if metric == TIME:
+        return "Time (days per 10K steps)"
     if metric != "FVD" or not len(ours) or "fvd_flavour" not in ours.columns:
         return metric
     names = set(ours.loc[ours["metric"] == "FVD", "fvd_flavour"].dropna().astype(str))
@@ -112,7 +118,7 @@ def plot_curves(table: str, ours: pd.DataFrame, scale: str, root: Path | None = 
     sources = source_labels(ours, table)     # Vista's rows: whose clips (repro/report/table.py)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes, OUR_METRICS):
+    for ax, metric in zip(axes, CURVE_METRICS):
         for i, cell in enumerate(labels):
             colour = colours[i % len(colours)]
             mine = ours[(ours["cell"].astype(str) == cell) & (ours["metric"] == metric)] \
@@ -198,6 +204,11 @@ def plot_bars(table: str, ours: pd.DataFrame, scale: str, root: Path | None = No
               else "error bars = bootstrap interval")
     fig.suptitle(f"{table}: paper (hatched) vs ours (scale {scale}; {spread})")
     notes = ["empty paper bars: not reported in the paper"] if ref["value"].isna().any() else []
+    timed = ours[ours["metric"] == TIME] if len(ours) else ours
+    if TIME in metrics and len(timed) and "device" in timed.columns:
+        kinds = "; ".join(dict.fromkeys(hardware(row) for _, row in timed.iterrows()))
+        notes.append(f"Time: ours on {kinds}, the paper's on {PAPER_HARDWARE}: absolute times "
+                     "depend on the hardware (ratios to the first row: `repro table`)")
     _footer(fig, notes, is_random(ours))
     return save_figure(fig, plots_dir(root) / f"{table}-{scale}")
 

@@ -10,6 +10,9 @@ bootstrap interval. With several, ours is the mean over seeds "± sample std", a
 of an ablation table (`ABLATION_TABLES`) gets its difference to the table's first row, marked
 `*` when |difference| > 2 x the pooled std of the two rows (`NOISE_RULE`, an assumed rule).
 
+A table with a training time (Table 4a's Time, timing.py) also gets, beside it, each row's
+time over the first row's, the paper's and ours, and notes on the hardware ours was timed on.
+
 Every table with FVD gets a footnote naming the FVD flavour of our numbers (the CSV's
 `fvd_flavour`, else the protocol of the runs that fill the table; evals.protocols.FVD_FLAVOURS)
 and the flavour the paper's most likely is; the page explains both once (`PAPER_FVD_NOTE`).
@@ -29,6 +32,7 @@ from evals.protocols import (FVD_FLAVOURS, PAPER_FVD_DETECTOR, PAPER_FVD_NOTE, f
 from repro.targets import paper
 from repro.targets.jobfiles import Target
 from repro.paths import results_dir
+from repro.report.timing import TIME, ratio_text, time_notes
 
 OURS_REQUIRED = ("table", "cell", "metric", "value", "n", "scale")
 RANDOM_WEIGHTS_NOTE = ("random-weights detector: not comparable with published numbers")
@@ -38,6 +42,7 @@ NOISE_RULE = ("`*` marks a difference to the first row larger than 2 x the poole
               "of the two rows, sqrt(((n1-1) s1^2 + (n2-1) s2^2) / (n1 + n2 - 2)), with "
               "s the sample std over seeds (assumed rule; shown where both rows have >= 2 "
               "seeds)")
+FORMATS = {TIME: ".3g"}    # how a metric's values print (default ".2f")
 OUTSIDE_NOTE = ("`†`: the paper's value lies outside the bootstrap interval of our number "
                 "(of every seed's, with several seeds).")
 
@@ -66,9 +71,9 @@ def load_ours(target: str, root: Path | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _fmt(value: float, digits: int = 2) -> str:
+def _fmt(value: float, spec: str = ".2f") -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.{digits}f}"
+        else f"{value:{spec}}"
 
 
 def _same(column: pd.Series, value: str) -> pd.Series:
@@ -136,16 +141,17 @@ def max_seeds(ours: pd.DataFrame) -> int:
     return int(ours.groupby(key, dropna=False)["seed"].nunique().max())
 
 
-def _ours_text(rows: list[pd.Series], stats: tuple[float, float, int]) -> str:
+def _ours_text(rows: list[pd.Series], stats: tuple[float, float, int],
+               spec: str = ".2f") -> str:
     if len(rows) == 1:  # one seed: the value and its bootstrap interval, as collected
         mine = rows[0]
-        text = _fmt(float(mine["value"]))
+        text = _fmt(float(mine["value"]), spec)
         if "ci_low" in mine and not pd.isna(mine["ci_low"]):
-            text += f" [{_fmt(mine['ci_low'])}, {_fmt(mine['ci_high'])}]"
+            text += f" [{_fmt(mine['ci_low'], spec)}, {_fmt(mine['ci_high'], spec)}]"
         return text
     mean, std, count = stats
-    return f"{_fmt(mean)} ± {_fmt(std)} ({count} seeds)" if count > 1 else \
-        f"{_fmt(mean)} ({count} seed)"
+    return f"{_fmt(mean, spec)} ± {_fmt(std, spec)} ({count} seeds)" if count > 1 else \
+        f"{_fmt(mean, spec)} ({count} seed)"
 
 
 def _with_our_times(frame: pd.DataFrame, table: str, ours: pd.DataFrame) -> pd.DataFrame:
@@ -228,15 +234,17 @@ class TableView:
     header: list[str]
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
 
     def counts(self) -> tuple[int, int, int]:
-        """(paper cells with a value, of those with ours, of those outside our interval)."""
+        """(paper cells with a value, of those with ours, of those outside our interval);
+        derived columns (Time ratios) are not cells."""
         paper_cells = ours = outside = 0
         for row in self.rows:
-            for name, cell in zip(self.header, row):
-                if name.endswith(" paper") and cell.text:
+            for metric in self.metrics:
+                if row[self.header.index(f"{metric} paper")].text:
                     paper_cells += 1
-                    mine = row[self.header.index(name[:-len(" paper")] + " ours")]
+                    mine = row[self.header.index(f"{metric} ours")]
                     ours += bool(mine.rows)
                     outside += mine.outside
         return paper_cells, ours, outside
@@ -265,9 +273,11 @@ def table_view(table: str, ours: pd.DataFrame) -> TableView:
     header = ["cell", *variants]
     for metric in metrics:
         header += [f"{metric} paper", f"{metric} ours", f"Δ {metric}", f"n {metric}"]
+        header += [f"{metric} ratio paper", f"{metric} ratio ours"] if metric == TIME else []
         header += [f"vs {base_cell} {metric}"] if compare else []
-    view = TableView(table, header, [])
+    view = TableView(table, header, [], metrics=metrics)
     base: dict[str, tuple[float, float, int]] = {}
+    first_row: dict[str, tuple[float, float]] = {}      # metric -> (paper, ours) of row one
     sources = source_labels(ours, table)
     for group in groups:
         first = group.iloc[0]
@@ -284,21 +294,29 @@ def table_view(table: str, ours: pd.DataFrame) -> TableView:
             stats = seed_stats(mine)
             outside = outside_interval(paper_value, mine)
             diff = stats[0] - paper_value
+            spec = FORMATS.get(metric, ".2f")
             row += [Cell("" if math.isnan(paper_value) else str(paper_value)),
-                    Cell(_ours_text(mine, stats) if mine else "", outside, mine),
-                    Cell("" if math.isnan(diff) else f"{diff:+.2f}" + (" †" if outside else ""),
-                         outside),
+                    Cell(_ours_text(mine, stats, spec) if mine else "", outside, mine),
+                    Cell("" if math.isnan(diff) else f"{diff:+{spec}}"
+                         + (" †" if outside else ""), outside),
                     Cell("" if not mine else str(int(mine[-1]["n"])))]
+            if metric == TIME:
+                paper_base, our_base = first_row.setdefault(metric, (paper_value, stats[0]))
+                row += [Cell(ratio_text(paper_value, paper_base)),
+                        Cell(ratio_text(stats[0], our_base), rows=mine)]
             if compare:
                 base.setdefault(metric, stats)
                 versus = stats[0] - base[metric][0]
                 noisy = first["cell"] != base_cell and exceeds_noise(base[metric], stats)
                 row.append(Cell("base" if first["cell"] == base_cell else
                                 "" if math.isnan(versus) else
-                                f"{versus:+.2f}" + (" *" if noisy else ""), beyond_noise=noisy))
+                                f"{versus:+{spec}}" + (" *" if noisy else ""),
+                                beyond_noise=noisy))
         view.rows.append(row)
     if any(cell.outside for row in view.rows for cell in row):
         view.notes.append(OUTSIDE_NOTE)
+    if TIME in metrics:
+        view.notes += time_notes(table, ours, base_cell)
     if compare:
         view.notes.append(f"Ours: mean ± sample std over seeds. vs {base_cell}: our difference "
                           f"to the first row; {NOISE_RULE}.")

@@ -14,7 +14,7 @@ A replica fills the same cells; `ResolvedRun.seed` is s.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ TARGETS = ("table1", "table2", "table3a", "table3b", "table4a", "table4b", "tabl
 EXTERNAL_STAGES = ("vista",)  # runs of an external program, no training
 BASE_RUNS = {"stage1a": ("1a", None), "stage1b": ("1b", "stage1a")}  # the shared 1a -> 1b chain
 BASE_VARIANT = "no-mr"
+ALL = "all"                 # the union of every target but LEFT_OUT (`union_target`)
+LEFT_OUT = ("smoke",)       # a demonstration target, not a paper table
 
 RESOURCE_KEYS = {"nodes": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": int,
                  "time_hours": (int, float)}
@@ -95,9 +97,12 @@ class Target:
     description: str
     resources: dict[str, Resources]
     runs: dict[str, RunSpec]
+    members: tuple["Target", ...] = ()     # a union of job files (`all`), no runs of its own
 
     def tables(self) -> list[str]:
         """Paper tables this target regenerates, in first-mention order."""
+        if self.members:
+            return list(dict.fromkeys(t for member in self.members for t in member.tables()))
         names = [self.name] if self.name in paper.PAPER_TABLES else []
         for run in self.runs.values():
             names += [cell.split("/")[0] for cell in run.cells]
@@ -119,6 +124,13 @@ class ResolvedRun:
     protocol: str
     resources: Resources
     seed: int = 0  # replica index s: 0 is the run as declared, s >= 1 a seed replica of it
+    targets: tuple[str, ...] = field(default=(), compare=False)  # in a union: who needs it
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """The targets that need this run (under this protocol): `targets` in a union, else
+        the run's own target."""
+        return self.targets or (self.target,)
 
     @property
     def steps(self) -> int:
@@ -289,10 +301,14 @@ def default_scale(target: str, scale: str | None) -> str:
 
 
 def load_target(name: str, directory: Path | None = None) -> Target:
+    """The job file `<directory>/<name>.toml`, or for `all` the union of every job file but
+    `smoke` (`union_target`)."""
+    if name == ALL:
+        return union_target(directory)
     directory = directory or slurm_dir()
     path = directory / f"{name}.toml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml"))) + ", all"
         raise UnknownTarget(f"unknown target '{name}' (known: {known})")
     return load_target_file(path)
 
@@ -302,6 +318,32 @@ def load_all_targets(directory: Path | None = None) -> list[Target]:
     found = {p.stem for p in directory.glob("*.toml")}
     order = [name for name in TARGETS if name in found] + sorted(found - set(TARGETS))
     return [load_target(name, directory) for name in order]
+
+
+def union_target(directory: Path | None = None) -> Target:
+    """`all`: the union of every job file in `directory` (default slurm/) but `smoke`; it
+    declares no runs (`resolve_union` gives them)."""
+    directory = directory or slurm_dir()
+    members = tuple(t for t in load_all_targets(directory) if t.name not in LEFT_OUT)
+    return Target(name=ALL, path=directory, title="Every paper table and figure (each run once)",
+                  protocol="", description="", resources={}, runs={}, members=members)
+
+
+def resolve_union(target: Target, scale: str, seeds: int = 1) -> list[ResolvedRun]:
+    """Every member's runs, resolved as a submit of that member would, merged by id: one entry
+    per (run id, protocol) for runs with cells (the members' cells merged), one per run id for
+    runs without (parents). An entry is the first member's run unchanged (name, target,
+    resources, protocol) with `targets`, every member that needs it; parents come before
+    their children (DESIGN.md section 3.4)."""
+    merged: dict[tuple[str, str], ResolvedRun] = {}
+    for member in target.members:
+        for run in resolve_target(member, scale, seeds):
+            key = (run.run_id, run.protocol if run.cells else "")
+            seen = merged.get(key)
+            merged[key] = replace(run, targets=(member.name,)) if seen is None else replace(
+                seen, cells=tuple(dict.fromkeys(seen.cells + run.cells)),
+                targets=tuple(dict.fromkeys(seen.targets + (member.name,))))
+    return list(merged.values())
 
 
 def _resolve_one(target: Target, spec: RunSpec, scale: str, parent_id: str | None,
@@ -337,6 +379,8 @@ def resolve_target(target: Target, scale: str, seeds: int = 1) -> list[ResolvedR
         raise ConfigError(f"unknown scale '{scale}' (known: {', '.join(SCALES)})")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a whole number >= 1, got {seeds!r}")
+    if target.members:
+        return resolve_union(target, scale, seeds)
     specs = dict(target.runs)
     for name, (stage, parent) in BASE_RUNS.items():
         specs[name] = RunSpec(name=name, stage=stage, variant=BASE_VARIANT, parent=parent,

@@ -43,7 +43,7 @@ def missing(runs: list, scale: str, workdir: Path | None = None,
     runs, inputs = vista_runs(runs), inputs or given_inputs()
     if not runs or (stands_in(scale) and not inputs.checkout):
         return []
-    users = [("Vista sampling", run.name) for run in runs]
+    users = list(dict.fromkeys(("Vista sampling", run.name) for run in runs))
     return [(what, path, fix, users) for what, path, fix
             in problems(inputs, scale, workdir)]
 

@@ -128,3 +128,58 @@ def test_submit_to_slurm_without_slurm_says_so(cli, monkeypatch):
 def test_status_without_submissions(cli):
     result = cli("status")
     assert result.code == 0 and "no submitted runs" in result.out
+
+
+def _dry_run(name: str, work: Path) -> tuple[float, str]:
+    from repro.launch.dryrun import dry_run
+    from repro.targets.jobfiles import load_target
+    lines: list[str] = []
+    total = dry_run(load_target(name), "paper", work, echo=lines.append)
+    return total, "\n".join(lines)
+
+
+def test_dry_run_of_all_counts_each_run_and_evaluation_once(cli, isolated):
+    from repro.launch.dryrun import gpu_hours, sampling_hours
+    from repro.targets.jobfiles import load_target, resolve_target
+    work = isolated / "work"
+    total, text = _dry_run("all", work)
+    members = [name for name in TARGETS if name != "smoke"]
+    trainings: dict = {}        # run id -> (a run, the targets that train it)
+    evaluations: dict = {}      # (run id, protocol) -> (a run, the targets that score it)
+    for name in members:
+        for run in resolve_target(load_target(name), "paper"):
+            trainings.setdefault(run.run_id, (run, set()))[1].add(name)
+            if run.cells:
+                evaluations.setdefault((run.run_id, run.protocol), (run, set()))[1].add(name)
+    headers = re.findall(r"^## \S+  run (\w+) ", text, flags=re.M)
+    assert sorted(headers) == sorted(trainings) and len(headers) == len(set(headers))
+    shared = re.findall(r"^  (\w+): ", cli("list").out.split("Runs shared by several")[1],
+                        flags=re.M)
+    assert len(shared) >= 8 and all(headers.count(run_id) == 1 for run_id in shared)
+    once = (sum(gpu_hours(run) for run, _ in trainings.values())
+            + sum(sampling_hours(run) for run, _ in evaluations.values()))
+    assert total == pytest.approx(once)
+    # the targets one by one count a shared run (and evaluation) once per target that has it
+    one_by_one = sum(_dry_run(name, work)[0] for name in members)
+    repeated = (sum((len(t) - 1) * gpu_hours(run) for run, t in trainings.values())
+                + sum((len(t) - 1) * sampling_hours(run) for run, t in evaluations.values()))
+    assert repeated > 0 and one_by_one == pytest.approx(total + repeated)
+    # the fan-out: the base chain, then the 20 stage-1c runs of Tables 3a-5 under stage 1b
+    assert re.search(r"^#   stage1a .*\n#     stage1b \(stage 1b", text, flags=re.M)
+    assert len(re.findall(r"^#       \S+ \(stage 1c, ", text, flags=re.M)) == 20
+    assert "cells table3a/ours, table3b/ours, table4b/two-branch-1\n   needed by table1, " \
+        "table2, table3a, table3b, table4b, table4c, table6, fig6, fig7" in text
+    assert not work.exists()
+
+
+def test_list_all_shows_each_run_once_with_its_targets(cli):
+    result = cli("list", "all")
+    assert result.code == 0, result.err
+    ids = re.findall(r"^ {9}\S+\s+([0-9a-f]{12}) ", result.out, flags=re.M)
+    assert len(ids) == len(set(ids)) == 30      # 29 trained runs and the Vista run
+    ours = next(line for line in result.out.splitlines() if "table3b/ours" in line)
+    assert "table3a/ours" in ours and "(table1, table2, table3a, table3b" in ours
+    once, one_by_one = (float(x.replace(",", "")) for x in re.search(
+        r"each run and evaluation once: ([\d,]+) .* add up to ([\d,]+)", result.out).groups())
+    assert 0 < once < one_by_one
+    assert "stage1b (stage 1b" in result.out.split("Order")[1]

@@ -54,6 +54,7 @@ def test_local_submit_runs_the_graph_once(cli, isolated):
     finished = {n: json.loads((run_dir(work, i) / "done.json").read_text())["finished"]
                 for n, i in ids.items()}
     assert finished["stage1a"] <= finished["stage1b"] <= finished["time-r0.1"]
+    check_time_column(cli, work, runs)
 
     again = cli("submit", "table4a", "--scale", "ci")
     assert again.code == 0 and again.out.count("skipped") == 6 and "submitted" not in again.out
@@ -69,6 +70,30 @@ def test_local_submit_runs_the_graph_once(cli, isolated):
     shared_status = cli("status", "table5")     # the shared runs show under both targets
     assert shared_status.out.count("done ") == len(run_ids("table5"))
     assert shared_status.out.count("table5:") == len(run_ids("table5"))
+
+
+def check_time_column(cli, work: Path, runs: dict) -> None:
+    """After training (no evaluation here), collect fills Table 4a's Time cells from each run's
+    summary.json, and the table shows them with the ratio column, labelled as CPU timing."""
+    days = {}
+    for name in ("time-r0.1", "time-r0.25", "row-shift-r0.1", "row-shift-r0.25"):
+        summary = json.loads((run_dir(work, runs[name].run_id) / "train" /
+                              "summary.json").read_text())
+        assert summary["device_name"] == "cpu" and summary["world_size"] == 1
+        days[name] = 10000 / summary["steps_per_s"] / 86400
+    assert cli("collect", "table4a", "--scale", "ci").code == 1     # no FVD yet
+    assert cli("collect", "table4a", "--scale", "ci", "--partial").code == 0
+    res = cli("table", "table4a", "--scale", "ci")
+    assert res.code == 0, res.err
+    lines = [line for line in res.out.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {r["cell"]: r for r in (dict(zip(header, (c.strip() for c in line.strip("|")
+                                                      .split("|")))) for line in lines[1:])}
+    for name, value in days.items():
+        assert rows[name]["Time ours"] == f"{value:.3g}" and rows[name]["FVD ours"] == ""
+        assert rows[name]["Time ratio ours"] == f"{value / days['time-r0.1']:.3f}"
+    assert rows["time-r0.25"]["Time ratio paper"] == "0.957"
+    assert "**CPU timing at scale ci**" in res.out and "measured on CPU, 1 process" in res.out
 
 
 def test_failing_run_is_reported_with_its_log(cli, isolated):
@@ -270,3 +295,53 @@ def test_ctrl_c_during_a_local_submit_is_one_line_and_exit_130(isolated):
     while process_alive(job) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert process_alive(job) is False
+
+
+UNION_TABLE4A = """
+[runs."time-r0.1"]
+stage = "1c"
+variant = "time-r0.1"
+parent = "stage1b"
+cells = ["table4a/time-r0.1"]
+"""
+UNION_TABLE5 = UNION_TABLE4A.replace("table4a/", "table5/") + """
+[runs."time-r0.4"]
+stage = "1c"
+variant = "time-r0.4"
+parent = "stage1b"
+cells = ["table5/time-r0.4"]
+"""
+
+
+def test_a_union_target_trains_each_shared_run_once(isolated, make_target, monkeypatch):
+    """`all` over two job files that share the base chain and a stage-1c run: each run is
+    trained once, under its owning target's id, and shows under both targets in status."""
+    from repro.commands.status import collect_status
+    from repro.jobs import training
+    from repro.launch.submit import submit
+    from repro.targets.jobfiles import union_target
+    folder = isolated / "slurm"
+    folder.mkdir()
+    table4a = make_target(folder, "table4a", "opendv_ablation", UNION_TABLE4A, "4a (test)")
+    table5 = make_target(folder, "table5", "opendv_ablation", UNION_TABLE5, "5 (test)")
+    union = union_target(folder)
+    trained: list[str] = []
+
+    def fake_training(spec, directory, parent):       # the graph is under test, not training
+        trained.append(spec.run_id)
+        return {"status": "done", "step": 1}
+    monkeypatch.setattr(training, "run_training", fake_training)
+    work = isolated / "work"
+    placed = submit(union, "ci", "debug", work, echo=lambda line: None)
+    assert [p.action for p in placed] == ["submitted"] * 4      # one node per run
+    ids = {r.run_id for t in (table4a, table5) for r in resolve_target(t, "ci")}
+    assert sorted(trained) == sorted(ids) and len(ids) == 4      # 1a, 1b, two 1c runs
+    shared = next(r for r in resolve_target(table4a, "ci") if r.name == "time-r0.1")
+    job = json.loads((run_dir(work, shared.run_id) / "job.json").read_text())
+    assert job["targets"] == ["table4a", "table5"] and job["target"] == "table4a"
+    rows = collect_status(work, "all")
+    assert sorted(r["run_id"] for r in rows) == sorted(ids)       # each run once
+    assert {r["target"] for r in rows if r["run_id"] == shared.run_id} == {"table4a"}
+    assert len(collect_status(work, "table5")) == 4 and len(collect_status(work, "table4a")) == 3
+    submit(union, "ci", "debug", work, echo=lambda line: None)      # again: nothing trained
+    assert len(trained) == 4

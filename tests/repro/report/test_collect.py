@@ -77,6 +77,32 @@ def write_results(target_name: str, scale: str, workdir: Path, skip: tuple[str, 
     return runs
 
 
+def write_summaries(target_name: str, scale: str, workdir: Path, steps_per_s: dict[str, float],
+                    device_name: str = "NVIDIA H100 80GB HBM3", world_size: int = 8,
+                    strategy: str = "fsdp") -> dict[str, float]:
+    """train/summary.json and done.json, as a finished training run leaves them, for each run
+    named in `steps_per_s`; returns {cell id: days per 10K steps}."""
+    runs = {r.name: r for r in resolve_target(load_target(target_name), scale)}
+    days = {}
+    for name, rate in steps_per_s.items():
+        run = runs[name]
+        folder = workdir / "runs" / run.run_id
+        (folder / "train").mkdir(parents=True, exist_ok=True)
+        (folder / "train" / "summary.json").write_text(json.dumps({
+            "status": "done", "config_hash": "cfg" + run.run_id, "world_size": world_size,
+            "device": "cuda:0", "device_name": device_name, "strategy": strategy,
+            "global_batch": 64, "steps_timed": 400, "steps_per_s": rate,
+            "train_time_s": 400 / rate}))
+        (folder / "done.json").write_text(json.dumps({"finished": "2025-01-02T03:04:05+00:00",
+                                                      "git_commit": "def5678"}))
+        days.update({cell: 10000 / rate / 86400 for cell in run.cells})
+    return days
+
+
+TABLE4A_RATES = {"time-r0.1": 0.30, "time-r0.25": 0.32, "row-shift-r0.1": 0.31,
+                 "row-shift-r0.25": 0.35}
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -291,3 +317,58 @@ def test_table_marks_differences_beyond_seed_noise(cli, isolated):
     assert res.code == 0 and "vs no-mr" not in res.out and "±" not in res.out
     rows = {r["cell"]: r for r in _table_columns(res.out)}
     assert rows["time"]["FVD ours"] == f"{big[0]:.2f}"
+
+
+def test_collect_turns_training_throughput_into_table4a_time(cli, isolated):
+    work = isolated / "work"
+    write_results("table4a", "smoke", work)
+    days = write_summaries("table4a", "smoke", work, TABLE4A_RATES)
+    assert cli("collect", "table4a", "--scale", "smoke").code == 0
+    rows = _rows(isolated / "results" / "table4a" / "smoke.csv")
+    # the new provenance columns come last: older readers find the others where they were
+    assert tuple(rows[0]) == COLUMNS and COLUMNS[-3:] == ("device", "world_size", "strategy")
+    assert COLUMNS.index("fvd_flavour") == 23
+    times = {f"table4a/{r['cell']}": r for r in rows if r["metric"] == "Time"}
+    assert set(times) == set(days)              # one Time row per Time cell
+    for cell, row in times.items():
+        assert float(row["value"]) == pytest.approx(days[cell], rel=1e-12)
+        assert row["ci_low"] == row["ci_high"] == "" and row["n"] == "400"
+        assert (row["device"], row["world_size"], row["strategy"]) == \
+            ("NVIDIA H100 80GB HBM3", "8", "fsdp")
+        assert row["git_commit"] == "def5678" and row["config_hash"] == "cfg" + row["run_id"]
+        assert row["random_weights"] == "False" and row["protocol"] == ""
+    res = cli("table", "table4a", "--scale", "smoke")
+    assert res.code == 0, res.err
+    table = {r["cell"]: r for r in _table_columns(res.out)}
+    first = days["table4a/time-r0.1"]
+    paper_ratios = {"time-r0.1": "1.000", "time-r0.25": "0.957", "row-shift-r0.1": "0.970",
+                    "row-shift-r0.25": "0.894"}
+    for cell, row in table.items():
+        mine = days[f"table4a/{cell}"]
+        assert row["Time ours"] == f"{mine:.3g}" and row["n Time"] == "400"
+        assert row["Time ratio paper"] == paper_ratios[cell]
+        assert row["Time ratio ours"] == f"{mine / first:.3f}"
+    assert "measured on 8 x NVIDIA H100 80GB HBM3 (fsdp)" in res.out
+    assert "Mixed hardware" not in res.out and "CPU timing" not in res.out
+    # one run timed on another GPU kind: the table says so, naming the cell
+    write_summaries("table4a", "smoke", work, {"time-r0.25": 0.32}, device_name="NVIDIA A100")
+    assert cli("collect", "table4a", "--scale", "smoke").code == 0
+    res = cli("table", "table4a", "--scale", "smoke")
+    assert "**Mixed hardware**" in res.out and "time-r0.25: 8 x NVIDIA A100 (fsdp)" in res.out
+
+
+def test_a_run_without_its_training_summary_is_missing(cli, isolated):
+    work = isolated / "work"
+    write_results("table4a", "smoke", work)
+    write_summaries("table4a", "smoke", work,
+                    {k: v for k, v in TABLE4A_RATES.items() if k != "time-r0.25"})
+    res = cli("collect", "table4a", "--scale", "smoke")
+    assert res.code == 1 and "summary.json" in res.err and "time-r0.25" in res.err
+    assert cli("collect", "table4a", "--scale", "smoke", "--partial").code == 0
+    rows = _rows(isolated / "results" / "table4a" / "smoke.csv")
+    assert {r["cell"] for r in rows if r["metric"] == "Time"} == \
+        {"time-r0.1", "row-shift-r0.1", "row-shift-r0.25"}
+    broken = work / "runs" / rows[0]["run_id"] / "train" / "summary.json"
+    broken.write_text("{}")                          # no throughput in it
+    res = cli("collect", "table4a", "--scale", "smoke", "--partial")
+    assert res.code == 2 and f"{broken}: no training throughput" in res.err

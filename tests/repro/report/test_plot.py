@@ -12,6 +12,7 @@ _spec = importlib.util.spec_from_file_location("_repro_test_collect",
 _collect_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_collect_tests)
 write_results = _collect_tests.write_results
+write_summaries = _collect_tests.write_summaries
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -119,6 +120,20 @@ def test_plot_table_target(cli, isolated, monkeypatch):
     assert len(ours) == 10 and "ours" not in set(ours["cell"])      # the skipped run: no bar
     (figure,) = figures
     check_bars(figure, "table3a", ours)
+
+
+def test_plot_table4a_has_fvd_and_time_panels(cli, isolated, monkeypatch):
+    import pandas as pd
+    figures = capture_figures(monkeypatch)
+    write_results("table4a", "smoke", isolated / "work")
+    write_summaries("table4a", "smoke", isolated / "work", _collect_tests.TABLE4A_RATES)
+    assert cli("collect", "table4a", "--scale", "smoke").code == 0
+    res = cli("plot", "table4a", "--scale", "smoke")
+    assert res.code == 0, res.err
+    ours = pd.read_csv(isolated / "results" / "table4a" / "smoke.csv")
+    (figure,) = figures
+    assert [axes_metric(a) for a in figure["axes"]] == ["FVD", "Time"]
+    check_bars(figure, "table4a", ours)        # the paper's days beside ours, per cell
 
 
 def test_plot_long_horizon(cli, isolated, monkeypatch):

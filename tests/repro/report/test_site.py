@@ -17,6 +17,7 @@ _spec = importlib.util.spec_from_file_location("_repro_test_collect_site",
 _collect_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_collect_tests)
 write_results = _collect_tests.write_results
+write_summaries = _collect_tests.write_summaries
 
 
 class Page(HTMLParser):
@@ -123,6 +124,31 @@ def test_page_shows_tables_counts_provenance_and_videos(cli, isolated):
     mp4 = next(p for p in (index.parent / "videos").iterdir() if p.suffix == ".mp4")
     assert mp4.read_bytes()[4:8] == b"ftyp"
     assert {"assets/table3b-smoke.png", "assets/table3b-smoke.pdf"} <= set(page.refs)
+
+
+def test_page_shows_training_time_and_its_ratio(cli, isolated):
+    work = isolated / "work"
+    write_results("table4a", "smoke", work)
+    days = write_summaries("table4a", "smoke", work, _collect_tests.TABLE4A_RATES)
+    assert cli("collect", "table4a", "--scale", "smoke").code == 0
+    assert cli("report", "--scale", "smoke", "--no-videos").code == 0
+    text = (isolated / "results" / "report" / "smoke" / "index.html").read_text()
+    page = Page(text)
+    assert "<th>n Time</th><th>Time ratio paper</th><th>Time ratio ours</th>" in text
+    cells = [c for c in page.cells if c["table"] == "table4a"]
+    rows = [cells[i:i + 13] for i in range(0, len(cells), 13)]   # 3 keys, 2 x 4, 2 ratios
+    assert len(rows) == 4 and len(cells) == 52
+    first = days["table4a/time-r0.1"]
+    for row in rows:
+        mine = days[f"table4a/{row[0]['text']}"]
+        time, ratio = row[8], row[12]
+        assert "ours" in time["classes"] and time["text"] == f"{mine:.3g}"
+        assert "device NVIDIA H100 80GB HBM3; world_size 8; strategy fsdp" in time["title"]
+        assert "ours" in ratio["classes"] and ratio["text"] == f"{mine / first:.3f}"
+        assert row[11]["text"] and "ours" not in row[11]["classes"]    # the paper's ratio
+    assert page.summary["table4a"][2] == "8 of 8"   # FVD and Time; ratios are not cells
+    assert "Time ours: training days per 10K steps" in text
+    assert "<td>NVIDIA H100 80GB HBM3</td>" in text    # the provenance block has the device
 
 
 def test_missing_real_clips_and_stale_csv_are_shown_not_hidden(cli, isolated):

@@ -254,3 +254,27 @@ def test_printed_commands_are_shell_quoted(cli, isolated, monkeypatch):
     assert sbatch and all(arg.startswith("--") for line in sbatch for arg in line[1:])
     res = cli("submit", "table3b", "--dry-run", "--partition", "gpu; touch x")
     assert res.code == 2 and "use only letters, digits" in res.err
+
+
+def test_all_is_every_target_but_smoke_with_each_run_once():
+    from repro.targets.union import by_run
+    union = load_target("all")
+    members = [load_target(name) for name in TARGETS if name != "smoke"]
+    assert [m.name for m in union.members] == [m.name for m in members]
+    runs = resolve_target(union, "paper")
+    keys = [(r.run_id, r.protocol if r.cells else "") for r in runs]
+    assert len(keys) == len(set(keys))
+    every = [(r.run_id, cell) for m in members for r in resolve_target(m, "paper")
+             for cell in r.cells]
+    merged = [(r.run_id, cell) for r in runs for cell in r.cells]
+    assert sorted(merged) == sorted(every)          # each cell once, under the same run id
+    seen: set[str] = set()
+    for run in runs:                                 # parents before children
+        assert run.parent_id is None or run.parent_id in seen
+        seen.add(run.run_id)
+    table1 = {r.name: r for r in resolve_target(load_target("table1"), "paper")}
+    long = by_run(runs)[table1["maskgwm-long"].run_id]
+    assert {e.protocol for e in long if e.cells} == {"vista_nuscenes", "waymo_zeroshot",
+                                                    "opendv_long"}
+    assert long[0].target == "table1" and long[0].name == "maskgwm-long"
+    assert set(union.tables()) == {t for m in members for t in m.tables()}
