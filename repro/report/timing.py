@@ -21,6 +21,7 @@ from repro.paths import work_dir
 from repro.targets import paper
 from repro.targets.jobfiles import ResolvedRun
 
+
 class TimingError(ValueError):
     """A training summary that cannot be read; collect reports it as a CollectError."""
 
