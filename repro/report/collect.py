@@ -4,7 +4,8 @@ Reads `<workdir>/runs/<run_id>/eval/<protocol>/result.json` (the dict `evals.eva
 writes, plus a top-level `provenance`) for every run of the target that fills paper cells,
 and `<workdir>/runs/<run_id>/train/summary.json` for runs that fill a cell with a training
 time (Table 4a's Time: timing.py), and writes one row per (table, cell, metric[, seconds],
-seed) with the interval and provenance columns below. Paper numbers are never written here (they stay in `results/paper/`).
+seed) with the interval and provenance columns below. Paper numbers are never written here
+(they stay in `results/paper/`).
 
 Seeds (`--seeds N`, repro/targets/jobfiles.py): `seed` is the replica index s (0 = the run as
 declared; s >= 1 its seed replica). Every row also carries the summary over the seeds collected for its

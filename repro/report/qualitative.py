@@ -99,22 +99,25 @@ def clip_rows(runs: list[ResolvedRun], clip_id: str, workdir: Path
     return rows
 
 
+def _extent(rows: list[tuple[str, np.ndarray | None]]) -> tuple[int, int]:
+    """(the longest clip's length, a tile's width): rows[0] is the real clip (clip_rows)."""
+    length = max(len(clip) for _, clip in rows if clip is not None)
+    return length, _resize(rows[0][1][0]).width
+
+
 def animation(rows: list[tuple[str, np.ndarray | None]]) -> list[Image.Image]:
     """One image per time step: a row per source, the longest clip's length (a shorter
     clip holds its last frame)."""
-    real = next(clip for _, clip in rows if clip is not None)
-    length = max(len(clip) for _, clip in rows if clip is not None)
-    width = _resize(real[0]).width
+    length, width = _extent(rows)
     return [_grid(rows, [t], width) for t in range(length)]
 
 
 def strip(rows: list[tuple[str, np.ndarray | None]]) -> Image.Image:
     """The rows at up to STRIP_COLUMNS evenly spaced time steps."""
-    real = next(clip for _, clip in rows if clip is not None)
-    length = max(len(clip) for _, clip in rows if clip is not None)
+    length, width = _extent(rows)
     times = sorted(set(np.linspace(0, length - 1, min(STRIP_COLUMNS, length)).round()
                        .astype(int).tolist()))
-    return _grid(rows, times, _resize(real[0]).width)
+    return _grid(rows, times, width)
 
 
 def save_gif(frames: list[Image.Image], path: Path) -> Path:

@@ -221,11 +221,6 @@ class Cell:
     rows: list[pd.Series] | None = None     # our collected rows behind the number
     beyond_noise: bool = False      # differs from the table's first row beyond seed noise
 
-    @property
-    def random_weights(self) -> bool:
-        return any(str(r.get("random_weights", "")).lower() in ("true", "1")
-                   for r in self.rows or [])
-
 
 @dataclass
 class TableView:
