@@ -111,11 +111,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
                          args.vista_python, args.vista_clip)
     target = load_target(args.target)
     scale = default_scale(args.target, args.scale)
+    options = {key: value for key, value in (("strategy", args.strategy),
+               ("activation_checkpointing", args.activation_checkpointing))
+               if value is not None} or None
     if args.dry_run:
-        dry_run(target, scale, work_dir(), args.partition, seeds=args.seeds or 1, vista=vista)
+        dry_run(target, scale, work_dir(), args.partition, seeds=args.seeds or 1, vista=vista,
+                train_options=options)
         return 0
     evals: list = []
-    options = {"strategy": args.strategy} if args.strategy else None
     entries = submit(target, scale, args.cluster, work_dir(), wait=args.wait,
                      partition=args.partition, evals_out=evals, seeds=args.seeds or 1,
                      train_options=options, vista=vista)
@@ -254,8 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the closing collect, table, plots and results page (run when "
                    "jobs finish here)")
     p.add_argument("--strategy", choices=STRATEGIES, default=None,
-                   help="multi-GPU training: ddp (default) or fsdp (shards parameters, "
-                   "gradients and optimizer state; same results)")
+                   help="multi-GPU training: ddp or fsdp (shards parameters, gradients and "
+                   "optimizer state; same results); default: the cheapest that fits the GPUs' "
+                   "memory (the dry-run prints each run's plan)")
+    p.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,
+                   default=None, help="recompute each block's activations in backward (or "
+                   "not); default: only where the memory plan needs it")
     p.add_argument("--vista-checkout", help="Vista checkout for the target's Vista run "
                    "(default $REPRO_VISTA_CHECKOUT; README: Comparing with Vista)")
     p.add_argument("--vista-ckpt", help="Vista checkpoint (default $REPRO_VISTA_CKPT, else "

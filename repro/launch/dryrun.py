@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from maskgwm.config import get_scale
 
@@ -15,6 +15,7 @@ from repro.jobs.kinds import kind_of
 from repro.jobs.state import run_state
 from repro.launch.backends import sbatch_command, sbatch_options
 from repro.launch.estimate import sampling_gpu_hours, training_gpu_hours
+from repro.launch.gpumemory import describe
 from repro.launch.graph import evaluated_runs, run_node
 from repro.launch.preflight import warn_missing
 from repro.launch.submit import EVAL_ENV
@@ -33,10 +34,12 @@ def gpu_hours(run: ResolvedRun) -> float:
 
 def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = None,
             echo: Callable[[str], None] = print, seeds: int = 1,
-            vista: VistaFields | None = None) -> float:
-    """Print each run's Slurm options, command and GPU-hours; return the total. Writes nothing.
-    Each run is printed and counted once, with every evaluation it gets (a union target's run
-    may have several protocols). `vista`: as for submit."""
+            vista: VistaFields | None = None,
+            train_options: dict[str, Any] | None = None) -> float:
+    """Print each run's Slurm options, command, memory plan and GPU-hours; return the total.
+    Writes nothing. Each run is printed and counted once, with every evaluation it gets (a
+    union target's run may have several protocols). `vista`, `train_options`: as for
+    submit."""
     from repro.vista.graph import split_runs
     from repro.vista.inputs import given_inputs
     vista = vista or given_inputs()
@@ -46,6 +49,7 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
     echo(f"# dry run: target {target.name}, scale {scale}, {len(groups)} runs "
          "(nothing submitted)")
     total = sampling = 0.0
+    refused = 0
     evaluated = evaluated_runs(runs)
     for run_id, entries in groups.items():
         run = entries[0]
@@ -65,6 +69,9 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
         options = sbatch_options(node.shape, dependency, partition)
         echo(f"   {sbatch_command(options)}")
         echo(f"   command: {run_command(node.args[0])}")
+        memory_line = describe(run, train_options)
+        refused += memory_line.startswith("memory per GPU: DOES NOT FIT")
+        echo(f"   {memory_line}")
         echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
         for entry in entries:
             if entry in evaluated:
@@ -79,6 +86,9 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
          f"(training {total:,.0f}, sampling for evaluation {sampling:,.1f}; each run and "
          "evaluation once; scoring and Vista's sampling not included; see "
          "repro/launch/estimate.py)")
+    if refused:
+        echo(f"\n# WARNING: {refused} training run(s) do not fit their GPUs' memory; `repro "
+             "submit` will refuse them (see their memory lines)")
     warn_missing(runs, scale, workdir, os.environ.get(EVAL_ENV, "1") != "0", echo, vista)
     return total + sampling
 

@@ -27,6 +27,7 @@ from repro.jobs.state import git_commit, run_state, wait_for_earlier_job
 from repro.launch.backends import Backend, Job, afterok, backend_for
 from repro.launch.graph import (Evaluation, Node, Placed, add_target, evaluated_runs,
                                 evaluation, run_node)
+from repro.launch.gpumemory import chosen_options
 from repro.launch.preflight import check_inputs
 from repro.launch.locks import node_locks
 from repro.launch.progress import Tracker
@@ -276,7 +277,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     finish here, each echoing a progress line as it ends (progress.py). The evaluation
     entries are appended to `evals_out`. `evaluate` None: on unless the environment sets
     REPRO_EVAL=0 (train only). `train_options`: TrainOptions fields for the training jobs
-    (e.g. {"strategy": "fsdp"}). `vista`: what the user gave for Vista runs (default:
+    (e.g. {"strategy": "fsdp"}); on GPUs the memory plan chooses strategy and activation
+    checkpointing within what they fix (gpumemory.py). `vista`: what the user gave for Vista runs (default:
     repro/vista/inputs.given_inputs(), from the environment)."""
     from repro.vista.graph import split_runs
     from repro.vista.inputs import given_inputs
@@ -288,6 +290,7 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     if left_out:
         echo(left_out)
     check_inputs(runs, scale, workdir, evaluate, vista)   # lite/paper: refuse before writing
+    planned = chosen_options(runs, train_options)          # refuses runs that cannot fit
     _check_writable(workdir)
     for note in filter(None, (kind_of(run.stage, vista).before_submit(run, workdir)
                               for run in runs)):
@@ -298,7 +301,7 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     nodes: dict[str, Node] = {}
     for run_id, entries in groups.items():
         nodes[run_id] = run_node(entries[0], workdir, nodes.get(entries[0].parent_id), commit,
-                                 train_options, vista)
+                                 {**planned.get(run_id, {}), **(train_options or {})}, vista)
     evaluations = [evaluation(run, nodes[run.run_id], workdir, commit, vista=vista)
                    for run in (evaluated_runs(runs) if evaluate else [])]
     progress = None if backend.queues else Tracker(echo)

@@ -38,7 +38,7 @@ LEFT_OUT = ("smoke",)       # a demonstration target, not a paper table
 
 RESOURCE_KEYS = {"nodes": int, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": int,
                  "time_hours": (int, float)}
-RESOURCE_OPTIONAL = {"partition": str, "tasks_per_node": int}
+RESOURCE_OPTIONAL = {"partition": str, "tasks_per_node": int, "gpu_mem_gb": (int, float)}
 TARGET_KEYS = {"title": str, "protocol": str}
 TARGET_OPTIONAL = {"description": str}
 RUN_KEYS = {"stage": str, "cells": list}
@@ -63,6 +63,7 @@ class Resources:
     time_hours: float
     partition: str | None = None
     tasks_per_node: int | None = None   # training processes per node (default: one per GPU)
+    gpu_mem_gb: float = 80.0            # each GPU's memory: the memory plan's capacity
 
     @property
     def gpus(self) -> int:
@@ -160,7 +161,8 @@ def _check_keys(where: str, table: Any, required: dict, optional: dict) -> None:
 NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 """Target, run and partition names: they reach job names, folders and sbatch options."""
 RESOURCE_RANGES = {"nodes": (1, 4096), "gpus_per_node": (0, 64), "cpus_per_task": (1, 1024),
-                   "mem_gb": (1, 65536), "time_hours": (1 / 60, 8760), "tasks_per_node": (1, 256)}
+                   "mem_gb": (1, 65536), "time_hours": (1 / 60, 8760), "tasks_per_node": (1, 256),
+                   "gpu_mem_gb": (1, 4096)}
 """Allowed (low, high) of each resource; 8760 h (365 days) bounds Slurm's time limit."""
 
 
