@@ -7,10 +7,12 @@
 # 3. sd3-medium at 512x288 (latent 36x64), bf16: MR vs full training steps (time, memory,
 #    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison;
 #    the MR step is also timed the old way (one pass per branch) as a same-run baseline.
-# 4. with 2+ GPUs: scripts/multi_gpu_check.sh (DDP and FSDP over NCCL against one process).
+# 4. the memory plan's cases measured with CUDA's allocator (maskgwm.train.bench_memory): a GPU
+#    fit of the activation coefficients, set beside the CPU fit in results/bench/memory.json.
+# 5. with 2+ GPUs: scripts/multi_gpu_check.sh (DDP and FSDP over NCCL against one process).
 # Environment: FRAMES (16), REPEATS (60), BATCH (2: samples per step, the paper's per GPU),
 # COMPILE=1 (regional torch.compile of the blocks, with the eager step timed in the same
-# rounds), CHECKS (which of "tests train model multi" to run; default all, e.g. CHECKS=model
+# rounds), CHECKS (which of "tests train model memory multi" to run; default all, e.g. CHECKS=model
 # when device time is short).
 # Each step has its own time limit and writes its log and JSON under OUT_DIR, so a failure or
 # a timeout in one step still returns the others.
@@ -18,7 +20,7 @@ set -u
 out=${1:?usage: gpu_checks.sh OUT_DIR}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-checks=" ${CHECKS:-tests train model multi} "
+checks=" ${CHECKS:-tests train model memory multi} "
 step() {  # step NAME SECONDS COMMAND... (skipped unless NAME's first word is in CHECKS)
   local name=$1 limit=$2; shift 2
   [[ $checks == *" ${name%%_*} "* ]] || return 0
@@ -44,6 +46,8 @@ step model_sd3_medium "$([ -n "${COMPILE:-}" ] && echo 480 || echo 330)" \
   python3 -m maskgwm.model.bench_model --preset sd3-medium --frames "${FRAMES:-16}" \
   --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" --batch "${BATCH:-2}" \
   --attention-preset sd3-medium ${COMPILE:+--compile} --out "$out/model_gpu.json"
+step memory_plan 300 python3 -m maskgwm.train.bench_memory --device cuda \
+  --out "$out/memory_gpu.json"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv >> "$out/machine.txt" 2>&1
 if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
   step multi_gpu 240 bash scripts/multi_gpu_check.sh "$out/multi_gpu"

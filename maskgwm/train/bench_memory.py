@@ -1,6 +1,7 @@
 """Fit and check the memory plan's activation coefficients (memory.py) on measured steps.
 
     python -m maskgwm.train.bench_memory --out results/bench/memory.json
+    python -m maskgwm.train.bench_memory --device cuda --out memory_gpu.json   # on a GPU
 
 Every case is one real training step (memory_probe.measure_step: the objective's forward under
 bf16 autocast and backward, on the CPU here). The coefficients are fitted by least squares to
@@ -78,19 +79,7 @@ def case_shape(case: Case) -> memory.StepShape:
 
 def case_counts(case: Case) -> memory.ParamCounts:
     """The plan's parameter counts for the case's model (built on the meta device)."""
-    from maskgwm.model.dit import NEW_BLOCK_PREFIXES
-    model = build(case, torch.device("meta"))
-    layered = ("transformer_blocks.",) + NEW_BLOCK_PREFIXES
-    per_layer: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad and name.startswith(layered) and name.split(".")[1].isdigit():
-            per_layer[name.split(".")[1]] = per_layer.get(name.split(".")[1], 0) + p.numel()
-    params = list(model.parameters())
-    return memory.ParamCounts(
-        total=sum(p.numel() for p in params),
-        trainable=sum(p.numel() for p in params if p.requires_grad),
-        in_layers=sum(p.numel() for n, p in model.named_parameters() if n.startswith(layered)),
-        largest_layer=max(per_layer.values(), default=0))
+    return memory.count_parameters(build(case, torch.device("meta")))
 
 
 def weight_copies(case: Case, counts: memory.ParamCounts) -> float:
@@ -215,12 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="JSON record (e.g. results/bench/memory.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: measure the same cases "
+                        "with the caching allocator's counters (a GPU fit of the coefficients)")
     parser.add_argument("--refit", help="fit again to the measurements of this record "
                         "(no step is run; for changes to the plan's formula)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     if args.refit:
         fitted, checked = recorded(args.refit)
     else:
@@ -240,10 +231,13 @@ def main(argv: list[str] | None = None) -> int:
               "model_weights": "random initialisation (torch.manual_seed(0)): memory depends "
                                "on shapes only",
               "machine": machine_description(), "device": str(device),
-              "precision": "bf16 autocast (CPU), fp32 parameters",
-              "measure": "torch.profiler CPU allocation events, summed in time order: bytes "
-                         "the forward keeps for backward, and the step's peak (gradients "
-                         "included) above the memory before it",
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "precision": "bf16 autocast, fp32 parameters",
+              "measure": ("torch.cuda memory_allocated / max_memory_allocated"
+                          if device.type == "cuda" else
+                          "torch.profiler CPU allocation events, summed in time order") +
+                         ": bytes the forward keeps for backward, and the step's peak "
+                         "(gradients included) above the memory before it",
               "coefficients": coefficients,
               "coefficient_unit": "bytes per token per hidden unit",
               "check_ratio_range": spread,

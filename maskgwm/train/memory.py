@@ -35,14 +35,14 @@ TEXT_TOKENS = 333               # SD3's prompt embedding: 77 CLIP + 256 T5 token
 VAE_FACTOR = 8
 
 COEFFICIENTS = {                # bytes per token per hidden unit; results/bench/memory.json
-    "joint": 40.227, "context": 45.616, "context_last": 0.0, "temporal": 35.365, "view": 28.344, "recon": 42.774,
-    "outside": 20.416, "checkpoint_block": 1.407, "checkpoint_context": 18.929,
-    "checkpoint_outside": 15.657, "transient": 0.18}
+    "joint": 40.515, "context": 48.711, "context_last": 20.038, "temporal": 35.512,
+    "view": 28.197, "recon": 42.111, "outside": 20.153, "checkpoint_block": 1.49,
+    "checkpoint_context": 18.779, "checkpoint_outside": 15.272, "transient": 0.18}
 """Fitted by maskgwm.train.bench_memory; tests/maskgwm/train/test_memory.py checks they are the
 record's. `transient` is in units of one layer's activations: what a layer's backward
 allocates beyond them (the gradients of its activations)."""
 
-CUDA_ACTIVATION_SCALE = 1.33
+CUDA_ACTIVATION_SCALE = 1.321
 """GPU activation bytes per CPU-measured byte: calibrated on the H200 step measurements
 (results/bench/memory.json "calibration"), until a GPU fit replaces the CPU coefficients."""
 
@@ -69,32 +69,36 @@ class ParamCounts:
     largest_layer: int          # trainable parameters of the largest layer (its gradients)
 
 
-@lru_cache(maxsize=64)
-def _counts(preset: str, temporal: bool, view: bool, actions: bool,
-            mask_fields: tuple[tuple[str, object], ...], trainable: tuple[str, ...]
-            ) -> ParamCounts:
-    from maskgwm.config.schema import ModelConfig
-    from maskgwm.model.dit import NEW_BLOCK_PREFIXES, MaskGWMDiT
-    from maskgwm.train.modelsetup import trainable_names
-    mask = MaskConfig(**dict(mask_fields))
-    with torch.device("meta"):
-        model = MaskGWMDiT(ModelConfig(preset=preset, temporal_blocks=temporal,
-                                       view_blocks=view, actions=actions), mask_config=mask)
-    names = set(trainable_names(model, list(trainable), mask.enabled))
+def count_parameters(model: torch.nn.Module) -> ParamCounts:
+    """A model's counts, trainable = requires_grad (set_trainable)."""
+    from maskgwm.model.dit import NEW_BLOCK_PREFIXES
     layered = ("transformer_blocks.",) + NEW_BLOCK_PREFIXES
     per_layer: dict[str, int] = {}
     total = train = in_layers = 0
     for name, p in model.named_parameters():
         total += p.numel()
-        if name.startswith(layered):
-            in_layers += p.numel()
-        if name in names:
+        in_layers += p.numel() if name.startswith(layered) else 0
+        if p.requires_grad:
             train += p.numel()
-            parts = name.split(".")
-            if name.startswith(layered) and parts[1].isdigit():
-                key = parts[1]          # layer index: its spatial, temporal and view blocks
-                per_layer[key] = per_layer.get(key, 0) + p.numel()
+            index = name.split(".")[1]
+            if name.startswith(layered) and index.isdigit():  # a layer's spatial, temporal, view
+                per_layer[index] = per_layer.get(index, 0) + p.numel()
     return ParamCounts(total, train, in_layers, max(per_layer.values(), default=0))
+
+
+@lru_cache(maxsize=64)
+def _counts(preset: str, temporal: bool, view: bool, actions: bool,
+            mask_fields: tuple[tuple[str, object], ...], trainable: tuple[str, ...]
+            ) -> ParamCounts:
+    from maskgwm.config.schema import ModelConfig
+    from maskgwm.model.dit import MaskGWMDiT
+    from maskgwm.train.modelsetup import set_trainable, trainable_names
+    mask = MaskConfig(**dict(mask_fields))
+    with torch.device("meta"):
+        model = MaskGWMDiT(ModelConfig(preset=preset, temporal_blocks=temporal,
+                                       view_blocks=view, actions=actions), mask_config=mask)
+    set_trainable(model, trainable_names(model, list(trainable), mask.enabled))
+    return count_parameters(model)
 
 
 def param_counts(config: RunConfig) -> ParamCounts:

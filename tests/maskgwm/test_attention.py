@@ -48,10 +48,10 @@ def test_sdpa_with_boolean_mask_matches_explicit_reference():
     torch.testing.assert_close(out, reference(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
-def test_auto_on_cpu_uses_sdpa():
+def test_sdpa_is_the_default_and_auto_on_cpu_uses_it():
     q, k, v = qkv()
-    assert get_backend() == "auto"
-    assert resolve_backend(q, k, v) == "sdpa"
+    assert get_backend() == "sdpa"     # flash-attn only when asked for
+    assert resolve_backend(q, k, v) == "sdpa" == resolve_backend(q, k, v, backend="auto")
     assert torch.equal(attention(q, k, v), attention(q, k, v, backend="sdpa"))
     half = [t.to(torch.bfloat16) for t in (q, k, v)]
     assert resolve_backend(*half) == "sdpa"

@@ -104,6 +104,9 @@ def test_a_valid_custom_file_loads(tmp_path):
     target = load_target_file(write(tmp_path, GOOD))
     assert [r.name for r in resolve_target(target, "ci")] == ["stage1a", "stage1b", "ours"]
     assert target.resources["paper"].tasks == 8 and target.resources["smoke"].tasks == 1
+    assert target.resources["paper"].gpu_mem_gb == 80      # the paper's A800s, by default
+    bigger = GOOD.replace("time_hours = 24", "time_hours = 24\ngpu_mem_gb = 141")
+    assert load_target_file(write(tmp_path, bigger)).resources["paper"].gpu_mem_gb == 141
     cpu_processes = GOOD.replace("time_hours = 1", "time_hours = 1\ntasks_per_node = 2")
     assert load_target_file(write(tmp_path, cpu_processes)).resources["smoke"].tasks == 2
 
@@ -156,6 +159,8 @@ cells = []
     (("time_hours = 24", "time_hours = 0.001"), "time_hours = 0.001: allowed 1 minute"),
     (("gpus_per_node = 8", "gpus_per_node = -1"), "gpus_per_node = -1: allowed 0 to 64"),
     (("nodes = 4", "nodes = 0"), "nodes = 0: allowed 1 to 4096"),
+    (("time_hours = 24", "time_hours = 24\ngpu_mem_gb = 0"), "gpu_mem_gb = 0: allowed 1 to 4096"),
+    (("time_hours = 24", "time_hours = 24\ngpu_mem_gb = '80GB'"), "'gpu_mem_gb' has the wrong"),
     (("time_hours = 24", 'time_hours = 24\npartition = "gpu; touch x"'),
      "partition = 'gpu; touch x': use only letters, digits"),
     (("[runs.ours]", '[runs."ours; rm -rf ~"]'), "the run name = 'ours; rm -rf ~': use only"),
