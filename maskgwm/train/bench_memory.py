@@ -18,7 +18,9 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -32,24 +34,19 @@ from maskgwm.train.memory_probe import Case, Measured, build, measure_step
 MEASURES = ("maskgwm/train/memory.py", "maskgwm/train/memory_probe.py",
             "maskgwm/train/bench_memory.py", "maskgwm/train/modelsetup.py", "maskgwm/model/")
 PAPER = dict(preset="sd3-medium", latent=(36, 64))
-FIT_CASES = (
-    Case(**PAPER, layers=1, frames=2),
-    Case(**PAPER, layers=2, frames=2),
-    Case(**PAPER, layers=2, frames=4),
-    Case(**PAPER, layers=2, frames=2, context=72),
-    Case(**PAPER, layers=1, frames=2, context=136),
-    Case(**PAPER, layers=3, frames=1, context=200),
-    Case(**PAPER, layers=2, frames=2, temporal=False),
-    Case(**PAPER, layers=2, frames=1, views=3),
+FIT_CASES = tuple(
+    Case(**PAPER, layers=layers, frames=frames, context=context, checkpointing=checkpointing)
+    for checkpointing in (False, True)
+    for layers, frames, context in ((1, 2, 8), (2, 2, 8), (2, 4, 8), (2, 2, 72), (2, 2, 200),
+                                    (3, 2, 8), (3, 2, 200), (3, 1, 200), (1, 2, 136))
+) + tuple(
+    Case(**PAPER, layers=2, frames=frames, views=views, temporal=temporal,
+         checkpointing=checkpointing)
+    for checkpointing in (False, True)
+    for frames, views, temporal in ((2, 1, False), (1, 3, True))
+) + (
     Case(**PAPER, layers=3, frames=2, mr=True, branch="spatial"),
     Case(**PAPER, layers=3, frames=2, mr=True, branch="temporal"),
-    Case(**PAPER, layers=2, frames=2, checkpointing=True),
-    Case(**PAPER, layers=2, frames=4, checkpointing=True),
-    Case(**PAPER, layers=2, frames=2, context=72, checkpointing=True),
-    Case(**PAPER, layers=3, frames=1, context=200, checkpointing=True),
-    Case(**PAPER, layers=1, frames=2, context=136, checkpointing=True),
-    Case(**PAPER, layers=2, frames=2, temporal=False, checkpointing=True),
-    Case(**PAPER, layers=2, frames=1, views=3, checkpointing=True),
 )
 SMALL = dict(preset="small", latent=(36, 64))
 CHECK_CASES = (
@@ -83,6 +80,7 @@ def case_counts(case: Case) -> memory.ParamCounts:
 
 
 def weight_copies(case: Case, counts: memory.ParamCounts) -> float:
+    """The bf16 weight copies the forward keeps (memory.step_parts' reading)."""
     return 0.0 if case.checkpointing else 2.0 * counts.in_layers
 
 
@@ -93,10 +91,10 @@ def fit(measured: list[tuple[Case, Measured]]) -> dict[str, float]:
     in layers' activations, rounded up."""
     coefficients = dict.fromkeys(memory.COEFFICIENTS, 0.0)
     for checkpointed in (False, True):
-        rows = [(case, m) for case, m in measured if case.checkpointing == checkpointed]
+        rows = [(c, m) for c, m in measured if c.checkpointing == checkpointed]
+        fixed = {"recon"} if checkpointed else set()
         terms = [memory.activation_terms(case_shape(c), c.branch, c.checkpointing)
                  for c, _ in rows]
-        fixed = {"recon"} if checkpointed else set()
         names = [k for k in coefficients if k not in fixed and any(t.get(k) for t in terms)]
         matrix = np.array([[t.get(k, 0.0) for k in names] for t in terms])
         target = np.array([m.forward - weight_copies(c, case_counts(c)) -
@@ -189,15 +187,26 @@ def recorded(path: str) -> tuple[list, list]:
     return pairs(data["fit"]), pairs(data["check"])
 
 
-def measure_all(cases, device: torch.device) -> list[tuple[Case, Measured]]:
+def measure_all(cases, device: torch.device, threads: int | None = None
+                ) -> list[tuple[Case, Measured]]:
+    """Each case measured in a worker process that is replaced every few cases: the CPU
+    allocator of one long-lived process keeps freed memory, which added up over the cases."""
     found = []
-    for case in cases:
-        started = time.perf_counter()
-        found.append((case, measure_step(case, device)))
-        print(f"  {case.label()}: forward keeps {found[-1][1].forward / 1e6:,.1f} MB, peak "
-              f"{found[-1][1].peak / 1e6:,.1f} MB ({time.perf_counter() - started:.1f} s)",
-              flush=True)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=4) as pool:
+        for case in cases:
+            started = time.perf_counter()
+            found.append((case, pool.submit(_measure, case, str(device), threads).result()))
+            print(f"  {case.label()}: forward keeps {found[-1][1].forward / 1e6:,.1f} MB, "
+                  f"peak {found[-1][1].peak / 1e6:,.1f} MB "
+                  f"({time.perf_counter() - started:.1f} s)", flush=True)
     return found
+
+
+def _measure(case: Case, device: str, threads: int | None) -> Measured:
+    if threads:
+        torch.set_num_threads(threads)
+    return measure_step(case, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         fitted, checked = recorded(args.refit)
     else:
         print("fit cases:")
-        fitted = measure_all(FIT_CASES, device)
+        fitted = measure_all(FIT_CASES, device, args.threads)
         print("check cases:")
-        checked = measure_all(CHECK_CASES, device)
+        checked = measure_all(CHECK_CASES, device, args.threads)
     coefficients = fit(fitted)
     calibration = calibrate(coefficients)
     rows = {"fit": [row(c, m, coefficients) for c, m in fitted],
