@@ -7,8 +7,9 @@
 # 3. sd3-medium at 512x288 (latent 36x64), bf16: MR vs full training steps (time, memory,
 #    FLOPs, MFU), sampling seconds per 25-frame clip, and the temporal attention comparison;
 #    the MR step is also timed the old way (one pass per branch) as a same-run baseline.
-# 4. the memory plan's cases measured with CUDA's allocator (maskgwm.train.bench_memory): a GPU
-#    fit of the activation coefficients, set beside the CPU fit in results/bench/memory.json.
+# 4. the memory plan on the GPU: every paper stage's step in the setting the plan chose, capped
+#    at 80 GB, predicted vs measured (maskgwm.train.verify_memory -> memory_gpu.json); and the
+#    plan's fit cases measured with CUDA's allocator (bench_memory -> memory_fit_gpu.json).
 # 5. with 2+ GPUs: scripts/multi_gpu_check.sh (DDP and FSDP over NCCL against one process).
 # Environment: FRAMES (16), REPEATS (60), BATCH (2: samples per step, the paper's per GPU),
 # COMPILE=1 (regional torch.compile of the blocks, with the eager step timed in the same
@@ -46,8 +47,9 @@ step model_sd3_medium "$([ -n "${COMPILE:-}" ] && echo 480 || echo 330)" \
   python3 -m maskgwm.model.bench_model --preset sd3-medium --frames "${FRAMES:-16}" \
   --latent 36x64 --sample-latent 36x64 --repeats "${REPEATS:-60}" --batch "${BATCH:-2}" \
   --attention-preset sd3-medium ${COMPILE:+--compile} --out "$out/model_gpu.json"
-step memory_plan 300 python3 -m maskgwm.train.bench_memory --device cuda \
-  --out "$out/memory_gpu.json"
+step memory_stages 300 python3 -m maskgwm.train.verify_memory --out "$out/memory_gpu.json"
+step memory_fit 300 python3 -m maskgwm.train.bench_memory --device cuda \
+  --out "$out/memory_fit_gpu.json"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv >> "$out/machine.txt" 2>&1
 if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
   step multi_gpu 240 bash scripts/multi_gpu_check.sh "$out/multi_gpu"

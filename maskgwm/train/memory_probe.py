@@ -108,7 +108,7 @@ def inputs(case: Case, model: MaskGWMDiT, device: torch.device) -> dict:
             "sample_index": torch.arange(case.batch)}
 
 
-class _CpuAllocations:
+class CpuAllocations:
     """The running sum of CPU allocations (torch.profiler memory events), in time order."""
 
     def __enter__(self):
@@ -164,7 +164,7 @@ def measure_step(case: Case, device: torch.device | str = "cpu") -> Measured:
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
     else:
-        with _CpuAllocations() as allocations:
+        with CpuAllocations() as allocations:
             with torch.profiler.record_function(FORWARD):
                 loss = forward()
             loss.backward()
