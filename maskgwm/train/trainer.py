@@ -369,6 +369,7 @@ class Trainer(CheckpointState):
                        "world_size": self.env.world, "device": str(self.device),
                        "device_name": device_name(self.device),
                        "strategy": self.options.strategy if self.env.distributed else "single",
+                       "activation_checkpointing": self.options.activation_checkpointing,
                        "global_batch": self.global_batch, "local_batch": self.local_batch,
                        **rates(read_rows(self.out, self.step), self.global_batch),
                        "steps_run": self.timer.steps, **peak_memory(self.device),

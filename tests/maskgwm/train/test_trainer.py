@@ -146,6 +146,9 @@ def test_actions_ema_activation_checkpointing_and_samples(tmp_path, kit):
     assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-6 for k in a)
     summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
     assert "actions" in summary["provenance"]["data"]["actions"]
+    assert summary["activation_checkpointing"] is False
+    assert json.loads((tmp_path / "ac" / "summary.json").read_text())[
+        "activation_checkpointing"] is True
     ema_model = kit.final_state(tmp_path / "ac")
     ckpt = torch.load(tmp_path / "ac" / "checkpoints" / "step-00000002.pt", weights_only=True)
     raw = ckpt["model"]["state_dict"]
