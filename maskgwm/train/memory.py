@@ -282,3 +282,19 @@ def choose_setting(config: RunConfig, gpus: int, capacity_gb: float,
                      f"{capacity_gb:g} GB per GPU ({headroom:.0%} headroom): {lines}. Use "
                      f"GPUs with more memory (gpu_mem_gb in the job file's resources), more "
                      f"GPUs, or a smaller stage.batch_size")
+
+
+def largest_local_batch(config: RunConfig, gpus: int, capacity_gb: float, strategy: str,
+                        checkpointing: bool, text_tokens: int = TEXT_TOKENS,
+                        limit: int = 64) -> int:
+    """The most samples per GPU whose plan in this setting fits `capacity_gb` (0: none),
+    e.g. for throughput with more samples per step than the paper's."""
+    fitting = 0
+    for samples in range(1, limit + 1):
+        stage = dataclasses.replace(config.stage, batch_size=samples * max(gpus, 1))
+        plan = memory_plan(dataclasses.replace(config, stage=stage), gpus, strategy,
+                           checkpointing, text_tokens)
+        if not plan.fits(capacity_gb):
+            break
+        fitting = samples
+    return fitting

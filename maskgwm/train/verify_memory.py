@@ -135,7 +135,10 @@ def verify_stage(config: RunConfig, gpus: int, capacity_gb: float, text_tokens: 
             "samples_per_gpu": shape.samples, "frames": shape.frames, "views": shape.views,
             "text_tokens": text_tokens, "predicted_gb": round(plan.total / memory.GB, 2),
             "measured_gb": round(measured / memory.GB, 2),
-            "ratio": round(plan.total / measured, 4), "seconds": round(
+            "ratio": round(plan.total / measured, 4),
+            "largest_samples_per_gpu": memory.largest_local_batch(
+                config, gpus, capacity_gb, plan.strategy, plan.checkpointing, text_tokens),
+            "seconds": round(
                 time.perf_counter() - started, 1),
             "plan": {k: round(v / memory.GB, 3) for k, v in plan.parts.items() if v}}
 

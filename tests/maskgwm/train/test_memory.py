@@ -91,6 +91,18 @@ def test_the_cheapest_fitting_setting_is_chosen_and_overrides_restrict_it():
     assert "gpu_mem_gb" in message
 
 
+def test_the_largest_local_batch_is_the_last_that_fits():
+    config = paper("1c")
+    largest = memory.largest_local_batch(config, 32, 80, "fsdp", True, text_tokens=8)
+    assert largest >= 2                       # the paper's 2 per GPU fit
+
+    def total(samples):
+        stage = dataclasses.replace(config.stage, batch_size=32 * samples)
+        return memory.memory_plan(dataclasses.replace(config, stage=stage), 32, "fsdp", True,
+                                  text_tokens=8).total
+    assert total(largest) <= 72e9 < total(largest + 1)
+
+
 def test_stage_1a_plans_24_single_frames_per_gpu():
     shape = memory.StepShape.of(paper("1a", "no-mr"), 32)
     assert (shape.samples, shape.frames, shape.temporal) == (24, 1, False)
