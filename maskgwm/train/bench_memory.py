@@ -1,15 +1,15 @@
 """Fit and check the memory plan's activation coefficients (memory.py) on measured steps.
 
     python -m maskgwm.train.bench_memory --out results/bench/memory.json
-    python -m maskgwm.train.bench_memory --device cuda --out memory_gpu.json   # on a GPU
+    python -m maskgwm.train.bench_memory --device cuda --out memory_fit_gpu.json   # a GPU
 
 Every case is one real training step (memory_probe.measure_step: the objective's forward under
-bf16 autocast and backward, on the CPU here). The coefficients are fitted by least squares to
-what the forward keeps, at sd3-medium's width (1536, 24 heads) with 1-3 layers and paper-size
-latents (36x64): `FIT_CASES`. The fit is then checked on cases it did not see (`CHECK_CASES`:
-the `small` preset with all 12 layers, other batch, frame, view and text sizes, MR branches,
-checkpointing, a frozen backbone): the plan's prediction of both what the forward keeps and
-the step's peak is set beside the measurement, with their ratio. The record's
+bf16 autocast and backward), each in a worker process. The coefficients are fitted by least
+squares to what the forward keeps, at sd3-medium's width (1536, 24 heads) with 1-3 layers and
+paper-size latents (36x64): `FIT_CASES`. The fit is then checked on cases it did not see
+(`CHECK_CASES`: the `small` preset with all 12 layers, other batch, frame, view and text sizes,
+MR branches, checkpointing, a frozen backbone): the plan's prediction of both what the forward
+keeps and the step's peak is set beside the measurement, with their ratio. The record's
 `coefficients` are what memory.COEFFICIENTS must hold (a test checks it).
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ def predict(case: Case, coefficients: dict[str, float]) -> dict[str, float]:
 
 def row(case: Case, m: Measured, coefficients: dict[str, float]) -> dict:
     guess = predict(case, coefficients)
-    return {"case": case.label(), **{k: v for k, v in dataclasses.asdict(case).items()},
+    return {"case": case.label(), **dataclasses.asdict(case),
             "measured_forward_bytes": m.forward, "predicted_forward_bytes": round(guess["forward"]),
             "forward_ratio": round(guess["forward"] / m.forward, 4),
             "measured_peak_bytes": m.peak, "predicted_peak_bytes": round(guess["peak"]),

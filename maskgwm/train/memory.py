@@ -11,12 +11,13 @@ distributed.py) a 1/world shard of all of these plus, during the step, every par
 in bf16, its bf16 gradient and the fp32 reduce-scatter input. The step adds what the forward
 keeps for backward: bf16 copies of the block weights (autocast; FSDP's gathered bf16
 parameters need none), and the activations, linear in the tokens of each block. Backward frees
-activations layer by layer while it allocates gradients, so the peak is the larger of its two
-ends: at its start everything the forward kept plus one layer's gradients (and, checkpointed,
-one layer recomputed); at its end every gradient of the step plus one layer's activations.
-The activation coefficients (bytes per token per hidden unit, bf16 autocast) are fitted to
-measured steps by `python -m maskgwm.train.bench_memory` (results/bench/memory.json, which
-holds the measurements, the fit and the check of every prediction against them).
+activations layer by layer while it allocates gradients, so the peak is the largest of: its
+start (everything the forward kept, and checkpointed, the last layer recomputed); its end (every
+gradient but the first layer's, and that layer's activations); and the gradients after it. One
+layer's transient (the gradients of its activations) comes on top. The activation coefficients
+(bytes per token per hidden unit, bf16 autocast) are fitted to measured steps by `python -m
+maskgwm.train.bench_memory` (results/bench/memory.json, which holds the measurements, the fit
+and the check of every prediction against them).
 """
 from __future__ import annotations
 

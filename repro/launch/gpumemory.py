@@ -14,9 +14,6 @@ from maskgwm.train.options import config_from_dict, env_path
 
 from repro.targets.jobfiles import ResolvedRun
 
-OVERRIDES = ("strategy", "activation_checkpointing")
-
-
 def plan_for(run: ResolvedRun, overrides: dict[str, Any] | None = None) -> MemoryPlan | None:
     """The chosen plan (DoesNotFit when none fits); None for a run without one."""
     if run.external or not run.resources.gpus:

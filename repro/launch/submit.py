@@ -278,8 +278,8 @@ def submit(target: Target, scale: str, cluster: str, workdir: Path, wait: bool =
     entries are appended to `evals_out`. `evaluate` None: on unless the environment sets
     REPRO_EVAL=0 (train only). `train_options`: TrainOptions fields for the training jobs
     (e.g. {"strategy": "fsdp"}); on GPUs the memory plan chooses strategy and activation
-    checkpointing within what they fix (gpumemory.py). `vista`: what the user gave for Vista runs (default:
-    repro/vista/inputs.given_inputs(), from the environment)."""
+    checkpointing within what they fix (gpumemory.py). `vista`: what the user gave for Vista
+    runs (default: repro/vista/inputs.given_inputs(), from the environment)."""
     from repro.vista.graph import split_runs
     from repro.vista.inputs import given_inputs
     vista = vista or given_inputs()
