@@ -17,6 +17,7 @@ kernel-specific workspaces.
 from __future__ import annotations
 
 import dataclasses
+import gc
 from dataclasses import dataclass
 
 import torch
@@ -109,16 +110,21 @@ def inputs(case: Case, model: MaskGWMDiT, device: torch.device) -> dict:
 
 
 class CpuAllocations:
-    """The running sum of CPU allocations (torch.profiler memory events), in time order."""
+    """The running sum of CPU allocations (torch.profiler memory events), in time order.
+    Python's cyclic garbage collector is run before and paused inside: collecting earlier
+    garbage during the step would count its frees against the step."""
 
     def __enter__(self):
         from torch.profiler import ProfilerActivity, profile
+        gc.collect()
+        gc.disable()
         self.profile = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         self.profile.__enter__()
         return self
 
     def __exit__(self, *exc):
         self.profile.__exit__(*exc)
+        gc.enable()
         events = self.profile.profiler.kineto_results.events()
         self.events = sorted((e.start_ns(), e.nbytes()) for e in events
                              if e.name() == "[memory]")
