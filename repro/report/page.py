@@ -16,7 +16,7 @@ from maskgwm.config import SCALES
 
 from repro.paths import repo_root, results_dir, work_dir
 from repro.report.html import render_page
-from repro.report.site import build_section
+from repro.report.site import Section, build_section
 from repro.report.table import load_ours
 from repro.targets.jobfiles import Target, load_all_targets
 
@@ -44,6 +44,19 @@ def bench_records() -> list[tuple[str, dict]]:
         except (OSError, json.JSONDecodeError) as err:
             records.append((path.name, {"error": f"unreadable: {err}"}))
     return records
+
+
+def remove_unshown(out: Path, sections: list[Section]) -> list[Path]:
+    """Remove the plots and videos beside the page that it no longer shows (an earlier page's,
+    e.g. of clips or targets since gone); returns them."""
+    shown = {out / path for section in sections for path in section.plots}
+    shown |= {out / path for section in sections for video in section.videos
+              for path in (video.gif, video.mp4) if path}
+    removed = [path for folder in ("assets", "videos") if (out / folder).is_dir()
+               for path in (out / folder).iterdir() if path.is_file() and path not in shown]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def report_dir(scale: str, root: Path | None = None) -> Path:
@@ -75,6 +88,7 @@ def write_report(scale: str, targets: list[Target] | None = None, named: bool = 
     page = render_page(scale, sections, sensitivity, bench_records(), named=named)
     path = out / "index.html"
     atomic_write_text(path, page, hint="set REPRO_RESULTS or --out to a writable folder")
+    remove_unshown(out, sections)
     for section in sections:
         for missing in section.missing_files:
             echo(f"report: {section.target.name}: missing {missing}")

@@ -91,9 +91,15 @@ def test_page_shows_tables_counts_provenance_and_videos(cli, isolated):
     runs = write_results("table3b", "smoke", work, skip=("ours",))
     assert cli("collect", "table3b", "--scale", "smoke", "--partial").code == 0
     _clips(work, [r for r in runs if r.cells], generated_by=2)
+    index = isolated / "results" / "report" / "smoke" / "index.html"
+    earlier = [index.parent / "videos" / "table3b-gone-clip.mp4", index.parent / "assets" /
+               "table9-smoke.png"]              # an earlier page's files, not on this one
+    for path in earlier:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"old")
     res = cli("report")                     # every scale with results: smoke only
     assert res.code == 0, res.err
-    index = isolated / "results" / "report" / "smoke" / "index.html"
+    assert not any(path.exists() for path in earlier)
     assert res.out.strip() == f"report (smoke): {index}"
     text = index.read_text()
     page = Page(text)
