@@ -239,7 +239,7 @@ class MemoryPlan:
         parts = ", ".join(f"{k.replace('_', ' ')} {v / GB:.1f}" for k, v in self.parts.items()
                           if v)
         return (f"memory per GPU: {self.total / GB:.1f} GB of {capacity_gb:g} GB "
-                f"({self.setting()}; {parts})")
+                f"({self.setting()}; {parts}; {self.text_tokens} text tokens per frame)")
 
 
 def memory_plan(config: RunConfig, gpus: int, strategy: str, checkpointing: bool,

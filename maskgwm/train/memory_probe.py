@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -86,15 +87,23 @@ class Measured:
     trainable: int
 
 
-def build(case: Case, device: torch.device) -> MaskGWMDiT:
+def build_model(model_config: ModelConfig, preset: DiTPreset, mask: MaskConfig,
+                trainable: list[str] | tuple[str, ...], checkpointing: bool,
+                device: torch.device) -> MaskGWMDiT:
+    """A seeded model on `device` with the stage's trainable groups (and checkpointing)."""
     torch.manual_seed(0)
     with torch.device(device):
-        model = MaskGWMDiT(case.model_config(), case.dit_preset(), case.mask_config())
-    names = modelsetup.trainable_names(model, list(case.trainable), case.mask_config().enabled)
-    modelsetup.set_trainable(model, names)
-    if case.checkpointing:
+        model = MaskGWMDiT(model_config, preset, mask)
+    modelsetup.set_trainable(model, modelsetup.trainable_names(model, list(trainable),
+                                                               mask.enabled))
+    if checkpointing:
         modelsetup.enable_activation_checkpointing(model)
     return model
+
+
+def build(case: Case, device: torch.device) -> MaskGWMDiT:
+    return build_model(case.model_config(), case.dit_preset(), case.mask_config(),
+                       case.trainable, case.checkpointing, device)
 
 
 def inputs(case: Case, model: MaskGWMDiT, device: torch.device) -> dict:
@@ -142,6 +151,36 @@ class CpuAllocations:
         return top
 
 
+def measure(forward: Callable[[], torch.Tensor], backward: Callable[[torch.Tensor], None],
+            params: list[torch.Tensor], device: torch.device) -> tuple[int | None, int, int]:
+    """(memory allocated before the step: on CUDA, None on the CPU; bytes `forward()` leaves
+    for `backward(loss)`; the step's peak above the memory before it), after a warm-up step
+    (lazily built state is not the step's memory). Gradients are None before each step."""
+    def clear() -> None:
+        for p in params:
+            p.grad = None
+    clear()
+    backward(forward())
+    clear()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        loss = forward()
+        torch.cuda.synchronize(device)
+        kept = torch.cuda.memory_allocated(device) - before
+        backward(loss)
+        del loss
+        torch.cuda.synchronize(device)
+        return before, kept, torch.cuda.max_memory_allocated(device) - before
+    with CpuAllocations() as allocations:
+        with torch.profiler.record_function(FORWARD):
+            loss = forward()
+        backward(loss)
+        del loss
+    return None, allocations.level_after(FORWARD), allocations.peak()
+
+
 def measure_step(case: Case, device: torch.device | str = "cpu") -> Measured:
     """One step of `case` on `device` (module docstring)."""
     device = torch.device(device)
@@ -155,27 +194,7 @@ def measure_step(case: Case, device: torch.device | str = "cpu") -> Measured:
             return training_loss(model, batch["z0"], batch["encoder_hidden_states"],
                                  batch["pooled"], batch["sample_index"], 0, settings).loss
 
-    forward().backward()            # warm-up: lazily built state is not the step's memory
-    for p in params:
-        p.grad = None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        loss = forward()
-        torch.cuda.synchronize(device)
-        kept = torch.cuda.memory_allocated(device) - before
-        loss.backward()
-        del loss
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        with CpuAllocations() as allocations:
-            with torch.profiler.record_function(FORWARD):
-                loss = forward()
-            loss.backward()
-            del loss
-        kept, peak = allocations.level_after(FORWARD), allocations.peak()
+    _, kept, peak = measure(forward, lambda loss: loss.backward(), params, device)
     grads = sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
     return Measured(forward=int(kept), peak=int(peak), grads=int(grads),
                     parameters=sum(p.numel() for p in model.parameters()),

@@ -32,11 +32,10 @@ from maskgwm.config.resolve import resolve_run_config
 from maskgwm.config.schema import RunConfig
 from maskgwm.model.actions import ACTION_VALUES
 from maskgwm.model.bench_attention import machine_description
-from maskgwm.model.dit import MaskGWMDiT
 from maskgwm.model.objective import ObjectiveSettings, training_loss
 from maskgwm.model.presets import get_preset
-from maskgwm.train import memory, modelsetup
-from maskgwm.train.memory_probe import CpuAllocations
+from maskgwm.train import memory
+from maskgwm.train.memory_probe import build_model, measure
 
 STAGES = (("1a", "no-mr"), ("1b", "no-mr"), ("1c", "ours"), ("2", "ours"), ("3", "mview-kw"))
 MEASURES = ("maskgwm/train/memory.py", "maskgwm/train/verify_memory.py",
@@ -70,15 +69,10 @@ def verify_stage(config: RunConfig, gpus: int, capacity_gb: float, text_tokens: 
     never_mr = dataclasses.replace(config.mask, tau_min=1.0, tau_max=1.0) \
         if config.mask.enabled else config.mask             # MR blocks built, plain path
     fsdp = plan.strategy == "fsdp"
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = MaskGWMDiT(config.model, preset, config.mask)
-    modelsetup.set_trainable(model, modelsetup.trainable_names(
-        model, config.stage.trainable, config.mask.enabled))
+    model = build_model(config.model, preset, config.mask, config.stage.trainable,
+                        plan.checkpointing, device)
     if fsdp:
         model.to(torch.bfloat16)            # FSDP's gathered bf16 parameters
-    if plan.checkpointing:
-        modelsetup.enable_activation_checkpointing(model)
     counts = memory.count_parameters(model)
     expected = memory.param_counts(config)
     if (counts.total, counts.trainable) != (expected.total, expected.trainable):
@@ -96,16 +90,16 @@ def verify_stage(config: RunConfig, gpus: int, capacity_gb: float, text_tokens: 
     settings = dataclasses.replace(ObjectiveSettings.from_config(config), mask=never_mr)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def step() -> None:
-        for p in params:
-            p.grad = None
+    def forward() -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = training_loss(model, z0, text, pooled, torch.arange(shape.samples), 0,
                                  settings, actions).loss
             if fsdp:      # as the trainer's LossModule.touch_all: every gradient is reduced
                 loss = loss + 0.0 * torch.stack([p.reshape(-1)[0] for p in params]).sum()
+        return loss
+
+    def backward(loss: torch.Tensor) -> None:
         loss.backward()
-        del loss
         if fsdp:          # reduce-scatter input (fp32 copy) and this GPU's output shard
             flat = torch.empty(sum(p.numel() for p in params), device=device)
             torch.cat([p.grad.reshape(-1) for p in params], out=flat)   # copied in as fp32
@@ -113,23 +107,11 @@ def verify_stage(config: RunConfig, gpus: int, capacity_gb: float, text_tokens: 
             del flat
 
     started = time.perf_counter()
-    step()                                  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for p in params:
-            p.grad = None
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        measured = torch.cuda.max_memory_allocated(device)
-    else:
-        for p in params:
-            p.grad = None
-        base = sum(t.numel() for t in held) + sum(
+    before, _, peak = measure(forward, backward, params, device)
+    if before is None:    # the CPU keeps no count of what was allocated before the step
+        before = sum(t.numel() for t in held) + sum(
             p.numel() * p.element_size() for p in model.parameters())
-        with CpuAllocations() as allocations:
-            step()
-        measured = base + allocations.peak()
+    measured = before + peak
     return {"stage": config.stage.name, "strategy": plan.strategy,
             "activation_checkpointing": plan.checkpointing, "gpus": gpus,
             "samples_per_gpu": shape.samples, "frames": shape.frames, "views": shape.views,

@@ -15,7 +15,7 @@ from repro.jobs.kinds import kind_of
 from repro.jobs.state import run_state
 from repro.launch.backends import sbatch_command, sbatch_options
 from repro.launch.estimate import sampling_gpu_hours, training_gpu_hours
-from repro.launch.gpumemory import describe
+from repro.launch.gpumemory import REFUSED, describe
 from repro.launch.graph import evaluated_runs, run_node
 from repro.launch.preflight import warn_missing
 from repro.launch.submit import EVAL_ENV
@@ -70,7 +70,7 @@ def dry_run(target: Target, scale: str, workdir: Path, partition: str | None = N
         echo(f"   {sbatch_command(options)}")
         echo(f"   command: {run_command(node.args[0])}")
         memory_line = describe(run, train_options)
-        refused += memory_line.startswith("memory per GPU: DOES NOT FIT")
+        refused += memory_line.startswith(REFUSED)
         echo(f"   {memory_line}")
         echo(f"   estimated GPU-hours: {hours:,.0f}" + ("" if run.resources.gpus else " (CPU only)"))
         for entry in entries:

@@ -14,6 +14,9 @@ from maskgwm.train.options import config_from_dict, env_path
 
 from repro.targets.jobfiles import ResolvedRun
 
+REFUSED = "memory per GPU: DOES NOT FIT"
+"""How `describe` begins for a run that cannot fit."""
+
 def plan_for(run: ResolvedRun, overrides: dict[str, Any] | None = None) -> MemoryPlan | None:
     """The chosen plan (DoesNotFit when none fits); None for a run without one."""
     if run.external or not run.resources.gpus:
@@ -65,7 +68,7 @@ def describe(run: ResolvedRun, overrides: dict[str, Any] | None = None) -> str:
     try:
         plan = plan_for(run, overrides)
     except DoesNotFit as err:
-        return f"memory per GPU: DOES NOT FIT {capacity:g} GB; submit will refuse: {err}"
+        return f"{REFUSED} {capacity:g} GB; submit will refuse: {err}"
     if plan is None:
         return "memory per GPU: - (" + ("external run)" if run.external else "CPU run)")
-    return f"{plan.describe(capacity)[:-1]}; {plan.text_tokens} text tokens per frame)"
+    return plan.describe(capacity)

@@ -1,43 +1,20 @@
 """Submit-time memory plans: chosen per run, recorded as train options, refused when no
 setting fits, printed by the dry-run (flags included)."""
+import dataclasses
+
 import pytest
 
 from maskgwm.train.memory import DoesNotFit
 from repro.launch.gpumemory import chosen_options, describe
-from repro.targets.jobfiles import load_target, load_target_file, resolve_target
+from repro.targets.jobfiles import load_target, resolve_target
 
-RUNS = """
-[target]
-title = "t"
-protocol = "opendv_ablation"
-
-[resources.paper]
-nodes = 4
-gpus_per_node = 8
-cpus_per_task = 12
-mem_gb = 512
-time_hours = 24
-gpu_mem_gb = {memory}
-
-[resources.smoke]
-nodes = 1
-gpus_per_node = 0
-cpus_per_task = 2
-mem_gb = 8
-time_hours = 1
-
-[runs.ours]
-stage = "1c"
-variant = "ours"
-parent = "stage1b"
-cells = ["table3b/ours"]
-"""
-
-
-def runs_with(tmp_path, memory: float, scale: str = "paper"):
-    path = tmp_path / "plan.toml"
-    path.write_text(RUNS.format(memory=memory))
-    return resolve_target(load_target_file(path), scale)
+def runs_with(memory: float, scale: str = "paper"):
+    """table3b's base chain and its "ours" run, on GPUs of `memory` GB."""
+    target = load_target("table3b")
+    paper = dataclasses.replace(target.resources["paper"], gpu_mem_gb=memory)
+    return resolve_target(dataclasses.replace(
+        target, runs={"ours": target.runs["ours"]},
+        resources={**target.resources, "paper": paper}), scale)
 
 
 @pytest.fixture(autouse=True)
@@ -45,19 +22,19 @@ def no_text_file(monkeypatch):
     monkeypatch.delenv("REPRO_WEIGHTS", raising=False)    # the zeros stand-in: 8 tokens
 
 
-def test_each_gpu_run_gets_the_cheapest_setting_that_fits(tmp_path):
-    runs = runs_with(tmp_path, 80)
+def test_each_gpu_run_gets_the_cheapest_setting_that_fits():
+    runs = runs_with(80)
     chosen = chosen_options(runs)
     by_name = {run.name: chosen[run.run_id] for run in runs}
     assert by_name["stage1a"] == {"strategy": "fsdp", "activation_checkpointing": False}
     assert by_name["ours"] == {"strategy": "fsdp", "activation_checkpointing": True}
-    roomy = chosen_options(runs_with(tmp_path, 400))
+    roomy = chosen_options(runs_with(400))
     assert {tuple(o.values()) for o in roomy.values()} == {("ddp", False)}
-    assert chosen_options(runs_with(tmp_path, 80, "smoke")) == {}      # CPU runs: no plan
+    assert chosen_options(runs_with(80, "smoke")) == {}      # CPU runs: no plan
 
 
-def test_runs_that_cannot_fit_are_refused_with_their_numbers(tmp_path):
-    runs = runs_with(tmp_path, 20)
+def test_runs_that_cannot_fit_are_refused_with_their_numbers():
+    runs = runs_with(20)
     with pytest.raises(DoesNotFit) as err:
         chosen_options(runs)
     message = str(err.value)
@@ -69,8 +46,8 @@ def test_runs_that_cannot_fit_are_refused_with_their_numbers(tmp_path):
     assert line.startswith("memory per GPU: DOES NOT FIT 20 GB; submit will refuse")
 
 
-def test_an_override_the_memory_cannot_take_is_refused(tmp_path):
-    runs = runs_with(tmp_path, 80)
+def test_an_override_the_memory_cannot_take_is_refused():
+    runs = runs_with(80)
     with pytest.raises(DoesNotFit, match="ours"):
         chosen_options(runs, {"activation_checkpointing": False})
     forced = chosen_options(runs, {"strategy": "fsdp", "activation_checkpointing": True})
